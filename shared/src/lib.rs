@@ -1,1 +1,31 @@
-//! Keygate shared crate.
+//! Keygate's shared core: the key format, the policy model and its matchers, the one
+//! evaluation function, the signed snapshot format and the edge-to-origin signature.
+//!
+//! It has no server or runtime dependency and builds for `wasm32-unknown-unknown`. Domain
+//! functions take the current time as a parameter (Unix milliseconds unless named otherwise):
+//! on wasm32 the system clock is not available, and tests need to move time.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cidr;
+pub mod eval;
+pub mod key;
+pub mod limits;
+pub mod origin;
+pub mod policy;
+pub mod referrer;
+pub mod snapshot;
+
+pub use cidr::IpNet;
+pub use eval::{evaluate, Code, Evaluation, Lookup, Pending, RequestFacts, SnapshotView, Verdict};
+pub use key::{Environment, KeyHash, KeyPrefix, Kind, PlaintextKey};
+pub use limits::{admit, LimitDecision, LimitInfo, LimitState, Limits};
+pub use policy::{
+    DefaultRoutePolicy, KeyRecord, KeyStatus, Methods, ProjectPolicy, Quota, QuotaPeriod,
+    RateLimit, Restrictions, Route, RoutePath, Scope,
+};
+pub use referrer::{PatternError, ReferrerPattern};
+pub use snapshot::{
+    MemoryView, SignedSnapshot, SnapshotError, SnapshotIndex, SnapshotSigner, TrustedKeys,
+    VerifiedManifest,
+};

@@ -1,0 +1,376 @@
+//! The policy model: what a key may do, and the project routes that map requests to scopes.
+//!
+//! These types are both the API's JSON (control plane) and the snapshot's records (edge). Each
+//! validates itself on deserialization, so a value that exists is a valid one.
+
+use core::fmt;
+use core::num::{NonZeroU32, NonZeroU64};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cidr::IpNet;
+use crate::key::{Environment, KeyHash, Kind};
+use crate::referrer::ReferrerPattern;
+
+/// `{limit, period_seconds}`: at most `limit` requests per `period_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests allowed per period (positive).
+    pub limit: NonZeroU32,
+    /// Period length in seconds (positive).
+    pub period_seconds: NonZeroU32,
+}
+
+/// The calendar period of a quota, in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaPeriod {
+    /// Resets at 00:00 UTC.
+    Day,
+    /// Resets on the first of the month, 00:00 UTC.
+    Month,
+    /// Never resets.
+    Total,
+}
+
+/// `{limit, period}`: at most `limit` successful requests per period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Requests allowed per period (positive).
+    pub limit: NonZeroU64,
+    /// The period.
+    pub period: QuotaPeriod,
+}
+
+/// Referrer and IP restrictions. Empty lists restrict nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restrictions {
+    /// Allowed referrers (contract section 3).
+    #[serde(default)]
+    pub referrers: Vec<ReferrerPattern>,
+    /// Allowed client networks.
+    #[serde(default)]
+    pub ips: Vec<IpNet>,
+}
+
+/// A key's status as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    /// Usable.
+    Active,
+    /// Past `expires_at`.
+    Expired,
+    /// Revoked.
+    Revoked,
+}
+
+/// What happens to a valid key on a path that no route matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefaultRoutePolicy {
+    /// Let it through.
+    #[default]
+    Allow,
+    /// Answer `insufficient_scope`.
+    Deny,
+}
+
+/// HTTP methods a route applies to: a list, or `["*"]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Methods {
+    /// Every method.
+    Any,
+    /// These methods, uppercase.
+    List(Vec<String>),
+}
+
+impl Methods {
+    fn matches(&self, method: &str) -> bool {
+        match self {
+            Methods::Any => true,
+            Methods::List(list) => list.iter().any(|m| m.eq_ignore_ascii_case(method)),
+        }
+    }
+}
+
+impl Serialize for Methods {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Methods::Any => ["*"].serialize(s),
+            Methods::List(l) => l.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Methods {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let list = Vec::<String>::deserialize(d)?;
+        if list.is_empty() {
+            return Err(D::Error::custom("methods must not be empty"));
+        }
+        if list.iter().any(|m| m == "*") {
+            return if list.len() == 1 {
+                Ok(Methods::Any)
+            } else {
+                Err(D::Error::custom("\"*\" must be the only method"))
+            };
+        }
+        let mut out = Vec::with_capacity(list.len());
+        for m in list {
+            let valid =
+                !m.is_empty() && m.len() <= 32 && m.bytes().all(|b| b.is_ascii_alphabetic());
+            if !valid {
+                return Err(D::Error::custom(format!("invalid method {m:?}")));
+            }
+            out.push(m.to_ascii_uppercase());
+        }
+        Ok(Methods::List(out))
+    }
+}
+
+/// A route path: exact (`/orders`) or a prefix ending in `/*` (`/orders/*`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoutePath {
+    text: String,
+    prefix: bool,
+}
+
+impl RoutePath {
+    /// Parses a route path.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if !s.starts_with('/') || s.chars().any(char::is_whitespace) || s.contains(['?', '#']) {
+            return Err(format!(
+                "route path {s:?} must start with / and have no query"
+            ));
+        }
+        if let Some(base) = s.strip_suffix('*') {
+            if !base.ends_with('/') || base.contains('*') {
+                return Err(format!("`*` may only be the last segment of {s:?}"));
+            }
+            Ok(RoutePath {
+                text: s.to_owned(),
+                prefix: true,
+            })
+        } else if s.contains('*') {
+            Err(format!("`*` may only be the last segment of {s:?}"))
+        } else {
+            Ok(RoutePath {
+                text: s.to_owned(),
+                prefix: false,
+            })
+        }
+    }
+
+    /// The path text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// `/orders/*` matches `/orders/`, `/orders/1`, and also `/orders` itself.
+    fn matches(&self, path: &str) -> bool {
+        if self.prefix {
+            let base = &self.text[..self.text.len() - 1];
+            path.starts_with(base) || path == &base[..base.len() - 1]
+        } else {
+            path == self.text
+        }
+    }
+
+    /// Higher is more specific: an exact path beats any prefix; a longer prefix beats a shorter.
+    fn specificity(&self) -> (bool, usize) {
+        (!self.prefix, self.text.len())
+    }
+}
+
+impl Serialize for RoutePath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for RoutePath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RoutePath::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A scope name: 1 to 128 characters of `[A-Za-z0-9:._/-]`. Scopes compare literally.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Scope(String);
+
+impl Scope {
+    /// Parses a scope name.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b":._-/".contains(&b));
+        if ok {
+            Ok(Scope(s.to_owned()))
+        } else {
+            Err(format!(
+                "scope {s:?} must be 1 to 128 characters of letters, digits and : . _ - /"
+            ))
+        }
+    }
+    /// The scope text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Scope::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `{methods, path, scope}`: a request whose method and path match needs `scope`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Methods this route covers.
+    pub methods: Methods,
+    /// Path this route covers.
+    pub path: RoutePath,
+    /// Scope a key needs.
+    pub scope: Scope,
+}
+
+/// The most specific route matching `method` and `path`: the most specific path first, then a
+/// route that names the method over one with `*`.
+pub fn match_route<'r>(routes: &'r [Route], method: &str, path: &str) -> Option<&'r Route> {
+    routes
+        .iter()
+        .filter(|r| r.path.matches(path) && r.methods.matches(method))
+        .max_by_key(|r| (r.path.specificity(), matches!(r.methods, Methods::List(_))))
+}
+
+/// A project's part of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectPolicy {
+    /// Project id.
+    pub project_id: String,
+    /// Routes.
+    pub routes: Vec<Route>,
+    /// Policy for paths no route matches.
+    pub default_route_policy: DefaultRoutePolicy,
+}
+
+/// A key's part of a snapshot: everything evaluation needs, and the hash instead of the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// SHA-256 of the key string.
+    pub hash: KeyHash,
+    /// Key id.
+    pub key_id: String,
+    /// Project id.
+    pub project_id: String,
+    /// Kind.
+    pub kind: Kind,
+    /// Environment.
+    pub environment: Environment,
+    /// Revoked keys stay in snapshots so that they answer `revoked_key`, not `unknown_key`.
+    pub revoked: bool,
+    /// Unix milliseconds; after a rotation, the end of the grace period if earlier.
+    pub expires_at_ms: Option<i64>,
+    /// Granted scopes.
+    pub scopes: Vec<Scope>,
+    /// Allowed referrers; empty means any.
+    pub referrers: Vec<ReferrerPattern>,
+    /// Allowed client networks; empty means any.
+    pub ips: Vec<IpNet>,
+    /// Rate limit.
+    pub rate_limit: Option<RateLimit>,
+    /// Quota.
+    pub quota: Option<Quota>,
+    /// The key's metadata as JSON text (the binary snapshot format cannot carry free JSON).
+    pub metadata_json: Option<String>,
+}
+
+impl KeyRecord {
+    /// Whether a verdict for this key needs rate-limit or quota counters.
+    pub fn needs_counters(&self) -> bool {
+        self.rate_limit.is_some() || self.quota.is_some()
+    }
+
+    /// The status at `now_ms`.
+    pub fn status(&self, now_ms: i64) -> KeyStatus {
+        if self.revoked {
+            KeyStatus::Revoked
+        } else if self.expires_at_ms.is_some_and(|e| e <= now_ms) {
+            KeyStatus::Expired
+        } else {
+            KeyStatus::Active
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(methods: &[&str], path: &str, scope: &str) -> Route {
+        serde_json::from_value(
+            serde_json::json!({"methods": methods, "path": path, "scope": scope}),
+        )
+        .expect("route")
+    }
+
+    #[test]
+    fn most_specific_route_wins() {
+        let routes = vec![
+            route(&["*"], "/orders/*", "orders:read"),
+            route(&["POST"], "/orders/*", "orders:write"),
+            route(&["*"], "/orders/export", "orders:export"),
+            route(&["*"], "/orders/archive/*", "orders:archive"),
+        ];
+        let pick = |m, p| match_route(&routes, m, p).map(|r| r.scope.as_str().to_owned());
+        assert_eq!(pick("GET", "/orders/1").as_deref(), Some("orders:read"));
+        assert_eq!(pick("post", "/orders/1").as_deref(), Some("orders:write"));
+        assert_eq!(
+            pick("GET", "/orders/export").as_deref(),
+            Some("orders:export")
+        );
+        assert_eq!(
+            pick("GET", "/orders/archive/9").as_deref(),
+            Some("orders:archive")
+        );
+        assert_eq!(pick("GET", "/orders").as_deref(), Some("orders:read"));
+        assert_eq!(pick("GET", "/ordersx"), None);
+        assert_eq!(pick("GET", "/users"), None);
+    }
+
+    #[test]
+    fn route_validation() {
+        for bad in ["orders", "/a*/b", "/*/x", "/a*", "/a?b=1"] {
+            assert!(RoutePath::parse(bad).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_value::<Route>(
+            serde_json::json!({"methods": ["*", "GET"], "path": "/", "scope": "a"})
+        )
+        .is_err());
+        assert!(serde_json::from_value::<Route>(
+            serde_json::json!({"methods": [], "path": "/", "scope": "a"})
+        )
+        .is_err());
+        assert!(serde_json::from_value::<RateLimit>(
+            serde_json::json!({"limit": 0, "period_seconds": 60})
+        )
+        .is_err());
+    }
+}
