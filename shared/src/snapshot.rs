@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -528,11 +529,14 @@ impl Hasher for KeyHashHasher {
 pub type KeyMap = HashMap<KeyHash, KeyRecord, BuildHasherDefault<KeyHashHasher>>;
 
 /// An in-memory view of a verified snapshot whose shards are loaded on demand.
+///
+/// Shards and projects are shared behind `Arc`, so a clone is cheap: a holder can keep an
+/// immutable index per request and swap in a clone with one more shard loaded.
 #[derive(Debug, Clone)]
 pub struct SnapshotIndex {
-    manifest: VerifiedManifest,
-    projects: HashMap<String, ProjectPolicy>,
-    shards: Vec<Option<KeyMap>>,
+    manifest: Arc<VerifiedManifest>,
+    projects: Arc<HashMap<String, ProjectPolicy>>,
+    shards: Vec<Option<Arc<KeyMap>>>,
     loaded: u32,
 }
 
@@ -547,8 +551,8 @@ impl SnapshotIndex {
             .collect();
         let shards = vec![None; manifest.manifest.shard_digests.len()];
         SnapshotIndex {
-            manifest,
-            projects,
+            manifest: Arc::new(manifest),
+            projects: Arc::new(projects),
             shards,
             loaded: 0,
         }
@@ -577,7 +581,7 @@ impl SnapshotIndex {
                 == self.manifest.shard_digest(i as u32)
                 && previous.manifest.manifest.shard_bits == self.manifest.manifest.shard_bits;
             if let (true, Some(Some(map))) = (same, previous.shards.get(i)) {
-                *slot = Some(map.clone());
+                *slot = Some(Arc::clone(map));
                 self.loaded += 1;
             }
         }
@@ -590,7 +594,7 @@ impl SnapshotIndex {
             if slot.is_none() {
                 self.loaded += 1;
             }
-            *slot = Some(map);
+            *slot = Some(Arc::new(map));
         }
     }
 
