@@ -1,0 +1,215 @@
+//! Where a request carries its key, and how the forwarded URL and headers lose it.
+
+/// Where the key was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    /// `Authorization: Bearer <key>`.
+    Authorization,
+    /// `X-API-Key: <key>`.
+    ApiKeyHeader,
+    /// `?key=<key>`.
+    Query,
+}
+
+/// The key a request presents, in the contract's order of precedence: `Authorization: Bearer`,
+/// else `X-API-Key`, else the `key` query parameter. An `Authorization` header of another
+/// scheme (say, Basic credentials meant for the origin) is not a key and is left alone.
+pub fn extract_key(
+    authorization: Option<&str>,
+    x_api_key: Option<&str>,
+    query: Option<&str>,
+) -> Option<(String, KeySource)> {
+    if let Some(token) = authorization.and_then(bearer_token) {
+        return Some((token.to_owned(), KeySource::Authorization));
+    }
+    if let Some(k) = x_api_key.map(str::trim).filter(|k| !k.is_empty()) {
+        return Some((k.to_owned(), KeySource::ApiKeyHeader));
+    }
+    query
+        .and_then(|q| query_param(q, "key"))
+        .filter(|k| !k.is_empty())
+        .map(|k| (k, KeySource::Query))
+}
+
+fn bearer_token(header: &str) -> Option<&str> {
+    let header = header.trim();
+    let (scheme, rest) = header.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim();
+    (!token.is_empty()).then_some(token)
+}
+
+/// The first value of `name` in a raw query string, percent-decoded.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k) == name).then(|| percent_decode(v))
+        })
+        .next()
+}
+
+/// The raw query without any `key` parameter; every other parameter keeps its exact bytes and
+/// order. `None` when nothing is left.
+pub fn strip_key_param(query: &str) -> Option<String> {
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            percent_decode(k) != "key"
+        })
+        .collect();
+    let joined = kept.join("&");
+    (!joined.is_empty()).then_some(joined)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex_val(bytes[i + 1]), hex_val(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Joins the origin base URL (which may carry a path prefix) with the request path and query.
+pub fn forward_url(origin_base: &str, path: &str, query: Option<&str>) -> String {
+    let base = origin_base.trim_end_matches('/');
+    let mut url = String::with_capacity(base.len() + path.len() + 1);
+    url.push_str(base);
+    if !path.starts_with('/') {
+        url.push('/');
+    }
+    url.push_str(path);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
+}
+
+/// The path part of a URL (`http://h:1/a/b?x` → `/a/b`).
+pub fn url_path(url: &str) -> &str {
+    let after_scheme = url.split_once("://").map_or(url, |(_, r)| r);
+    let start = after_scheme.find('/').unwrap_or(after_scheme.len());
+    let rest = &after_scheme[start..];
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    if rest[..end].is_empty() {
+        "/"
+    } else {
+        &rest[..end]
+    }
+}
+
+/// Request headers that are never forwarded: the client must not be able to forge what the
+/// edge asserts, and hop-by-hop headers belong to this connection only.
+pub fn is_stripped_request_header(name: &str, source: KeySource) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.starts_with("keygate-")
+        || n == "host"
+        || n == "connection"
+        || n == "content-length"
+        || (source == KeySource::Authorization && n == "authorization")
+        || (source == KeySource::ApiKeyHeader && n == "x-api-key")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence() {
+        let q = Some("a=1&key=fromquery");
+        assert_eq!(
+            extract_key(Some("Bearer fromauth"), Some("fromheader"), q),
+            Some(("fromauth".into(), KeySource::Authorization))
+        );
+        assert_eq!(
+            extract_key(Some("Basic dXNlcjpwYXNz"), Some("fromheader"), q),
+            Some(("fromheader".into(), KeySource::ApiKeyHeader))
+        );
+        assert_eq!(
+            extract_key(None, None, q),
+            Some(("fromquery".into(), KeySource::Query))
+        );
+        assert_eq!(
+            extract_key(Some("bearer   spaced  "), None, None),
+            Some(("spaced".into(), KeySource::Authorization))
+        );
+        assert_eq!(extract_key(None, Some("  "), Some("key=")), None);
+        assert_eq!(extract_key(Some("Bearer"), None, None), None);
+    }
+
+    #[test]
+    fn strips_only_key_and_keeps_encoding() {
+        assert_eq!(
+            strip_key_param("a=1&key=secret&b=%20x+y&c").as_deref(),
+            Some("a=1&b=%20x+y&c")
+        );
+        assert_eq!(strip_key_param("key=s"), None);
+        assert_eq!(strip_key_param("k%65y=s&z=1").as_deref(), Some("z=1"));
+        assert_eq!(query_param("x=1&key=a%2Bb", "key").as_deref(), Some("a+b"));
+    }
+
+    #[test]
+    fn forward_urls() {
+        assert_eq!(
+            forward_url("http://127.0.0.1:8788/", "/v1/orders", Some("a=1")),
+            "http://127.0.0.1:8788/v1/orders?a=1"
+        );
+        assert_eq!(
+            forward_url("https://api.internal/base", "/x", None),
+            "https://api.internal/base/x"
+        );
+        assert_eq!(url_path("https://api.internal/base/x?y=1"), "/base/x");
+        assert_eq!(url_path("http://h:1"), "/");
+    }
+
+    #[test]
+    fn headers_stripped() {
+        assert!(is_stripped_request_header(
+            "Keygate-Key-Id",
+            KeySource::Query
+        ));
+        assert!(is_stripped_request_header(
+            "authorization",
+            KeySource::Authorization
+        ));
+        assert!(!is_stripped_request_header(
+            "authorization",
+            KeySource::Query
+        ));
+        assert!(is_stripped_request_header(
+            "X-Api-Key",
+            KeySource::ApiKeyHeader
+        ));
+        assert!(!is_stripped_request_header(
+            "accept",
+            KeySource::ApiKeyHeader
+        ));
+    }
+}
