@@ -16,12 +16,18 @@ pub const TOTAL_QUOTA_RETRY_SECONDS: u64 = 365 * 86_400;
 /// Counter state of one key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitState {
-    /// GCRA theoretical arrival time, Unix milliseconds.
+    /// GCRA theoretical arrival time, Unix milliseconds (whole part).
     pub rate_tat_ms: i64,
     /// Start of the quota period that `quota_used` counts, Unix milliseconds.
     pub quota_period_start_ms: i64,
     /// Successful requests counted in that period.
     pub quota_used: u64,
+    /// The sub-millisecond part of the theoretical arrival time, in units of `1/limit` ms
+    /// (below the rate limit's `limit`). With it the schedule is exact: rounding the arrival
+    /// time to whole milliseconds would shrink the burst of, say, 3 per second to 2, and cap any
+    /// limit at one request per millisecond. Absent in state stored before it existed.
+    #[serde(default)]
+    pub rate_tat_frac: u32,
 }
 
 /// The limits of one key.
@@ -63,33 +69,35 @@ pub fn admit(limits: &Limits, state: &mut LimitState, now_ms: i64) -> LimitDecis
     let mut new_tat = None;
     if let Some(rl) = limits.rate_limit {
         let limit = u64::from(rl.limit.get());
-        let period_ms = i64::from(rl.period_seconds.get()) * 1000;
-        // Emission interval: one token comes back every `interval` milliseconds.
-        let interval = period_ms as f64 / limit as f64;
-        let tat = state.rate_tat_ms.max(now_ms) as f64;
+        // Time in units of `1/limit` ms, where one token's emission interval is exactly
+        // `period_ms` units: integer arithmetic with no rounding anywhere.
+        let per_ms = i128::from(rl.limit.get());
+        let interval = i128::from(rl.period_seconds.get()) * 1000;
+        let period = interval * per_ms;
+        let now = i128::from(now_ms) * per_ms;
+        let frac = i128::from(state.rate_tat_frac).min(per_ms - 1);
+        let tat = (i128::from(state.rate_tat_ms) * per_ms + frac).max(now);
         let candidate = tat + interval;
-        let allowed = candidate - now_ms as f64 <= period_ms as f64 + 1e-6;
-        if !allowed {
-            let wait_ms = (candidate - period_ms as f64 - now_ms as f64).max(0.0);
-            let reset_ms = (tat - now_ms as f64).max(0.0);
+        let backlog = candidate - now;
+        let units_per_second = per_ms * 1000;
+        if backlog > period {
             return LimitDecision::RateLimited(LimitInfo {
                 limit,
                 remaining: 0,
-                reset_seconds: ceil_secs(reset_ms),
-                retry_after_seconds: Some(ceil_secs(wait_ms).max(1)),
+                reset_seconds: ceil_div_u64(tat - now, units_per_second),
+                retry_after_seconds: Some(ceil_div_u64(backlog - period, units_per_second).max(1)),
             });
         }
-        let backlog = candidate - now_ms as f64;
-        let remaining = ((period_ms as f64 - backlog) / interval + 1e-9)
-            .floor()
-            .max(0.0) as u64;
+        let remaining = u64::try_from((period - backlog) / interval).unwrap_or(0);
         rate_info = Some(LimitInfo {
             limit,
             remaining: remaining.min(limit),
-            reset_seconds: ceil_secs(backlog),
+            reset_seconds: ceil_div_u64(backlog, units_per_second),
             retry_after_seconds: None,
         });
-        new_tat = Some(candidate.ceil() as i64);
+        let whole = i64::try_from(candidate.div_euclid(per_ms)).unwrap_or(i64::MAX);
+        let frac = u32::try_from(candidate.rem_euclid(per_ms)).unwrap_or(0);
+        new_tat = Some((whole, frac));
     }
     let mut quota_info = None;
     if let Some(q) = limits.quota {
@@ -101,7 +109,7 @@ pub fn admit(limits: &Limits, state: &mut LimitState, now_ms: i64) -> LimitDecis
         };
         let limit = q.limit.get();
         let reset_seconds = match period_end(q.period, now_ms) {
-            Some(end) => ceil_secs((end - now_ms) as f64),
+            Some(end) => ceil_div_u64(i128::from(end) - i128::from(now_ms), 1000),
             None => TOTAL_QUOTA_RETRY_SECONDS,
         };
         if used >= limit {
@@ -121,14 +129,19 @@ pub fn admit(limits: &Limits, state: &mut LimitState, now_ms: i64) -> LimitDecis
             retry_after_seconds: None,
         });
     }
-    if let Some(t) = new_tat {
-        state.rate_tat_ms = t;
+    if let Some((whole, frac)) = new_tat {
+        state.rate_tat_ms = whole;
+        state.rate_tat_frac = frac;
     }
     LimitDecision::Allowed(rate_info.or(quota_info))
 }
 
-fn ceil_secs(ms: f64) -> u64 {
-    (ms / 1000.0).ceil().max(0.0) as u64
+/// `ceil(n / d)` for `d > 0`, clamped to `0..=u64::MAX`.
+fn ceil_div_u64(n: i128, d: i128) -> u64 {
+    if n <= 0 {
+        return 0;
+    }
+    u64::try_from((n + d - 1) / d).unwrap_or(u64::MAX)
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -221,6 +234,78 @@ mod tests {
             admit(&limits, &mut st, t0 + 20_000),
             LimitDecision::RateLimited(_)
         ));
+    }
+
+    #[test]
+    fn burst_equals_limit_when_the_interval_is_not_whole_milliseconds() {
+        let t0 = 1_700_000_000_123;
+        // 3 per second (333.3 ms apart), 7 per minute, and more than one per millisecond.
+        for (limit, period) in [(3, 1), (7, 60), (100_000, 60), (6, 1)] {
+            let limits = Limits {
+                rate_limit: rl(limit, period),
+                quota: None,
+            };
+            let mut st = LimitState::default();
+            for i in 0..limit {
+                match admit(&limits, &mut st, t0) {
+                    LimitDecision::Allowed(Some(info)) => {
+                        assert_eq!(info.remaining, u64::from(limit - i - 1), "{limit}/{period}")
+                    }
+                    other => panic!("{limit}/{period}s: request {i} refused: {other:?}"),
+                }
+            }
+            assert!(
+                matches!(admit(&limits, &mut st, t0), LimitDecision::RateLimited(_)),
+                "{limit}/{period}s: request {} allowed",
+                limit + 1
+            );
+            // Exactly one token is back after one interval, not before.
+            let period_ms = i64::from(period) * 1000;
+            let back = t0 + (period_ms + i64::from(limit) - 1) / i64::from(limit);
+            assert!(
+                matches!(
+                    admit(&limits, &mut st, back - 1),
+                    LimitDecision::RateLimited(_)
+                ),
+                "{limit}/{period}s"
+            );
+            assert!(
+                matches!(admit(&limits, &mut st, back), LimitDecision::Allowed(_)),
+                "{limit}/{period}s"
+            );
+        }
+    }
+
+    #[test]
+    fn sustained_rate_matches_the_limit() {
+        // 100,000 per minute, offered 3,000 per second for ten minutes: a burst of 100,000 and
+        // then exactly the refill rate.
+        let limits = Limits {
+            rate_limit: rl(100_000, 60),
+            quota: None,
+        };
+        let mut st = LimitState::default();
+        let t0 = 1_700_000_000_000;
+        let mut allowed = 0u64;
+        for ms in 0..600_000i64 {
+            for _ in 0..3 {
+                if matches!(admit(&limits, &mut st, t0 + ms), LimitDecision::Allowed(_)) {
+                    allowed += 1;
+                }
+            }
+        }
+        // 100,000 burst + 599.999 s of refill at 1666.67/s.
+        let expected = 100_000 + 599_999 * 100_000 / 60_000;
+        assert!(allowed.abs_diff(expected) <= 1, "{allowed} vs {expected}");
+    }
+
+    #[test]
+    fn state_stored_without_the_fraction_still_decodes() {
+        let st: LimitState =
+            serde_json::from_str(r#"{"rate_tat_ms":5,"quota_period_start_ms":0,"quota_used":2}"#)
+                .expect("decode");
+        assert_eq!(st.rate_tat_frac, 0);
+        assert_eq!(st.quota_used, 2);
     }
 
     #[test]
