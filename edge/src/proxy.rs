@@ -142,13 +142,7 @@ async fn handle_inner(
         h.get("X-API-Key")?.as_deref(),
         query.as_deref(),
     ) else {
-        return refuse(
-            Code::MissingKey,
-            None,
-            origin_h.as_deref(),
-            referer_h.as_deref(),
-            true,
-        );
+        return refuse(Code::MissingKey, None, origin_h.as_deref(), true);
     };
     let ip: Option<IpAddr> = h
         .get("CF-Connecting-IP")?
