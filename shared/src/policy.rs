@@ -100,7 +100,9 @@ impl Methods {
 impl Serialize for Methods {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Methods::Any => ["*"].serialize(s),
+            // A slice, not an array: serde writes arrays as tuples, which binary formats
+            // (postcard, in snapshots) encode without the length that `Vec` decoding expects.
+            Methods::Any => ["*"][..].serialize(s),
             Methods::List(l) => l.serialize(s),
         }
     }
@@ -353,6 +355,22 @@ mod tests {
         assert_eq!(pick("GET", "/orders").as_deref(), Some("orders:read"));
         assert_eq!(pick("GET", "/ordersx"), None);
         assert_eq!(pick("GET", "/users"), None);
+    }
+
+    #[test]
+    fn routes_round_trip_in_json_and_postcard() {
+        let routes = vec![
+            route(&["*"], "/orders/*", "orders:read"),
+            route(&["get", "POST"], "/orders/export", "orders:export"),
+        ];
+        let bytes = postcard::to_allocvec(&routes).expect("encode");
+        let back: Vec<Route> = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(back, routes);
+        let json = serde_json::to_value(&routes).expect("json");
+        assert_eq!(json[0]["methods"], serde_json::json!(["*"]));
+        assert_eq!(json[1]["methods"], serde_json::json!(["GET", "POST"]));
+        let back: Vec<Route> = serde_json::from_value(json).expect("json back");
+        assert_eq!(back, routes);
     }
 
     #[test]
