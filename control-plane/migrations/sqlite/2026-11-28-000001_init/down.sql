@@ -1,0 +1,9 @@
+DROP TRIGGER audit_log_no_delete;
+DROP TRIGGER audit_log_no_update;
+DROP TABLE key_usage;
+DROP TABLE snapshot_state;
+DROP TABLE audit_log;
+DROP TABLE admin_tokens;
+DROP TABLE admins;
+DROP TABLE api_keys;
+DROP TABLE projects;

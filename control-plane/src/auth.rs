@@ -1,0 +1,335 @@
+//! Authentication and roles.
+//!
+//! A bearer token is either an admin API token (`kgt_` + 40 base62 characters, or the
+//! operator's `KEYGATE_BOOTSTRAP_TOKEN`; stored as its SHA-256) or a session JWT from
+//! `POST /v1/auth/login` (it has two dots, API tokens have none, so the two are told apart
+//! without a lookup). A middleware resolves the token once per request; handlers state the
+//! roles they accept in their signature (`Authed<Writers>`), and the extractor refuses with 401
+//! or 403 before any body is read.
+
+use std::marker::PhantomData;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use diesel::prelude::*;
+use futures_util::future::{ready, Ready};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use crate::db::schema::{admin_tokens, admins};
+use crate::db::DbConn;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Never change this prefix: existing tokens are recognised by it.
+pub const TOKEN_PREFIX: &str = "kgt_";
+const TOKEN_RANDOM_LEN: usize = 40;
+/// `last_used_at` is written at most this often per token, so reads stay reads.
+const LAST_USED_RESOLUTION_MS: i64 = 60_000;
+
+/// An admin's or token's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, including admins and tokens.
+    Owner,
+    /// Projects and keys; read everything.
+    Admin,
+    /// Read everything.
+    Viewer,
+    /// Read the snapshot and public keys, post usage.
+    Edge,
+}
+
+impl Role {
+    /// The role's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+            Role::Edge => "edge",
+        }
+    }
+
+    /// Parses a role name.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "owner" => Some(Role::Owner),
+            "admin" => Some(Role::Admin),
+            "viewer" => Some(Role::Viewer),
+            "edge" => Some(Role::Edge),
+            _ => None,
+        }
+    }
+
+    /// Every role.
+    pub const ALL: [Role; 4] = [Role::Owner, Role::Admin, Role::Viewer, Role::Edge];
+}
+
+/// Who made a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// `tok_...` or `adm_...`.
+    pub actor: String,
+    /// The role in force.
+    pub role: Role,
+}
+
+/// A set of roles a route accepts.
+pub trait Allowed {
+    /// The roles.
+    const ROLES: &'static [Role];
+}
+
+macro_rules! role_set {
+    ($(#[$doc:meta])* $name:ident = [$($role:ident),+]) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name;
+        impl Allowed for $name {
+            const ROLES: &'static [Role] = &[$(Role::$role),+];
+        }
+    };
+}
+
+role_set!(
+    /// Owners only: admins and tokens.
+    Owners = [Owner]
+);
+role_set!(
+    /// Owners and admins: changes to projects and keys.
+    Writers = [Owner, Admin]
+);
+role_set!(
+    /// Everyone but the edge: reads.
+    Readers = [Owner, Admin, Viewer]
+);
+role_set!(
+    /// Everyone: the snapshot and its public keys.
+    SnapshotReaders = [Owner, Admin, Viewer, Edge]
+);
+role_set!(
+    /// The edge (and owners): usage reports.
+    UsageWriters = [Owner, Edge]
+);
+
+/// The outcome of resolving a bearer token, left in the request's extensions.
+#[derive(Debug, Clone)]
+enum AuthOutcome {
+    Ok(Principal),
+    Invalid(&'static str),
+}
+
+/// A request whose principal has one of `R`'s roles.
+#[derive(Debug)]
+pub struct Authed<R: Allowed> {
+    /// The principal.
+    pub principal: Principal,
+    _roles: PhantomData<R>,
+}
+
+impl<R: Allowed> FromRequest for Authed<R> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let outcome = req.extensions().get::<AuthOutcome>().cloned();
+        ready(match outcome {
+            None => Err(ApiError::Unauthorized(
+                "an Authorization: Bearer token is required",
+            )),
+            Some(AuthOutcome::Invalid(why)) => Err(ApiError::Unauthorized(why)),
+            Some(AuthOutcome::Ok(p)) if R::ROLES.contains(&p.role) => Ok(Authed {
+                principal: p,
+                _roles: PhantomData,
+            }),
+            Some(AuthOutcome::Ok(_)) => Err(ApiError::Forbidden),
+        })
+    }
+}
+
+/// The principal of a request, if it was authenticated (for logs).
+pub fn actor_of(req: &HttpRequest) -> Option<String> {
+    match req.extensions().get::<AuthOutcome>() {
+        Some(AuthOutcome::Ok(p)) => Some(p.actor.clone()),
+        _ => None,
+    }
+}
+
+/// Middleware: resolves the bearer token, if any, before the handler's extractors run.
+pub async fn authenticate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .map(|v| v.to_str().map(str::to_owned));
+    if let Some(header) = header {
+        let outcome = match (header, req.app_data::<web::Data<AppState>>()) {
+            (Ok(h), Some(state)) => resolve(state.clone(), h).await,
+            (Err(_), _) => AuthOutcome::Invalid("the Authorization header is not valid text"),
+            (_, None) => AuthOutcome::Invalid("authentication is not configured"),
+        };
+        req.extensions_mut().insert(outcome);
+    }
+    next.call(req).await
+}
+
+async fn resolve(state: web::Data<AppState>, header: String) -> AuthOutcome {
+    let Some(token) = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    else {
+        return AuthOutcome::Invalid("the Authorization header must be `Bearer <token>`");
+    };
+    let now = state.clock.now_ms();
+    // A JWT has exactly two dots; API tokens (generated or bootstrap) have none.
+    if !token.contains('.') {
+        let hash = hash_token(token);
+        let st = state.clone();
+        let found = web::block(move || -> Result<Option<Principal>, ApiError> {
+            let mut conn = st.pool.get()?;
+            lookup_api_token(&mut conn, &hash, now)
+        })
+        .await;
+        match found {
+            Ok(Ok(Some(p))) => AuthOutcome::Ok(p),
+            Ok(Ok(None)) => AuthOutcome::Invalid("the token is unknown or was deleted"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "token lookup failed");
+                AuthOutcome::Invalid("the token could not be checked")
+            }
+            Err(_) => AuthOutcome::Invalid("the token could not be checked"),
+        }
+    } else if token.matches('.').count() == 2 {
+        let Some(claims) = state.jwt.decode(token, now) else {
+            return AuthOutcome::Invalid("the session token is invalid or expired");
+        };
+        let st = state.clone();
+        let found = web::block(move || -> Result<Option<Principal>, ApiError> {
+            let mut conn = st.pool.get()?;
+            let role: Option<String> = admins::table
+                .find(&claims.sub)
+                .select(admins::role)
+                .first(&mut *conn)
+                .optional()?;
+            Ok(role.and_then(|r| Role::parse(&r)).map(|role| Principal {
+                actor: claims.sub,
+                role,
+            }))
+        })
+        .await;
+        match found {
+            Ok(Ok(Some(p))) => AuthOutcome::Ok(p),
+            Ok(Ok(None)) => AuthOutcome::Invalid("the session's admin no longer exists"),
+            _ => AuthOutcome::Invalid("the token could not be checked"),
+        }
+    } else {
+        AuthOutcome::Invalid("the token is not a Keygate token")
+    }
+}
+
+fn lookup_api_token(
+    conn: &mut DbConn,
+    hash: &str,
+    now: i64,
+) -> Result<Option<Principal>, ApiError> {
+    let row: Option<(String, String, Option<i64>)> = admin_tokens::table
+        .filter(admin_tokens::token_hash.eq(hash))
+        .select((
+            admin_tokens::id,
+            admin_tokens::role,
+            admin_tokens::last_used_at,
+        ))
+        .first(conn)
+        .optional()?;
+    let Some((id, role, last_used)) = row else {
+        return Ok(None);
+    };
+    if last_used.is_none_or(|t| now - t >= LAST_USED_RESOLUTION_MS) {
+        diesel::update(admin_tokens::table.find(&id))
+            .set(admin_tokens::last_used_at.eq(now))
+            .execute(conn)?;
+    }
+    Ok(Role::parse(&role).map(|role| Principal { actor: id, role }))
+}
+
+/// SHA-256 hex of a token.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A new admin API token from the OS CSPRNG.
+pub fn generate_token() -> String {
+    const BASE62: &[u8] = keygate_shared::key::BASE62;
+    let mut rng = rand::rngs::OsRng;
+    let mut s = String::with_capacity(TOKEN_PREFIX.len() + TOKEN_RANDOM_LEN);
+    s.push_str(TOKEN_PREFIX);
+    for _ in 0..TOKEN_RANDOM_LEN {
+        s.push(BASE62[rng.gen_range(0..BASE62.len())] as char);
+    }
+    s
+}
+
+/// Session token claims.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// Admin id.
+    pub sub: String,
+    /// Issued at, Unix seconds.
+    pub iat: i64,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+}
+
+/// HS256 keys for session tokens.
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtKeys(..)")
+    }
+}
+
+impl JwtKeys {
+    /// From a secret.
+    pub fn new(secret: &[u8]) -> Self {
+        JwtKeys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        }
+    }
+
+    /// Issues a session token for `admin_id` valid until `exp_ms`.
+    pub fn issue(&self, admin_id: &str, now_ms: i64, exp_ms: i64) -> Result<String, ApiError> {
+        let claims = Claims {
+            sub: admin_id.to_owned(),
+            iat: now_ms / 1000,
+            exp: exp_ms / 1000,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(ApiError::internal)
+    }
+
+    /// Checks a session token's signature, and its expiry against our clock (not the system's,
+    /// so tests can move time).
+    fn decode(&self, token: &str, now_ms: i64) -> Option<Claims> {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.validate_exp = false;
+        v.required_spec_claims = ["exp", "sub"].iter().map(|s| (*s).to_owned()).collect();
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).ok()?;
+        (data.claims.exp * 1000 > now_ms).then_some(data.claims)
+    }
+}

@@ -1,0 +1,145 @@
+//! Configuration. Nothing global: every `Application` gets its own `Config`, so tests and the
+//! end-to-end suite can run many control planes side by side.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use keygate_shared::Environment;
+
+use crate::clock::Clock;
+
+/// Default snapshot validity: one day.
+pub const DEFAULT_SNAPSHOT_VALIDITY_SECONDS: i64 = 86_400;
+/// Default session (JWT) lifetime: twelve hours.
+pub const DEFAULT_SESSION_TTL_SECONDS: i64 = 12 * 3600;
+/// Shortest accepted `KEYGATE_BOOTSTRAP_TOKEN`.
+pub const MIN_BOOTSTRAP_TOKEN_LEN: usize = 32;
+
+/// Control plane configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// Listen address, `127.0.0.1:8080`; port 0 picks a free port.
+    pub listen: String,
+    /// Holds the SQLite file, the signing keys and the JWT secret.
+    pub data_dir: PathBuf,
+    /// `None`: SQLite at `<data_dir>/keygate.db`. A `postgres://` URL: PostgreSQL.
+    pub database_url: Option<String>,
+    /// Ensures an owner API token with exactly this value exists (>= 32 characters).
+    pub bootstrap_token: Option<String>,
+    /// HS256 secret for session tokens; generated into `<data_dir>/jwt-secret` if `None`.
+    pub jwt_secret: Option<String>,
+    /// Session token lifetime.
+    pub session_ttl_seconds: i64,
+    /// How long a signed snapshot stays valid.
+    pub snapshot_validity_seconds: i64,
+    /// `/v1/verify`'s `host` to the environment it serves.
+    pub host_environments: HashMap<String, Environment>,
+    /// The clock (system in production; manual in tests).
+    pub clock: Clock,
+    /// HTTP workers; `None` = one per core.
+    pub workers: Option<usize>,
+    /// Largest number of pooled database connections.
+    pub db_pool_size: u32,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets and database credentials stay out of logs.
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field(
+                "bootstrap_token",
+                &self.bootstrap_token.as_ref().map(|_| "<set>"),
+            )
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
+            .field("session_ttl_seconds", &self.session_ttl_seconds)
+            .field("snapshot_validity_seconds", &self.snapshot_validity_seconds)
+            .field("host_environments", &self.host_environments)
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Defaults with the given data directory, listening on `127.0.0.1:0`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            listen: "127.0.0.1:0".to_owned(),
+            data_dir: data_dir.into(),
+            database_url: None,
+            bootstrap_token: None,
+            jwt_secret: None,
+            session_ttl_seconds: DEFAULT_SESSION_TTL_SECONDS,
+            snapshot_validity_seconds: DEFAULT_SNAPSHOT_VALIDITY_SECONDS,
+            host_environments: HashMap::new(),
+            clock: Clock::system(),
+            workers: None,
+            db_pool_size: 16,
+        }
+    }
+
+    /// Reads the optional settings that have no CLI flag from the environment:
+    /// `KEYGATE_BOOTSTRAP_TOKEN`, `KEYGATE_JWT_SECRET`, `KEYGATE_SESSION_TTL_SECONDS`,
+    /// `KEYGATE_SNAPSHOT_VALIDITY_SECONDS`, `KEYGATE_HOST_ENVIRONMENTS`, `KEYGATE_WORKERS`.
+    pub fn apply_env(mut self) -> anyhow::Result<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if let Some(v) = var("KEYGATE_BOOTSTRAP_TOKEN") {
+            self.bootstrap_token = Some(v);
+        }
+        if let Some(v) = var("KEYGATE_JWT_SECRET") {
+            self.jwt_secret = Some(v);
+        }
+        if let Some(v) = var("KEYGATE_SESSION_TTL_SECONDS") {
+            self.session_ttl_seconds = parse_positive("KEYGATE_SESSION_TTL_SECONDS", &v)?;
+        }
+        if let Some(v) = var("KEYGATE_SNAPSHOT_VALIDITY_SECONDS") {
+            self.snapshot_validity_seconds =
+                parse_positive("KEYGATE_SNAPSHOT_VALIDITY_SECONDS", &v)?;
+        }
+        if let Some(v) = var("KEYGATE_HOST_ENVIRONMENTS") {
+            self.host_environments = serde_json::from_str(&v).map_err(|e| {
+                anyhow::anyhow!(
+                    "KEYGATE_HOST_ENVIRONMENTS must be a JSON object such as {{\"api.example.com\":\"live\"}}: {e}"
+                )
+            })?;
+        }
+        if let Some(v) = var("KEYGATE_WORKERS") {
+            self.workers = Some(parse_positive("KEYGATE_WORKERS", &v)? as usize);
+        }
+        Ok(self)
+    }
+
+    /// Checks settings that would otherwise fail later and less clearly.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(t) = &self.bootstrap_token {
+            if t.chars().count() < MIN_BOOTSTRAP_TOKEN_LEN {
+                anyhow::bail!(
+                    "KEYGATE_BOOTSTRAP_TOKEN must be at least {MIN_BOOTSTRAP_TOKEN_LEN} characters"
+                );
+            }
+            if t.chars()
+                .any(|c| c.is_whitespace() || c == '.' || c.is_control())
+            {
+                anyhow::bail!("KEYGATE_BOOTSTRAP_TOKEN must not contain whitespace or dots");
+            }
+        }
+        if let Some(s) = &self.jwt_secret {
+            if s.len() < 32 {
+                anyhow::bail!("KEYGATE_JWT_SECRET must be at least 32 characters");
+            }
+        }
+        if self.snapshot_validity_seconds < 10 {
+            anyhow::bail!("KEYGATE_SNAPSHOT_VALIDITY_SECONDS must be at least 10");
+        }
+        Ok(())
+    }
+}
+
+fn parse_positive(name: &str, v: &str) -> anyhow::Result<i64> {
+    match v.trim().parse::<i64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => anyhow::bail!("{name} must be a positive integer, not {v:?}"),
+    }
+}

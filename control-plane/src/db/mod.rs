@@ -1,0 +1,205 @@
+//! Database access for both backends from one binary.
+//!
+//! The backend is chosen by the URL's scheme, never by trying one after the other: SQLite
+//! accepts any string as a file name, so a failed PostgreSQL connection must not silently
+//! become a new SQLite file. Blocking diesel calls run in `web::block` on the pool.
+
+pub mod models;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+/// One connection to whichever backend was configured.
+#[derive(diesel::MultiConnection)]
+pub enum DbConn {
+    /// PostgreSQL.
+    Postgresql(PgConnection),
+    /// Embedded SQLite.
+    Sqlite(SqliteConnection),
+}
+
+impl std::fmt::Debug for DbConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DbConn::Postgresql(_) => "DbConn::Postgresql",
+            DbConn::Sqlite(_) => "DbConn::Sqlite",
+        })
+    }
+}
+
+/// Runs the same body on the concrete connection, for the statements that do not compile
+/// through the multi-connection (upserts, `RETURNING` of whole rows).
+#[macro_export]
+macro_rules! with_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::DbConn::Postgresql($c) => $body,
+            $crate::db::DbConn::Sqlite($c) => $body,
+        }
+    };
+}
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Which database, parsed from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbTarget {
+    /// A PostgreSQL connection URL.
+    Postgres(String),
+    /// A SQLite file.
+    Sqlite(PathBuf),
+}
+
+impl DbTarget {
+    /// `None` means the SQLite file `<data_dir>/keygate.db`; a `postgres://` or
+    /// `postgresql://` URL means PostgreSQL; `sqlite://PATH` a SQLite file. Anything else is
+    /// refused rather than guessed.
+    pub fn from_config(url: Option<&str>, data_dir: &Path) -> anyhow::Result<Self> {
+        match url.map(str::trim).filter(|u| !u.is_empty()) {
+            None => Ok(DbTarget::Sqlite(data_dir.join("keygate.db"))),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                Ok(DbTarget::Postgres(u.to_owned()))
+            }
+            Some(u) if u.starts_with("sqlite://") => {
+                Ok(DbTarget::Sqlite(PathBuf::from(&u["sqlite://".len()..])))
+            }
+            Some(_) => anyhow::bail!(
+                "unsupported DATABASE_URL: use a postgres:// URL, sqlite://PATH, or leave it unset for <data-dir>/keygate.db"
+            ),
+        }
+    }
+
+    /// A description without credentials, for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            DbTarget::Sqlite(p) => format!("sqlite {}", p.display()),
+            DbTarget::Postgres(u) => {
+                // Drop userinfo: it may carry a password.
+                let rest = u.split_once("://").map_or(u.as_str(), |(_, r)| r);
+                let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+                let host = host.split('?').next().unwrap_or(host);
+                format!("postgresql {host}")
+            }
+        }
+    }
+
+    fn establish(&self) -> ConnectionResult<DbConn> {
+        match self {
+            DbTarget::Postgres(url) => PgConnection::establish(url).map(DbConn::Postgresql),
+            DbTarget::Sqlite(path) => {
+                let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
+                // Pragmas are per connection.
+                conn.batch_execute(
+                    "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                )
+                .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+                Ok(DbConn::Sqlite(conn))
+            }
+        }
+    }
+}
+
+/// r2d2 manager that knows the backend up front.
+#[derive(Debug)]
+pub struct Manager(DbTarget);
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = DbConn;
+    type Error = ConnectionError;
+
+    fn connect(&self) -> Result<DbConn, ConnectionError> {
+        self.0.establish()
+    }
+    fn is_valid(&self, conn: &mut DbConn) -> Result<(), ConnectionError> {
+        conn.batch_execute("SELECT 1")
+            .map_err(|e| ConnectionError::BadConnection(e.to_string()))
+    }
+    fn has_broken(&self, _conn: &mut DbConn) -> bool {
+        false
+    }
+}
+
+/// The connection pool.
+pub type Pool = r2d2::Pool<Manager>;
+/// A pooled connection.
+pub type PooledConn = r2d2::PooledConnection<Manager>;
+
+/// Opens a pool, creating the SQLite file (and switching it to WAL) if needed.
+pub fn connect(target: &DbTarget, max_size: u32) -> anyhow::Result<Pool> {
+    if let DbTarget::Sqlite(path) = target {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        // WAL is persistent in the file; set it once, outside the pool.
+        let mut conn = target.establish()?;
+        conn.batch_execute("PRAGMA journal_mode = WAL;")?;
+    }
+    let pool = r2d2::Pool::builder()
+        .max_size(max_size)
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(10))
+        .test_on_check_out(false)
+        .build(Manager(target.clone()))
+        .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", target.describe()))?;
+    Ok(pool)
+}
+
+/// Applies pending migrations; returns how many ran.
+pub fn migrate(conn: &mut DbConn) -> anyhow::Result<usize> {
+    let applied = match conn {
+        DbConn::Postgresql(c) => c
+            .run_pending_migrations(POSTGRES_MIGRATIONS)
+            .map(|v| v.len()),
+        DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+    }
+    .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+    Ok(applied)
+}
+
+/// Runs `f` in a write transaction: `BEGIN IMMEDIATE` on SQLite, so the write lock is taken
+/// up front and a concurrent writer waits (busy_timeout) instead of failing at its first write.
+pub fn write_tx<T, E>(
+    conn: &mut DbConn,
+    f: impl FnOnce(&mut DbConn) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    match conn {
+        DbConn::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
+        DbConn::Postgresql(c) => AnsiTransactionManager::begin_transaction(c)?,
+    }
+    match f(conn) {
+        Ok(v) => {
+            <DbConn as Connection>::TransactionManager::commit_transaction(conn)?;
+            Ok(v)
+        }
+        Err(e) => {
+            // The original error matters more than a failed rollback.
+            let _ = <DbConn as Connection>::TransactionManager::rollback_transaction(conn);
+            Err(e)
+        }
+    }
+}
+
+/// Runs `f` in a read transaction that sees one consistent state (REPEATABLE READ on
+/// PostgreSQL; a SQLite read transaction is a snapshot already).
+pub fn read_tx<T, E>(conn: &mut DbConn, f: impl FnOnce(&mut DbConn) -> Result<T, E>) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    conn.transaction(|conn| {
+        if let DbConn::Postgresql(c) = conn {
+            c.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+        }
+        f(conn)
+    })
+}

@@ -1,0 +1,88 @@
+//! Row types. Insert and read types are named apart (`NewX` vs `XRow`); JSON columns hold the
+//! shared crate's serde forms, so a stored value parses back with the same validation.
+
+use diesel::prelude::*;
+
+use super::schema::{admin_tokens, admins, api_keys, audit_log, projects};
+
+/// A project row.
+#[derive(Debug, Clone, Queryable, Insertable, AsChangeset)]
+#[diesel(table_name = projects)]
+pub struct ProjectRow {
+    pub id: String,
+    pub name: String,
+    pub key_prefix: String,
+    pub routes: String,
+    pub default_route_policy: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// An API key row. Holds the key's hash and start, never the key.
+#[derive(Debug, Clone, Queryable, Insertable)]
+#[diesel(table_name = api_keys)]
+pub struct KeyRow {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+    pub kind: String,
+    pub environment: String,
+    pub key_hash: String,
+    pub key_start: String,
+    /// JSON of [`crate::domain::keys::StoredPolicy`].
+    pub policy: String,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub revoked_at: Option<i64>,
+    pub revoked_reason: Option<String>,
+    pub rotated_to: Option<String>,
+    pub rotated_from: Option<String>,
+}
+
+/// The mutable part of a key row.
+#[derive(Debug, Clone, AsChangeset)]
+#[diesel(table_name = api_keys, treat_none_as_null = true)]
+pub struct KeyChanges {
+    pub name: String,
+    /// JSON of [`crate::domain::keys::StoredPolicy`].
+    pub policy: String,
+    pub expires_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+/// An admin account row.
+#[derive(Debug, Clone, Queryable, Insertable)]
+#[diesel(table_name = admins)]
+pub struct AdminRow {
+    pub id: String,
+    pub email: String,
+    pub role: String,
+    /// Argon2 PHC string.
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+/// An admin API token row: SHA-256 hex of the token, never the token.
+#[derive(Debug, Clone, Queryable, Insertable)]
+#[diesel(table_name = admin_tokens)]
+pub struct TokenRow {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub token_hash: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// An audit entry.
+#[derive(Debug, Clone, Queryable, Insertable)]
+#[diesel(table_name = audit_log)]
+pub struct AuditRow {
+    pub id: String,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target_id: String,
+    pub details: String,
+}

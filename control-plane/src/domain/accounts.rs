@@ -1,0 +1,407 @@
+//! Admin accounts (argon2 password hashes), session login, and admin API tokens (stored as
+//! SHA-256; shown once).
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{audit, check_name, is_unique_violation};
+use crate::auth::{generate_token, hash_token, JwtKeys, Role};
+use crate::db::models::{AdminRow, TokenRow};
+use crate::db::schema::{admin_tokens, admins};
+use crate::db::{write_tx, DbConn};
+use crate::error::ApiError;
+use crate::ids::new_id;
+
+/// Shortest accepted password.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Body of `POST /v1/auth/login`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// Email.
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("email", &self.email)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A session token.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Session {
+    /// JWT to send as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// RFC 3339.
+    #[serde(with = "crate::timefmt::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: i64,
+}
+
+/// Body of `POST /v1/admins`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAdmin {
+    /// Email, unique.
+    pub email: String,
+    /// Role.
+    pub role: Role,
+    /// At least 12 characters.
+    pub password: String,
+}
+
+impl std::fmt::Debug for CreateAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateAdmin")
+            .field("email", &self.email)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An admin account.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AdminView {
+    /// `adm_...`.
+    pub id: String,
+    /// Email.
+    pub email: String,
+    /// Role.
+    pub role: Role,
+    /// RFC 3339.
+    #[serde(with = "crate::timefmt::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+}
+
+/// A list of admins.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AdminList {
+    /// Oldest first.
+    pub items: Vec<AdminView>,
+}
+
+/// Body of `POST /v1/admin-tokens`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// What the token is for.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+}
+
+/// An admin API token without its secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenView {
+    /// `tok_...`.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// RFC 3339.
+    #[serde(with = "crate::timefmt::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+    /// RFC 3339, to the minute.
+    #[serde(with = "crate::timefmt::opt_rfc3339")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_used_at: Option<i64>,
+}
+
+/// A new token: shown once.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    /// `tok_...`.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// RFC 3339.
+    #[serde(with = "crate::timefmt::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+    /// The token. Store it now: it is never shown again.
+    pub token: String,
+}
+
+/// A list of tokens.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenList {
+    /// Oldest first.
+    pub items: Vec<TokenView>,
+}
+
+fn role_of(s: &str) -> Result<Role, ApiError> {
+    Role::parse(s).ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored role {s:?}")))
+}
+
+fn admin_view(r: &AdminRow) -> Result<AdminView, ApiError> {
+    Ok(AdminView {
+        id: r.id.clone(),
+        email: r.email.clone(),
+        role: role_of(&r.role)?,
+        created_at: r.created_at,
+    })
+}
+
+/// Normalises and checks an email address.
+pub fn check_email(email: &str) -> Result<String, ApiError> {
+    let e = email.trim().to_lowercase();
+    let ok = e.len() <= 254
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+        && e.split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'));
+    if !ok {
+        return Err(ApiError::validation("email", "is not an email address"));
+    }
+    Ok(e)
+}
+
+/// Checks a password's length.
+pub fn check_password(password: &str) -> Result<(), ApiError> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(ApiError::validation(
+            "password",
+            format!("must be at least {MIN_PASSWORD_CHARS} characters"),
+        ));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(ApiError::validation("password", "is too long"));
+    }
+    Ok(())
+}
+
+/// Argon2id PHC string of a password.
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("password hashing failed: {e}")))
+}
+
+/// A hash to verify against when the email is unknown, so both cases take as long.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("keygate-dummy-password").unwrap_or_default())
+}
+
+/// Creates an admin.
+pub fn create_admin(
+    conn: &mut DbConn,
+    now: i64,
+    actor: &str,
+    input: CreateAdmin,
+) -> Result<AdminView, ApiError> {
+    let email = check_email(&input.email)?;
+    check_password(&input.password)?;
+    let password_hash = hash_password(&input.password)?;
+    let row = AdminRow {
+        id: new_id("adm"),
+        email,
+        role: input.role.as_str().to_owned(),
+        password_hash,
+        created_at: now,
+    };
+    write_tx(conn, |conn| {
+        let taken: i64 = admins::table
+            .filter(admins::email.eq(&row.email))
+            .count()
+            .get_result(conn)?;
+        let duplicate = || ApiError::Conflict {
+            code: "duplicate_email",
+            detail: format!("an admin with email {:?} already exists", row.email),
+        };
+        if taken > 0 {
+            return Err(duplicate());
+        }
+        diesel::insert_into(admins::table)
+            .values(&row)
+            .execute(conn)
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    duplicate()
+                } else {
+                    e.into()
+                }
+            })?;
+        let view = admin_view(&row)?;
+        audit::record(
+            conn,
+            now,
+            actor,
+            "admin.create",
+            &view.id,
+            serde_json::json!({ "before": null, "after": view }),
+        )?;
+        Ok(view)
+    })
+}
+
+/// Lists admins.
+pub fn list_admins(conn: &mut DbConn) -> Result<AdminList, ApiError> {
+    let rows: Vec<AdminRow> = admins::table.order(admins::id.asc()).load(conn)?;
+    let items = rows.iter().map(admin_view).collect::<Result<_, _>>()?;
+    Ok(AdminList { items })
+}
+
+/// Checks a password and issues a session token.
+pub fn login(
+    conn: &mut DbConn,
+    now: i64,
+    ttl_ms: i64,
+    jwt: &JwtKeys,
+    input: Login,
+) -> Result<Session, ApiError> {
+    let email = input.email.trim().to_lowercase();
+    let row: Option<AdminRow> = admins::table
+        .filter(admins::email.eq(&email))
+        .first(conn)
+        .optional()?;
+    let stored = row
+        .as_ref()
+        .map_or(dummy_hash(), |r| r.password_hash.as_str());
+    let ok = PasswordHash::new(stored)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(input.password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false);
+    match row {
+        Some(r) if ok => {
+            let expires_at = now + ttl_ms;
+            let token = jwt.issue(&r.id, now, expires_at)?;
+            tracing::info!(admin_id = %r.id, "admin logged in");
+            Ok(Session { token, expires_at })
+        }
+        _ => Err(ApiError::InvalidCredentials),
+    }
+}
+
+fn token_view(r: &TokenRow) -> Result<TokenView, ApiError> {
+    Ok(TokenView {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        role: role_of(&r.role)?,
+        created_at: r.created_at,
+        last_used_at: r.last_used_at,
+    })
+}
+
+/// Creates an admin API token.
+pub fn create_token(
+    conn: &mut DbConn,
+    now: i64,
+    actor: &str,
+    input: CreateToken,
+) -> Result<CreatedToken, ApiError> {
+    let name = check_name("name", &input.name)?;
+    let token = generate_token();
+    let row = TokenRow {
+        id: new_id("tok"),
+        name,
+        role: input.role.as_str().to_owned(),
+        token_hash: hash_token(&token),
+        created_at: now,
+        last_used_at: None,
+    };
+    write_tx(conn, |conn| {
+        diesel::insert_into(admin_tokens::table)
+            .values(&row)
+            .execute(conn)?;
+        let view = token_view(&row)?;
+        audit::record(
+            conn,
+            now,
+            actor,
+            "token.create",
+            &view.id,
+            serde_json::json!({ "before": null, "after": view }),
+        )?;
+        Ok(CreatedToken {
+            id: view.id,
+            name: view.name,
+            role: view.role,
+            created_at: view.created_at,
+            token,
+        })
+    })
+}
+
+/// Lists tokens.
+pub fn list_tokens(conn: &mut DbConn) -> Result<TokenList, ApiError> {
+    let rows: Vec<TokenRow> = admin_tokens::table
+        .order(admin_tokens::id.asc())
+        .load(conn)?;
+    let items = rows.iter().map(token_view).collect::<Result<_, _>>()?;
+    Ok(TokenList { items })
+}
+
+/// Deletes a token; it stops working at once (every request looks its hash up).
+pub fn delete_token(conn: &mut DbConn, now: i64, actor: &str, id: &str) -> Result<(), ApiError> {
+    write_tx(conn, |conn| {
+        let row: TokenRow = admin_tokens::table
+            .find(id)
+            .first(conn)
+            .optional()?
+            .ok_or_else(|| ApiError::not_found("token", id))?;
+        diesel::delete(admin_tokens::table.find(id)).execute(conn)?;
+        audit::record(
+            conn,
+            now,
+            actor,
+            "token.delete",
+            id,
+            serde_json::json!({ "before": token_view(&row)?, "after": null }),
+        )?;
+        Ok(())
+    })
+}
+
+/// Makes sure an owner token with exactly this value exists (`KEYGATE_BOOTSTRAP_TOKEN`).
+pub fn ensure_bootstrap_token(conn: &mut DbConn, now: i64, token: &str) -> Result<(), ApiError> {
+    let hash = hash_token(token);
+    write_tx(conn, |conn| {
+        let exists: i64 = admin_tokens::table
+            .filter(admin_tokens::token_hash.eq(&hash))
+            .count()
+            .get_result(conn)?;
+        if exists > 0 {
+            return Ok(());
+        }
+        let row = TokenRow {
+            id: new_id("tok"),
+            name: "bootstrap".to_owned(),
+            role: Role::Owner.as_str().to_owned(),
+            token_hash: hash.clone(),
+            created_at: now,
+            last_used_at: None,
+        };
+        diesel::insert_into(admin_tokens::table)
+            .values(&row)
+            .execute(conn)?;
+        audit::record(
+            conn,
+            now,
+            "system",
+            "token.create",
+            &row.id,
+            serde_json::json!({ "before": null, "after": token_view(&row)?, "source": "KEYGATE_BOOTSTRAP_TOKEN" }),
+        )?;
+        Ok(())
+    })
+}

@@ -1,0 +1,146 @@
+//! Domain operations. Each takes a connection and `now`, checks its input, writes its change
+//! and its audit entry in one transaction, and bumps the snapshot version when keys or projects
+//! change.
+
+pub mod accounts;
+pub mod audit;
+pub mod keys;
+pub mod projects;
+pub mod usage;
+
+use diesel::prelude::*;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::db::schema::snapshot_state;
+use crate::db::DbConn;
+use crate::error::ApiError;
+
+/// Default and largest page sizes.
+pub const DEFAULT_PAGE: i64 = 50;
+/// Largest page size.
+pub const MAX_PAGE: i64 = 200;
+
+/// `limit` and `cursor` of a list.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// 1 to 200; default 50.
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A checked page request: newest first, ids below `cursor`.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// Page size.
+    pub limit: i64,
+    /// Exclusive upper bound on ids.
+    pub before: Option<String>,
+}
+
+impl Page {
+    /// Checks `limit` and `cursor`.
+    pub fn parse(
+        limit: Option<i64>,
+        cursor: Option<String>,
+        id_prefix: &str,
+    ) -> Result<Page, ApiError> {
+        let limit = limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ApiError::validation(
+                "limit",
+                format!("must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        let before = match cursor.filter(|c| !c.is_empty()) {
+            None => None,
+            Some(c) => {
+                let ok = c.len() == id_prefix.len() + 1 + 26
+                    && c.starts_with(id_prefix)
+                    && c[id_prefix.len()..].starts_with('_')
+                    && c[id_prefix.len() + 1..]
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric());
+                if !ok {
+                    return Err(ApiError::validation(
+                        "cursor",
+                        "is not a cursor from this list",
+                    ));
+                }
+                Some(c)
+            }
+        };
+        Ok(Page { limit, before })
+    }
+
+    /// Splits a fetched `limit + 1` rows into the page and the next cursor.
+    pub fn finish<T>(&self, mut rows: Vec<T>, id: impl Fn(&T) -> &str) -> (Vec<T>, Option<String>) {
+        let more = rows.len() as i64 > self.limit;
+        rows.truncate(self.limit as usize);
+        let next = if more {
+            rows.last().map(|r| id(r).to_owned())
+        } else {
+            None
+        };
+        (rows, next)
+    }
+}
+
+/// Bumps the snapshot version. The first statement of every transaction that changes keys or
+/// projects: on PostgreSQL the row lock orders concurrent writers (each waits, then increments
+/// the committed value), on SQLite the write lock taken by `BEGIN IMMEDIATE` does. Either way no
+/// two commits share a version and none is lost.
+pub fn bump_version(conn: &mut DbConn) -> Result<i64, ApiError> {
+    diesel::update(snapshot_state::table.find(1))
+        .set(snapshot_state::version.eq(snapshot_state::version + 1))
+        .execute(conn)?;
+    current_version(conn)
+}
+
+/// The snapshot version.
+pub fn current_version(conn: &mut DbConn) -> Result<i64, ApiError> {
+    Ok(snapshot_state::table
+        .find(1)
+        .select(snapshot_state::version)
+        .first(conn)?)
+}
+
+/// Whether a diesel error is a unique-constraint violation.
+pub fn is_unique_violation(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+/// Checks a display name: 1 to 200 characters, not blank.
+pub fn check_name(field: &str, name: &str) -> Result<String, ApiError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() {
+        return Err(ApiError::validation(field, "must not be empty"));
+    }
+    if trimmed.chars().count() > 200 {
+        return Err(ApiError::validation(
+            field,
+            "must be at most 200 characters",
+        ));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Deserializes a field that may be absent (`None`), `null` (`Some(None)`) or a value.
+pub fn double_option<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}

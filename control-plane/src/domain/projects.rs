@@ -1,0 +1,267 @@
+//! Projects: a key prefix (fixed at creation), routes and the default route policy.
+
+use diesel::prelude::*;
+use keygate_shared::{DefaultRoutePolicy, KeyPrefix, ProjectPolicy, Route};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{audit, bump_version, check_name, is_unique_violation};
+use crate::db::models::ProjectRow;
+use crate::db::schema::projects;
+use crate::db::{write_tx, DbConn};
+use crate::error::ApiError;
+use crate::ids::new_id;
+
+/// Most routes a project may have.
+pub const MAX_ROUTES: usize = 500;
+
+/// Body of `POST /v1/projects`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    /// Display name.
+    #[schema(example = "Acme shop")]
+    pub name: String,
+    /// 2 to 12 characters of `[a-z0-9]`, starting with a letter; never changes.
+    #[schema(example = "acme")]
+    pub key_prefix: String,
+    /// Route to scope mapping.
+    #[serde(default)]
+    #[schema(value_type = Vec<crate::schemas::RouteSchema>)]
+    pub routes: Vec<Route>,
+    /// `allow` (default) or `deny`.
+    #[serde(default)]
+    #[schema(value_type = Option<crate::schemas::DefaultRoutePolicySchema>)]
+    pub default_route_policy: DefaultRoutePolicy,
+}
+
+/// Body of `PATCH /v1/projects/{project_id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProject {
+    /// Display name.
+    pub name: Option<String>,
+    /// Replaces the routes.
+    #[schema(value_type = Option<Vec<crate::schemas::RouteSchema>>)]
+    pub routes: Option<Vec<Route>>,
+    /// `allow` or `deny`.
+    #[schema(value_type = Option<crate::schemas::DefaultRoutePolicySchema>)]
+    pub default_route_policy: Option<DefaultRoutePolicy>,
+    /// Refused: a prefix never changes.
+    #[schema(value_type = Option<String>)]
+    pub key_prefix: Option<serde_json::Value>,
+}
+
+/// A project.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProjectView {
+    /// `prj_...`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Key prefix.
+    pub key_prefix: String,
+    /// Routes.
+    #[schema(value_type = Vec<crate::schemas::RouteSchema>)]
+    pub routes: Vec<Route>,
+    /// Policy for paths no route matches.
+    #[schema(value_type = crate::schemas::DefaultRoutePolicySchema)]
+    pub default_route_policy: DefaultRoutePolicy,
+    /// RFC 3339.
+    #[serde(with = "crate::timefmt::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+    /// RFC 3339.
+    #[serde(with = "crate::timefmt::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: i64,
+}
+
+/// A list of projects.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProjectList {
+    /// Newest first.
+    pub items: Vec<ProjectView>,
+}
+
+fn policy_str(p: DefaultRoutePolicy) -> &'static str {
+    match p {
+        DefaultRoutePolicy::Allow => "allow",
+        DefaultRoutePolicy::Deny => "deny",
+    }
+}
+
+impl ProjectView {
+    /// From a row; a row that does not parse back is an internal error.
+    pub fn from_row(r: ProjectRow) -> Result<Self, ApiError> {
+        let routes: Vec<Route> = serde_json::from_str(&r.routes).map_err(ApiError::internal)?;
+        let default_route_policy = match r.default_route_policy.as_str() {
+            "deny" => DefaultRoutePolicy::Deny,
+            _ => DefaultRoutePolicy::Allow,
+        };
+        Ok(ProjectView {
+            id: r.id,
+            name: r.name,
+            key_prefix: r.key_prefix,
+            routes,
+            default_route_policy,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+
+    /// The project's part of a snapshot.
+    pub fn policy(&self) -> ProjectPolicy {
+        ProjectPolicy {
+            project_id: self.id.clone(),
+            routes: self.routes.clone(),
+            default_route_policy: self.default_route_policy,
+        }
+    }
+}
+
+fn check_routes(routes: &[Route]) -> Result<(), ApiError> {
+    if routes.len() > MAX_ROUTES {
+        return Err(ApiError::validation(
+            "routes",
+            format!("at most {MAX_ROUTES} routes"),
+        ));
+    }
+    Ok(())
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String, ApiError> {
+    serde_json::to_string(v).map_err(ApiError::internal)
+}
+
+/// Loads a project row.
+pub fn find_row(conn: &mut DbConn, id: &str) -> Result<ProjectRow, ApiError> {
+    projects::table
+        .find(id)
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| ApiError::not_found("project", id))
+}
+
+/// Creates a project.
+pub fn create(
+    conn: &mut DbConn,
+    now: i64,
+    actor: &str,
+    input: CreateProject,
+) -> Result<ProjectView, ApiError> {
+    let name = check_name("name", &input.name)?;
+    let prefix = KeyPrefix::parse(&input.key_prefix)
+        .map_err(|e| ApiError::validation("key_prefix", e.to_string()))?;
+    check_routes(&input.routes)?;
+    let row = ProjectRow {
+        id: new_id("prj"),
+        name,
+        key_prefix: prefix.as_str().to_owned(),
+        routes: to_json(&input.routes)?,
+        default_route_policy: policy_str(input.default_route_policy).to_owned(),
+        created_at: now,
+        updated_at: now,
+    };
+    write_tx(conn, |conn| {
+        bump_version(conn)?;
+        let taken: i64 = projects::table
+            .filter(projects::key_prefix.eq(&row.key_prefix))
+            .count()
+            .get_result(conn)?;
+        if taken > 0 {
+            return Err(ApiError::DuplicatePrefix(row.key_prefix.clone()));
+        }
+        diesel::insert_into(projects::table)
+            .values(&row)
+            .execute(conn)
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    ApiError::DuplicatePrefix(row.key_prefix.clone())
+                } else {
+                    e.into()
+                }
+            })?;
+        let view = ProjectView::from_row(row.clone())?;
+        audit::record(
+            conn,
+            now,
+            actor,
+            "project.create",
+            &view.id,
+            serde_json::json!({ "before": null, "after": view }),
+        )?;
+        Ok(view)
+    })
+}
+
+/// Lists every project, newest first.
+pub fn list(conn: &mut DbConn) -> Result<ProjectList, ApiError> {
+    let rows: Vec<ProjectRow> = projects::table.order(projects::id.desc()).load(conn)?;
+    let items = rows
+        .into_iter()
+        .map(ProjectView::from_row)
+        .collect::<Result<_, _>>()?;
+    Ok(ProjectList { items })
+}
+
+/// One project.
+pub fn get(conn: &mut DbConn, id: &str) -> Result<ProjectView, ApiError> {
+    ProjectView::from_row(find_row(conn, id)?)
+}
+
+/// Applies a partial update.
+pub fn update(
+    conn: &mut DbConn,
+    now: i64,
+    actor: &str,
+    id: &str,
+    input: UpdateProject,
+) -> Result<ProjectView, ApiError> {
+    if input.key_prefix.is_some() {
+        return Err(ApiError::validation(
+            "key_prefix",
+            "cannot be changed after the project is created",
+        ));
+    }
+    let name = input
+        .name
+        .as_deref()
+        .map(|n| check_name("name", n))
+        .transpose()?;
+    if let Some(r) = &input.routes {
+        check_routes(r)?;
+    }
+    write_tx(conn, |conn| {
+        bump_version(conn)?;
+        let before = ProjectView::from_row(find_row(conn, id)?)?;
+        let mut after = before.clone();
+        if let Some(n) = name {
+            after.name = n;
+        }
+        if let Some(r) = input.routes {
+            after.routes = r;
+        }
+        if let Some(p) = input.default_route_policy {
+            after.default_route_policy = p;
+        }
+        after.updated_at = now;
+        diesel::update(projects::table.find(id))
+            .set((
+                projects::name.eq(&after.name),
+                projects::routes.eq(to_json(&after.routes)?),
+                projects::default_route_policy.eq(policy_str(after.default_route_policy)),
+                projects::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+        audit::record(
+            conn,
+            now,
+            actor,
+            "project.update",
+            id,
+            serde_json::json!({ "before": before, "after": after }),
+        )?;
+        Ok(after)
+    })
+}

@@ -1,0 +1,166 @@
+//! Request extractors whose failures are problem+json, never actix's default text errors:
+//! wrong content type 415, oversized body 413, malformed JSON 400, and unknown fields or invalid
+//! values 422 with the offending field's path (`restrictions.referrers[1]: ...`).
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest};
+use futures_util::future::{ready, LocalBoxFuture, Ready};
+use futures_util::StreamExt as _;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// A JSON body parsed with field-path errors.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T> Json<T> {
+    /// The value.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+fn is_json(req: &HttpRequest) -> bool {
+    let Some(ct) = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        if !is_json(req) {
+            return Box::pin(ready(Err(ApiError::UnsupportedMediaType(
+                "the request body must be application/json".to_owned(),
+            ))));
+        }
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > BODY_LIMIT) {
+            return Box::pin(ready(Err(ApiError::PayloadTooLarge(BODY_LIMIT))));
+        }
+        let mut stream = payload.take();
+        Box::pin(async move {
+            let mut body = Vec::with_capacity(declared.unwrap_or(256).min(BODY_LIMIT));
+            while let Some(chunk) = stream.next().await {
+                let chunk =
+                    chunk.map_err(|e| ApiError::MalformedJson(format!("cannot read body: {e}")))?;
+                if body.len() + chunk.len() > BODY_LIMIT {
+                    return Err(ApiError::PayloadTooLarge(BODY_LIMIT));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            parse_json(&body).map(Json)
+        })
+    }
+}
+
+/// Parses JSON bytes into `T`, naming the field on a data error.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::MalformedJson(
+            "the request body is empty; expected a JSON object".to_owned(),
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(v) => v,
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            return Err(match inner.classify() {
+                serde_json::error::Category::Data => {
+                    let message = strip_position(&inner.to_string());
+                    ApiError::Validation {
+                        field: field_of(&path, &message),
+                        message,
+                    }
+                }
+                _ => {
+                    ApiError::MalformedJson(format!("the request body is not valid JSON: {inner}"))
+                }
+            });
+        }
+    };
+    de.end()
+        .map_err(|e| ApiError::MalformedJson(format!("the request body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+/// serde_json appends " at line L column C"; the field path says more.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// The path of the offending field. For a missing or unknown field the path is its parent, so
+/// the field's own name is appended from serde's message.
+fn field_of(path: &str, message: &str) -> String {
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|p| message.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next());
+    let base = if path == "." { "" } else { path };
+    match named {
+        Some(name) if !base.ends_with(name) => {
+            if base.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{base}.{name}")
+            }
+        }
+        _ if base.is_empty() => "body".to_owned(),
+        _ => base.to_owned(),
+    }
+}
+
+/// A query string parsed with field-path errors.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest for Query<T> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(
+            req.query_string().as_bytes(),
+        ));
+        ready(
+            serde_path_to_error::deserialize::<_, T>(de)
+                .map(Query)
+                .map_err(|e| {
+                    let path = e.path().to_string();
+                    let message = e.into_inner().to_string();
+                    ApiError::Validation {
+                        field: field_of(&path, &message),
+                        message,
+                    }
+                }),
+        )
+    }
+}

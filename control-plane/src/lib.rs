@@ -1,0 +1,40 @@
+//! Keygate control plane: the HTTP API of contract section 2, snapshot publishing, and the
+//! `keygate` CLI.
+//!
+//! Other crates use [`Config`] and [`Application`]:
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! let mut config = keygate_control_plane::Config::new("/tmp/keygate-data");
+//! config.bootstrap_token = Some("an-owner-token-of-at-least-32-characters".into());
+//! let app = keygate_control_plane::Application::build(config).await?;
+//! let port = app.port();
+//! tokio_like_spawn(app.run_until_stopped());
+//! # Ok(()) }
+//! # fn tokio_like_spawn<F>(_: F) {}
+//! ```
+
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod extract;
+pub mod files;
+pub mod ids;
+pub mod keyring;
+pub mod metrics;
+pub mod routes;
+pub mod schemas;
+pub mod snapshot;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod timefmt;
+pub mod verify;
+
+pub use clock::Clock;
+pub use config::Config;
+pub use startup::Application;

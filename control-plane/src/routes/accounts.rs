@@ -1,0 +1,149 @@
+//! `/v1/auth/login`, `/v1/admins`, `/v1/admin-tokens` and `/v1/audit`.
+
+use actix_web::{delete, get, post, web, HttpResponse};
+
+use super::db;
+use crate::auth::{Authed, Owners, Readers};
+use crate::domain::accounts::{
+    self as domain, AdminList, AdminView, CreateAdmin, CreateToken, CreatedToken, Login, Session,
+    TokenList,
+};
+use crate::domain::audit::{self as audit_log, AuditPage, AuditQuery};
+use crate::error::{blocking, ApiError, Problem};
+use crate::extract::{Json, Query};
+use crate::state::AppState;
+
+/// Log in with email and password; returns a session token (JWT).
+#[utoipa::path(
+    tag = "auth",
+    request_body = Login,
+    security(()),
+    responses(
+        (status = 200, body = Session),
+        (status = 401, description = "invalid_credentials", body = Problem),
+        (status = 422, body = Problem),
+    )
+)]
+#[post("/auth/login")]
+pub async fn login(
+    state: web::Data<AppState>,
+    body: Json<Login>,
+) -> Result<HttpResponse, ApiError> {
+    let st = state.clone();
+    let now = state.clock.now_ms();
+    let session = blocking(move || {
+        let mut c = st.pool.get()?;
+        domain::login(&mut c, now, st.session_ttl_ms, &st.jwt, body.0)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(session))
+}
+
+/// Create an admin account (owner only).
+#[utoipa::path(
+    tag = "admins",
+    request_body = CreateAdmin,
+    responses(
+        (status = 201, body = AdminView),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 409, description = "duplicate_email", body = Problem), (status = 422, body = Problem),
+    )
+)]
+#[post("/admins")]
+pub async fn create_admin(
+    state: web::Data<AppState>,
+    auth: Authed<Owners>,
+    body: Json<CreateAdmin>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = auth.principal.actor;
+    let view = db(&state, move |c, now| {
+        domain::create_admin(c, now, &actor, body.0)
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(view))
+}
+
+/// List admin accounts (owner only).
+#[utoipa::path(
+    tag = "admins",
+    responses((status = 200, body = AdminList), (status = 401, body = Problem), (status = 403, body = Problem))
+)]
+#[get("/admins")]
+pub async fn list_admins(
+    state: web::Data<AppState>,
+    _auth: Authed<Owners>,
+) -> Result<HttpResponse, ApiError> {
+    let list = db(&state, |c, _| domain::list_admins(c)).await?;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// Create an admin API token (owner only). The token is in this response only.
+#[utoipa::path(
+    tag = "admin-tokens",
+    request_body = CreateToken,
+    responses((status = 201, body = CreatedToken), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem))
+)]
+#[post("/admin-tokens")]
+pub async fn create_token(
+    state: web::Data<AppState>,
+    auth: Authed<Owners>,
+    body: Json<CreateToken>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = auth.principal.actor;
+    let created = db(&state, move |c, now| {
+        domain::create_token(c, now, &actor, body.0)
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// List admin API tokens (owner only).
+#[utoipa::path(
+    tag = "admin-tokens",
+    responses((status = 200, body = TokenList), (status = 401, body = Problem), (status = 403, body = Problem))
+)]
+#[get("/admin-tokens")]
+pub async fn list_tokens(
+    state: web::Data<AppState>,
+    _auth: Authed<Owners>,
+) -> Result<HttpResponse, ApiError> {
+    let list = db(&state, |c, _| domain::list_tokens(c)).await?;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// Delete an admin API token; it stops working at once (owner only).
+#[utoipa::path(
+    tag = "admin-tokens",
+    params(("token_id" = String, Path, description = "tok_...")),
+    responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem))
+)]
+#[delete("/admin-tokens/{token_id}")]
+pub async fn delete_token(
+    state: web::Data<AppState>,
+    auth: Authed<Owners>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let actor = auth.principal.actor;
+    db(&state, move |c, now| {
+        domain::delete_token(c, now, &actor, &id)
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The audit log, newest first.
+#[utoipa::path(
+    tag = "audit",
+    params(AuditQuery),
+    responses((status = 200, body = AuditPage), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem))
+)]
+#[get("/audit")]
+pub async fn audit(
+    state: web::Data<AppState>,
+    _auth: Authed<Readers>,
+    query: Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = db(&state, move |c, _| audit_log::list(c, query.0)).await?;
+    Ok(HttpResponse::Ok().json(page))
+}

@@ -1,0 +1,181 @@
+//! `/v1/projects/{project_id}/keys`, `/v1/keys/...` and `/v1/verify`.
+
+use actix_web::{get, patch, post, web, HttpResponse};
+
+use super::db;
+use crate::auth::{Authed, Readers, Writers};
+use crate::domain::keys::{
+    self as domain, CreatedKey, KeyListQuery, KeyPage, KeySpec, KeyView, RevokeKey, RotateKey,
+    RotatedKey, UpdateKey,
+};
+use crate::error::{blocking, ApiError, Problem};
+use crate::extract::{Json, Query};
+use crate::state::AppState;
+use crate::verify::{self as verifier, VerifyRequest, VerifyResponse};
+
+/// Issue a key. The plaintext `key` is in this response only.
+#[utoipa::path(
+    tag = "keys",
+    params(("project_id" = String, Path, description = "prj_...")),
+    request_body = KeySpec,
+    responses(
+        (status = 201, description = "Created; `key` is shown only here", body = CreatedKey),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 422, body = Problem),
+    )
+)]
+#[post("/projects/{project_id}/keys")]
+pub async fn create(
+    state: web::Data<AppState>,
+    auth: Authed<Writers>,
+    path: web::Path<String>,
+    body: Json<KeySpec>,
+) -> Result<HttpResponse, ApiError> {
+    let project_id = path.into_inner();
+    let actor = auth.principal.actor;
+    let created = db(&state, move |c, now| {
+        domain::create(c, now, &actor, &project_id, body.0)
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// List a project's keys, newest first.
+#[utoipa::path(
+    tag = "keys",
+    params(("project_id" = String, Path, description = "prj_..."), KeyListQuery),
+    responses((status = 200, body = KeyPage), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem))
+)]
+#[get("/projects/{project_id}/keys")]
+pub async fn list(
+    state: web::Data<AppState>,
+    _auth: Authed<Readers>,
+    path: web::Path<String>,
+    query: Query<KeyListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let project_id = path.into_inner();
+    let page = db(&state, move |c, now| {
+        domain::list(c, now, &project_id, query.0)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// Get a key.
+#[utoipa::path(
+    tag = "keys",
+    params(("key_id" = String, Path, description = "key_...")),
+    responses((status = 200, body = KeyView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem))
+)]
+#[get("/keys/{key_id}")]
+pub async fn get(
+    state: web::Data<AppState>,
+    _auth: Authed<Readers>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let view = db(&state, move |c, now| domain::get(c, now, &id)).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Update a key (any spec field but `kind` and `environment`).
+#[utoipa::path(
+    tag = "keys",
+    params(("key_id" = String, Path, description = "key_...")),
+    request_body = UpdateKey,
+    responses((status = 200, body = KeyView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem))
+)]
+#[patch("/keys/{key_id}")]
+pub async fn update(
+    state: web::Data<AppState>,
+    auth: Authed<Writers>,
+    path: web::Path<String>,
+    body: Json<UpdateKey>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let actor = auth.principal.actor;
+    let view = db(&state, move |c, now| {
+        domain::update(c, now, &actor, &id, body.0)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Rotate a key: a new key with the same spec; the old one works for `grace_seconds` more,
+/// never past its own expiry.
+#[utoipa::path(
+    tag = "keys",
+    params(("key_id" = String, Path, description = "key_...")),
+    request_body = RotateKey,
+    responses(
+        (status = 201, description = "The new key; `key` is shown only here", body = RotatedKey),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "key_not_active (revoked or expired) or already_rotated", body = Problem),
+        (status = 422, body = Problem),
+    )
+)]
+#[post("/keys/{key_id}/rotate")]
+pub async fn rotate(
+    state: web::Data<AppState>,
+    auth: Authed<Writers>,
+    path: web::Path<String>,
+    body: Json<RotateKey>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let actor = auth.principal.actor;
+    let rotated = db(&state, move |c, now| {
+        domain::rotate(c, now, &actor, &id, body.0)
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(rotated))
+}
+
+/// Revoke a key, at once.
+#[utoipa::path(
+    tag = "keys",
+    params(("key_id" = String, Path, description = "key_...")),
+    request_body = RevokeKey,
+    responses(
+        (status = 200, body = KeyView),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "already_revoked", body = Problem), (status = 422, body = Problem),
+    )
+)]
+#[post("/keys/{key_id}/revoke")]
+pub async fn revoke(
+    state: web::Data<AppState>,
+    auth: Authed<Writers>,
+    path: web::Path<String>,
+    body: Json<RevokeKey>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let actor = auth.principal.actor;
+    let view = db(&state, move |c, now| {
+        domain::revoke(c, now, &actor, &id, body.0)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Verify a key against request facts with the edge's evaluation.
+#[utoipa::path(
+    tag = "verify",
+    request_body = VerifyRequest,
+    responses(
+        (status = 200, description = "The verdict (also for invalid keys)", body = VerifyResponse),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem),
+    )
+)]
+#[post("/verify")]
+pub async fn verify(
+    state: web::Data<AppState>,
+    _auth: Authed<Readers>,
+    body: Json<VerifyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let req = body.0;
+    verifier::precheck(&req, &state)?;
+    let st = state.clone();
+    let resp = blocking(move || verifier::verify(&st, &req)).await?;
+    state.metrics.observe_verdict(resp.code.as_str());
+    Ok(HttpResponse::Ok().json(resp))
+}

@@ -1,0 +1,105 @@
+//! HTTP routes, one module per resource. Handlers check roles through their `Authed<...>`
+//! argument, run database work in `web::block`, and answer errors as problem+json.
+
+pub mod accounts;
+pub mod keys;
+pub mod projects;
+pub mod snapshot;
+pub mod system;
+pub mod usage;
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::error::Problem;
+
+/// Registers every route. Also the source of the OpenAPI document, so the document covers
+/// exactly the routes that exist.
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(
+        utoipa_actix_web::scope("/v1")
+            .service(accounts::login)
+            .service(projects::create)
+            .service(projects::list)
+            .service(projects::get)
+            .service(projects::update)
+            .service(keys::create)
+            .service(keys::list)
+            .service(keys::get)
+            .service(keys::update)
+            .service(keys::rotate)
+            .service(keys::revoke)
+            .service(usage::series)
+            .service(usage::record)
+            .service(accounts::create_admin)
+            .service(accounts::list_admins)
+            .service(accounts::create_token)
+            .service(accounts::list_tokens)
+            .service(accounts::delete_token)
+            .service(keys::verify)
+            .service(accounts::audit)
+            .service(snapshot::get)
+            .service(snapshot::shard)
+            .service(snapshot::public_key)
+            .service(snapshot::public_keys),
+    )
+    .service(system::healthz)
+    .service(system::openapi)
+    .service(system::metrics);
+}
+
+/// The base document: info, security scheme and shared schemas.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Keygate control plane",
+        description = "Issues API keys and publishes the signed snapshots that Keygate edges verify them with. Every error is application/problem+json with a stable `code`."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(Problem)),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(c) = openapi.components.as_mut() {
+            c.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+        }
+    }
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa_actix_web::AppExt as _;
+    let (_, doc) = actix_web::App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(configure)
+        .split_for_parts();
+    doc
+}
+
+/// Runs `f` with a pooled connection and the current time on the blocking pool.
+pub(crate) async fn db<T, F>(
+    state: &actix_web::web::Data<crate::state::AppState>,
+    f: F,
+) -> Result<T, crate::error::ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut crate::db::DbConn, i64) -> Result<T, crate::error::ApiError> + Send + 'static,
+{
+    let st = state.clone();
+    let now = st.clock.now_ms();
+    crate::error::blocking(move || {
+        let mut conn = st.pool.get()?;
+        f(&mut conn, now)
+    })
+    .await
+}

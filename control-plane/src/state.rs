@@ -1,0 +1,34 @@
+//! Per-application state shared by the workers. Nothing here is global: two `Application`s in
+//! one process (tests) never share state.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use keygate_shared::{Environment, LimitState};
+
+use crate::auth::JwtKeys;
+use crate::clock::Clock;
+use crate::db::Pool;
+use crate::metrics::Metrics;
+use crate::snapshot::SnapshotService;
+
+/// Shared state.
+#[derive(Debug)]
+pub struct AppState {
+    /// Connection pool.
+    pub pool: Pool,
+    /// The clock.
+    pub clock: Clock,
+    /// Session token keys.
+    pub jwt: JwtKeys,
+    /// Session lifetime.
+    pub session_ttl_ms: i64,
+    /// `/v1/verify` host to environment.
+    pub host_environments: HashMap<String, Environment>,
+    /// Snapshot publishing.
+    pub snapshots: SnapshotService,
+    /// Rate-limit and quota counters of `/v1/verify`, per key id, in this process only.
+    pub counters: Mutex<HashMap<String, LimitState>>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+}

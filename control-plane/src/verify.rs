@@ -1,0 +1,211 @@
+//! `POST /v1/verify`: the same [`keygate_shared::evaluate`] as the edge, on facts from the body.
+//!
+//! The key is looked up by hash in the database (unique index) with its project on every call,
+//! so a revocation or a policy change is in force for the very next request on every replica.
+//! Rate-limit and quota counters live in this process (`AppState::counters`): each replica
+//! counts on its own and counts restart with the process. The edge's Durable Objects are the
+//! shared counters; these exist so that `/v1/verify` gives the edge's answer for the same facts.
+
+use std::net::IpAddr;
+
+use diesel::prelude::*;
+use keygate_shared::{
+    evaluate, Code, Environment, Evaluation, LimitInfo, MemoryView, RequestFacts, Scope,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::db::models::{KeyRow, ProjectRow};
+use crate::db::schema::{api_keys, projects};
+use crate::db::DbConn;
+use crate::domain::keys::record_from_row;
+use crate::domain::projects::ProjectView;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Body of `POST /v1/verify`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The presented key.
+    pub key: String,
+    /// The request's `Referer` (or `Origin`) URL.
+    pub referrer: Option<String>,
+    /// Client IP address.
+    pub ip: Option<String>,
+    /// HTTP method; with `path`, selects the project route.
+    pub method: Option<String>,
+    /// Request path.
+    pub path: Option<String>,
+    /// Host the request was sent to; mapped to an environment by `KEYGATE_HOST_ENVIRONMENTS`.
+    pub host: Option<String>,
+}
+
+impl std::fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyRequest").finish_non_exhaustive()
+    }
+}
+
+/// The verdict.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VerifyResponse {
+    /// Whether the request may pass.
+    pub valid: bool,
+    /// Why.
+    #[schema(value_type = crate::schemas::VerifyCodeSchema)]
+    pub code: Code,
+    /// The key, when it exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Its project, when the key exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+    /// Its environment, when the key exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::schemas::EnvironmentSchema>)]
+    pub environment: Option<Environment>,
+    /// Its scopes, when valid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub scopes: Option<Vec<Scope>>,
+    /// Its metadata, when valid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    /// Rate-limit or quota state, for keys with limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub limits: Option<LimitInfo>,
+}
+
+impl VerifyResponse {
+    fn bare(code: Code) -> Self {
+        VerifyResponse {
+            valid: code == Code::Valid,
+            code,
+            key_id: None,
+            project_id: None,
+            environment: None,
+            scopes: None,
+            metadata: None,
+            limits: None,
+        }
+    }
+}
+
+/// Checked facts of a request.
+struct Facts {
+    ip: Option<IpAddr>,
+    path: Option<String>,
+    required_environment: Option<Environment>,
+}
+
+fn check(req: &VerifyRequest, state: &AppState) -> Result<Facts, ApiError> {
+    let ip = req
+        .ip
+        .as_deref()
+        .map(|s| {
+            s.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| ApiError::validation("ip", format!("{s:?} is not an IP address")))
+        })
+        .transpose()?;
+    let path = match req.path.as_deref() {
+        None => None,
+        Some(p) if p.starts_with('/') => Some(p.split(['?', '#']).next().unwrap_or(p).to_owned()),
+        Some(_) => return Err(ApiError::validation("path", "must start with /")),
+    };
+    if let Some(m) = &req.method {
+        if m.is_empty() || m.len() > 32 || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(ApiError::validation("method", "is not an HTTP method"));
+        }
+    }
+    let required_environment = req.host.as_deref().and_then(|h| {
+        let host = h.trim().to_ascii_lowercase();
+        let bare = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+        state
+            .host_environments
+            .get(&host)
+            .or_else(|| state.host_environments.get(bare))
+            .copied()
+    });
+    Ok(Facts {
+        ip,
+        path,
+        required_environment,
+    })
+}
+
+/// Checks the request's shape before any blocking work.
+pub fn precheck(req: &VerifyRequest, state: &AppState) -> Result<(), ApiError> {
+    check(req, state).map(|_| ())
+}
+
+fn lookup(conn: &mut DbConn, hash_hex: &str) -> Result<Option<(KeyRow, ProjectRow)>, ApiError> {
+    Ok(api_keys::table
+        .inner_join(projects::table)
+        .filter(api_keys::key_hash.eq(hash_hex))
+        .first::<(KeyRow, ProjectRow)>(conn)
+        .optional()?)
+}
+
+/// Decides a request. Blocking: call from `web::block`.
+pub fn verify(state: &AppState, req: &VerifyRequest) -> Result<VerifyResponse, ApiError> {
+    let facts = check(req, state)?;
+    let now = state.clock.now_ms();
+    let Ok(parsed) = keygate_shared::key::parse(&req.key) else {
+        // Malformed keys are refused without a lookup.
+        return Ok(VerifyResponse::bare(Code::MalformedKey));
+    };
+    let found = {
+        let mut conn = state.pool.get()?;
+        lookup(&mut conn, &parsed.hash().to_hex())?
+    };
+    let (projects, records) = match found {
+        Some((k, p)) => (
+            vec![ProjectView::from_row(p)?.policy()],
+            vec![record_from_row(&k)?],
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    let view = MemoryView::new(projects, records);
+    let request = RequestFacts {
+        key: Some(&req.key),
+        origin: None,
+        referer: req.referrer.as_deref(),
+        ip: facts.ip,
+        method: req.method.as_deref(),
+        path: facts.path.as_deref(),
+        required_environment: facts.required_environment,
+    };
+    let verdict = match evaluate(&view, &request, now, None) {
+        Evaluation::Done(v) => v,
+        Evaluation::NeedsCounters(pending) => {
+            let mut counters = state
+                .counters
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let st = counters.entry(pending.record().key_id.clone()).or_default();
+            let decision = keygate_shared::admit(&pending.limits(), st, now);
+            pending.finish(decision)
+        }
+        // A memory view has every shard; treat the impossible as unknown.
+        Evaluation::NeedsShard(_) => return Ok(VerifyResponse::bare(Code::UnknownKey)),
+    };
+    let mut resp = VerifyResponse::bare(verdict.code);
+    if let Some(r) = verdict.record {
+        resp.key_id = Some(r.key_id.clone());
+        resp.project_id = Some(r.project_id.clone());
+        resp.environment = Some(r.environment);
+        if verdict.is_valid() {
+            resp.scopes = Some(r.scopes.clone());
+            resp.metadata = r
+                .metadata_json
+                .as_deref()
+                .and_then(|m| serde_json::from_str(m).ok());
+        }
+    }
+    resp.limits = verdict.limits;
+    Ok(resp)
+}
