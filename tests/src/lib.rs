@@ -1,1 +1,4 @@
 //! End-to-end test support.
+
+pub mod http;
+pub mod workerd;
