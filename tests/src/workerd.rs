@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use crate::http;
 
 /// Compatibility date used when `wrangler.toml` does not name one.
-pub const DEFAULT_COMPATIBILITY_DATE: &str = "2026-11-01";
+pub const DEFAULT_COMPATIBILITY_DATE: &str = "2026-04-26";
 /// Name of the Durable Object class the edge exports.
 pub const LIMITER_CLASS: &str = "Limiter";
 /// Binding of the Durable Object namespace.
