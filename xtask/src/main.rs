@@ -1,1 +1,96 @@
-fn main() {}
+//! `cargo xtask <command>`: the workspace's build, run and test entry points.
+//!
+//! - `install`: installs whatever is missing to build and run the edge Worker.
+//! - `build-edge [--release]`: builds `edge/` with worker-build into `edge/build/`, using only
+//!   local tools.
+//! - `test`: every check CI runs.
+//! - `up`: the local stack, until Ctrl-C.
+
+mod check;
+mod edge;
+mod process;
+mod stack;
+mod tools;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "\
+Usage: cargo xtask <command>
+
+Commands:
+  install                 install what is missing: the wasm32 target, worker-build, the
+                          wasm-bindgen CLI, the npm tools (workerd, wasm-opt, esbuild), Chromium
+  build-edge [--release]  build the edge Worker into edge/build/ with local tools only
+  test                    install, build the edge, then run every test, the wasm32 build of
+                          keygate-shared, rustfmt and clippy
+  up                      run the local stack until Ctrl-C
+";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    let (cmd, rest) = match args.split_first() {
+        Some((c, r)) => (c.as_str(), r),
+        None => {
+            eprint!("{USAGE}");
+            bail!("no command given");
+        }
+    };
+    match cmd {
+        "install" => {
+            no_args(cmd, rest)?;
+            tools::install(&root)
+        }
+        "build-edge" => {
+            let release = match rest {
+                [] => false,
+                [flag] if flag == "--release" => true,
+                _ => bail!("usage: cargo xtask build-edge [--release]"),
+            };
+            edge::build(&root, release)
+        }
+        "test" => {
+            no_args(cmd, rest)?;
+            check::run(&root)
+        }
+        "up" => {
+            no_args(cmd, rest)?;
+            stack::up(&root)
+        }
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprint!("{USAGE}");
+            bail!("unknown command {other:?}")
+        }
+    }
+}
+
+fn no_args(cmd: &str, rest: &[String]) -> Result<()> {
+    if !rest.is_empty() {
+        bail!("`{cmd}` takes no arguments (got {rest:?})");
+    }
+    Ok(())
+}
+
+/// The directory holding the root `Cargo.toml`.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}

@@ -1,0 +1,220 @@
+//! `cargo xtask install`: installs, only where missing or at the wrong version, what building and
+//! running the edge needs. Versions come from the workspace's lockfiles, so the tools always
+//! match the libraries:
+//!
+//! - the `wasm32-unknown-unknown` Rust target;
+//! - `worker-build` at the version of the `worker` crate in `Cargo.lock`;
+//! - the wasm-bindgen CLI at the version of the `wasm-bindgen` crate in `Cargo.lock` (the two must
+//!   be equal, or the generated glue does not match the library);
+//! - `workerd`, `wasm-opt` (binaryen) and `esbuild` from `package-lock.json`, with `npm ci`;
+//! - Chromium and chromedriver from apt, for browser tests, when `/usr/bin/chromium` is missing.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use keygate_tests::workerd::workerd_binary;
+
+use crate::process::{cargo, find_tool, run, stdout_of};
+
+/// The Rust target of the Worker.
+pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+/// Installs what is missing.
+pub fn install(root: &Path) -> Result<()> {
+    wasm_target(root)?;
+    worker_build(root)?;
+    wasm_bindgen(root)?;
+    npm_tools(root)?;
+    chromium()?;
+    eprintln!("xtask: every tool is installed");
+    Ok(())
+}
+
+/// The version of `package` in `Cargo.lock`; an error if it is absent or there are several.
+pub fn locked_version(root: &Path, package: &str) -> Result<String> {
+    let path = root.join("Cargo.lock");
+    let lock =
+        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut found = Vec::new();
+    let mut name: Option<&str> = None;
+    for line in lock.lines().map(str::trim) {
+        if line == "[[package]]" {
+            name = None;
+        } else if let Some(n) = toml_string(line, "name") {
+            name = Some(n);
+        } else if let Some(v) = toml_string(line, "version") {
+            if name == Some(package) {
+                found.push(v.to_owned());
+            }
+        }
+    }
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("{package} is not in Cargo.lock"),
+        many => bail!("Cargo.lock has several versions of {package}: {many:?}"),
+    }
+}
+
+fn toml_string<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let (k, v) = line.split_once('=')?;
+    (k.trim() == key).then(|| v.trim().trim_matches('"'))
+}
+
+fn wasm_target(root: &Path) -> Result<()> {
+    let installed = stdout_of(
+        Command::new("rustup")
+            .args(["target", "list", "--installed"])
+            .current_dir(root),
+    );
+    match installed {
+        Some(list) if list.lines().any(|l| l.trim() == WASM_TARGET) => Ok(()),
+        Some(_) => run(Command::new("rustup")
+            .args(["target", "add", WASM_TARGET])
+            .current_dir(root)),
+        None => {
+            eprintln!("xtask: rustup not found; make sure the {WASM_TARGET} target is installed");
+            Ok(())
+        }
+    }
+}
+
+fn installed_version(tool: &str, strip: &str) -> Option<String> {
+    let path = find_tool(tool)?;
+    let out = stdout_of(Command::new(path).arg("--version"))?;
+    Some(out.strip_prefix(strip).unwrap_or(&out).trim().to_owned())
+}
+
+fn worker_build(root: &Path) -> Result<()> {
+    let want = locked_version(root, "worker")?;
+    if installed_version("worker-build", "worker-build").as_deref() == Some(want.as_str()) {
+        return Ok(());
+    }
+    run(cargo().args(["install", "worker-build", "--version", &want]))
+}
+
+fn wasm_bindgen(root: &Path) -> Result<()> {
+    let want = locked_version(root, "wasm-bindgen")?;
+    if installed_version("wasm-bindgen", "wasm-bindgen").as_deref() == Some(want.as_str()) {
+        return Ok(());
+    }
+    // Not `--locked`: the CLI's own lockfile pins a crate version that crates.io no longer has.
+    run(cargo().args(["install", "wasm-bindgen-cli", "--version", &want]))
+}
+
+/// The npm tools `build-edge` and the runtime use.
+#[derive(Debug, Clone)]
+pub struct NpmTools {
+    /// The workerd binary.
+    pub workerd: PathBuf,
+    /// binaryen's `wasm-opt`.
+    pub wasm_opt: PathBuf,
+    /// `esbuild`.
+    pub esbuild: PathBuf,
+}
+
+impl NpmTools {
+    /// Where `npm ci` puts them.
+    pub fn locate(root: &Path) -> NpmTools {
+        let bin = root.join("node_modules/.bin");
+        NpmTools {
+            workerd: workerd_binary(root),
+            wasm_opt: bin.join("wasm-opt"),
+            esbuild: bin.join("esbuild"),
+        }
+    }
+
+    fn all_present(&self) -> bool {
+        [&self.workerd, &self.wasm_opt, &self.esbuild]
+            .iter()
+            .all(|p| p.is_file())
+    }
+}
+
+/// Why `node_modules` needs `npm ci`, if it does: a package missing or at another version than
+/// `package.json` pins, or a tool missing.
+fn npm_stale(root: &Path) -> Result<Option<String>> {
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &fs::read(root.join("package.json")).context("cannot read package.json")?,
+    )
+    .context("package.json is not JSON")?;
+    let pinned = manifest["devDependencies"]
+        .as_object()
+        .context("package.json has no devDependencies")?;
+    for (name, want) in pinned {
+        let installed = fs::read(root.join("node_modules").join(name).join("package.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        let have = installed.as_ref().and_then(|m| m["version"].as_str());
+        if have != want.as_str() {
+            return Ok(Some(format!(
+                "{name} is {} in node_modules, package.json pins {want}",
+                have.unwrap_or("missing")
+            )));
+        }
+    }
+    if !NpmTools::locate(root).all_present() {
+        return Ok(Some("a tool is missing from node_modules".into()));
+    }
+    Ok(None)
+}
+
+fn npm_tools(root: &Path) -> Result<()> {
+    let Some(reason) = npm_stale(root)? else {
+        return Ok(());
+    };
+    eprintln!("xtask: {reason}");
+    if find_tool("npm").is_none() {
+        bail!("npm is not installed: install Node.js 20 or later with npm");
+    }
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(root))?;
+    if let Some(still) = npm_stale(root)? {
+        bail!("after `npm ci`: {still}");
+    }
+    Ok(())
+}
+
+fn chromium() -> Result<()> {
+    if Path::new("/usr/bin/chromium").exists() {
+        return Ok(());
+    }
+    if find_tool("apt-get").is_none() {
+        eprintln!("xtask: /usr/bin/chromium is missing and apt-get is not available; install Chromium and chromedriver for the browser tests");
+        return Ok(());
+    }
+    let root_user = stdout_of(Command::new("id").arg("-u")).as_deref() == Some("0");
+    let apt = |args: &[&str]| -> Result<()> {
+        let mut cmd = if root_user {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        run(cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    apt(&["update"])?;
+    apt(&["install", "-y", "chromium", "chromium-driver"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_versions_from_the_lockfile() {
+        let root = crate::workspace_root();
+        let v = locked_version(&root, "wasm-bindgen").expect("wasm-bindgen is locked");
+        assert!(v.starts_with("0.2."), "{v}");
+        assert!(locked_version(&root, "no-such-crate-here").is_err());
+    }
+
+    #[test]
+    fn toml_strings() {
+        assert_eq!(toml_string("name = \"worker\"", "name"), Some("worker"));
+        assert_eq!(toml_string("version = \"0.8.7\"", "name"), None);
+    }
+}
