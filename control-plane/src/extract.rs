@@ -84,29 +84,17 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             "the request body is empty; expected a JSON object".to_owned(),
         ));
     }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let value = match serde_path_to_error::deserialize::<_, T>(&mut de) {
-        Ok(v) => v,
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            return Err(match inner.classify() {
-                serde_json::error::Category::Data => {
-                    let message = strip_position(&inner.to_string());
-                    ApiError::Validation {
-                        field: field_of(&path, &message),
-                        message,
-                    }
-                }
-                _ => {
-                    ApiError::MalformedJson(format!("the request body is not valid JSON: {inner}"))
-                }
-            });
-        }
-    };
-    de.end()
+    // Syntax first, over the whole body; then the shape, with the field's path.
+    let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::MalformedJson(format!("the request body is not valid JSON: {e}")))?;
-    Ok(value)
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = strip_position(&e.into_inner().to_string());
+        ApiError::Validation {
+            field: field_of(&path, &message),
+            message,
+        }
+    })
 }
 
 /// serde_json appends " at line L column C"; the field path says more.

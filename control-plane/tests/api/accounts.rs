@@ -1,0 +1,183 @@
+use actix_web::http::Method;
+use serde_json::json;
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, OWNER_TOKEN};
+
+both_backends!(admins_and_login, tokens_lifecycle);
+
+async fn admins_and_login(app: TestApp) {
+    let r = app
+        .post("/v1/admins", OWNER_TOKEN, json!({"email": "Ops@Example.com", "role": "admin", "password": "correct horse battery"}))
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["email"], "ops@example.com");
+    assert_eq!(r.body["role"], "admin");
+    assert!(r.body["id"].as_str().unwrap().starts_with("adm_"));
+    assert!(r.body.get("password").is_none() && r.body.get("password_hash").is_none());
+
+    let dup = app
+        .post(
+            "/v1/admins",
+            OWNER_TOKEN,
+            json!({"email": "ops@example.com", "role": "viewer", "password": "another password!"}),
+        )
+        .await;
+    assert_eq!(dup.status, 409);
+    for (body, field) in [
+        (
+            json!({"email": "nope", "role": "admin", "password": "long enough password"}),
+            "email:",
+        ),
+        (
+            json!({"email": "a@b.c", "role": "root", "password": "long enough password"}),
+            "role:",
+        ),
+        (
+            json!({"email": "a@b.c", "role": "admin", "password": "short"}),
+            "password:",
+        ),
+    ] {
+        let r = app.post("/v1/admins", OWNER_TOKEN, body).await;
+        assert_eq!(r.status, 422);
+        assert!(r.detail().starts_with(field), "{}", r.detail());
+    }
+    let list = app.get("/v1/admins", OWNER_TOKEN).await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
+
+    let bad = app
+        .request(
+            Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(&json!({"email": "ops@example.com", "password": "wrong password"})),
+        )
+        .await;
+    assert_eq!(bad.status, 401);
+    assert_eq!(bad.code(), "invalid_credentials");
+    let unknown = app
+        .request(
+            Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(&json!({"email": "who@example.com", "password": "correct horse battery"})),
+        )
+        .await;
+    assert_eq!(unknown.status, 401);
+    assert_eq!(unknown.code(), "invalid_credentials");
+
+    let login = app
+        .request(
+            Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(&json!({"email": "ops@example.com", "password": "correct horse battery"})),
+        )
+        .await;
+    assert_eq!(login.status, 200, "{:?}", login.body);
+    let jwt = login.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(jwt.matches('.').count(), 2);
+    assert!(login.body["expires_at"].is_string());
+
+    // The session carries the admin's role.
+    assert_eq!(app.get("/v1/projects", &jwt).await.status, 200);
+    let p = app
+        .post(
+            "/v1/projects",
+            &jwt,
+            json!({"name": "Via session", "key_prefix": "sess"}),
+        )
+        .await;
+    assert_eq!(p.status, 201);
+    assert_eq!(app.get("/v1/admins", &jwt).await.status, 403);
+    let audit = app
+        .get(
+            &format!("/v1/audit?target_id={}", p.body["id"].as_str().unwrap()),
+            &jwt,
+        )
+        .await;
+    assert!(audit.body["items"][0]["actor"]
+        .as_str()
+        .unwrap()
+        .starts_with("adm_"));
+
+    // A tampered session is refused; an expired one too.
+    let mut tampered = jwt.clone();
+    tampered.pop();
+    tampered.push('x');
+    assert_eq!(app.get("/v1/projects", &tampered).await.status, 401);
+    app.clock.advance_ms(3600 * 1000 + 1000);
+    let expired = app.get("/v1/projects", &jwt).await;
+    assert_eq!(expired.status, 401);
+    assert_eq!(expired.code(), "unauthorized");
+}
+
+async fn tokens_lifecycle(app: TestApp) {
+    let r = app
+        .post(
+            "/v1/admin-tokens",
+            OWNER_TOKEN,
+            json!({"name": "ci", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let token = r.body["token"].as_str().unwrap().to_owned();
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("kgt_") && token.len() == 44);
+    assert!(token[4..].bytes().all(|b| b.is_ascii_alphanumeric()));
+    assert_eq!(app.get("/v1/projects", &token).await.status, 200);
+
+    let list = app.get("/v1/admin-tokens", OWNER_TOKEN).await;
+    assert_eq!(list.status, 200);
+    let text = String::from_utf8(list.raw.clone()).unwrap();
+    assert!(!text.contains(&token), "a token is shown only once");
+    let items = list.body["items"].as_array().unwrap();
+    let mine = items.iter().find(|t| t["id"] == json!(id)).unwrap();
+    assert_eq!(mine["role"], "viewer");
+    assert!(mine["last_used_at"].is_string(), "use is recorded");
+    // The bootstrap token is listed too (hashed, never shown).
+    assert!(items
+        .iter()
+        .any(|t| t["name"] == "bootstrap" && t["role"] == "owner"));
+
+    let del = app
+        .request(
+            Method::DELETE,
+            &format!("/v1/admin-tokens/{id}"),
+            Some(OWNER_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(del.status, 204);
+    let after = app.get("/v1/projects", &token).await;
+    assert_eq!(after.status, 401, "stops working at once");
+    let again = app
+        .request(
+            Method::DELETE,
+            &format!("/v1/admin-tokens/{id}"),
+            Some(OWNER_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(again.status, 404);
+    let r = app
+        .post(
+            "/v1/admin-tokens",
+            OWNER_TOKEN,
+            json!({"name": "x", "role": "superuser"}),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.detail().starts_with("role:"));
+}
+
+#[actix_web::test]
+async fn short_bootstrap_token_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(Backend::Sqlite, dir.path(), None);
+    config.bootstrap_token = Some("too-short".to_owned());
+    let err = keygate_control_plane::Application::build(config)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("KEYGATE_BOOTSTRAP_TOKEN"), "{err}");
+}

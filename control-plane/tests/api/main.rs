@@ -1,0 +1,15 @@
+//! Control plane API tests. Every test body runs against SQLite and, when
+//! `KEYGATE_TEST_POSTGRES_URL` is set, PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+
+mod accounts;
+mod cli;
+mod keys;
+mod projects;
+mod roles;
+mod snapshot;
+mod system;
+mod validation;
+mod verify;

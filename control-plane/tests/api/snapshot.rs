@@ -1,0 +1,258 @@
+use keygate_shared::snapshot::{shard_index, verify_snapshot, TrustedKeys, VerifiedManifest};
+use keygate_shared::{KeyHash, KeyRecord};
+use serde_json::json;
+
+use crate::both_backends;
+use crate::helpers::{TestApp, OWNER_TOKEN};
+
+both_backends!(
+    snapshot_verifies_and_holds_records,
+    etag_and_resign,
+    revocation_reaches_next_version,
+    signing_key_rotation
+);
+
+pub async fn trusted(app: &TestApp) -> TrustedKeys {
+    let pk = app.get("/v1/snapshot/public-key", OWNER_TOKEN).await;
+    assert_eq!(pk.status, 200);
+    assert_eq!(pk.body["algorithm"], "Ed25519");
+    TrustedKeys::from_base64url_list(pk.body["public_key"].as_str().unwrap()).unwrap()
+}
+
+pub async fn fetch_verified(app: &TestApp) -> VerifiedManifest {
+    let trusted = trusted(app).await;
+    let r = app.get("/v1/snapshot", OWNER_TOKEN).await;
+    assert_eq!(r.status, 200);
+    verify_snapshot(&r.raw, &trusted, None, app.clock.now_ms()).expect("snapshot verifies")
+}
+
+pub async fn all_records(app: &TestApp, snap: &VerifiedManifest) -> Vec<KeyRecord> {
+    let mut out = Vec::new();
+    for i in 0..snap.shard_count() {
+        let digest = snap.shard_digest(i).unwrap().to_hex();
+        let r = app
+            .get(&format!("/v1/snapshot/shards/{digest}"), OWNER_TOKEN)
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/octet-stream")
+        );
+        assert_eq!(
+            r.header("cache-control").as_deref(),
+            Some("public, max-age=31536000, immutable")
+        );
+        let shard = snap.verify_shard(i, &r.raw).expect("shard verifies");
+        out.extend(shard.records);
+    }
+    out
+}
+
+async fn snapshot_verifies_and_holds_records(app: TestApp) {
+    let p = app.create_project("acme").await;
+    let pid = p["id"].as_str().unwrap();
+    let pk = app
+        .create_key(
+            pid,
+            json!({"name": "web", "kind": "publishable", "environment": "test", "scopes": ["orders:read"],
+                   "restrictions": {"referrers": ["shop.example.com"], "ips": ["10.0.0.0/8"]},
+                   "rate_limit": {"limit": 5, "period_seconds": 1}, "metadata": {"tier": "gold"}}),
+        )
+        .await;
+    let sk = app.secret_key(pid).await;
+    let edge = app.token("edge").await;
+
+    let snap = fetch_verified(&app).await;
+    let m = snap.manifest();
+    assert_eq!(m.key_count, 2);
+    assert_eq!(m.projects.len(), 1);
+    assert_eq!(m.projects[0].project_id, pid);
+    assert_eq!(m.projects[0].routes.len(), 2);
+    assert!(m.valid_until_ms - m.issued_at_ms == 86_400_000);
+
+    // The edge reads the snapshot and its shards with its own token.
+    let r = app.get("/v1/snapshot", &edge).await;
+    assert_eq!(r.status, 200);
+    let hash = KeyHash::of(pk["key"].as_str().unwrap());
+    let idx = shard_index(&hash, m.shard_bits);
+    let digest = snap.shard_digest(idx).unwrap().to_hex();
+    let shard = app
+        .get(&format!("/v1/snapshot/shards/{digest}"), &edge)
+        .await;
+    assert_eq!(shard.status, 200);
+    let shard = snap.verify_shard(idx, &shard.raw).unwrap();
+    let rec = shard
+        .records
+        .iter()
+        .find(|r| r.hash == hash)
+        .expect("pk record");
+    assert_eq!(rec.key_id, pk["id"].as_str().unwrap());
+    assert_eq!(rec.project_id, pid);
+    assert_eq!(rec.environment, keygate_shared::Environment::Test);
+    assert_eq!(rec.referrers[0].as_str(), "shop.example.com");
+    assert_eq!(rec.ips.len(), 1);
+    assert_eq!(rec.rate_limit.unwrap().limit.get(), 5);
+    assert_eq!(rec.metadata_json.as_deref(), Some(r#"{"tier":"gold"}"#));
+    assert!(!rec.revoked);
+
+    let records = all_records(&app, &snap).await;
+    assert_eq!(records.len(), 2);
+    assert!(records
+        .iter()
+        .any(|r| r.hash == KeyHash::of(sk["key"].as_str().unwrap())));
+    // No plaintext in the snapshot.
+    let wire = app.get("/v1/snapshot", OWNER_TOKEN).await;
+    assert!(!String::from_utf8_lossy(&wire.raw).contains(sk["key"].as_str().unwrap()));
+
+    let missing = app
+        .get(&format!("/v1/snapshot/shards/{}", "0".repeat(64)), &edge)
+        .await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.code(), "shard_not_found");
+    let bad = app.get("/v1/snapshot/shards/zz", &edge).await;
+    assert_eq!(bad.status, 404);
+    assert_eq!(bad.code(), "shard_not_found");
+}
+
+async fn etag_and_resign(app: TestApp) {
+    let p = app.create_project("acme").await;
+    app.secret_key(p["id"].as_str().unwrap()).await;
+    let first = app.get("/v1/snapshot", OWNER_TOKEN).await;
+    let etag = first.header("etag").unwrap();
+    let version: u64 = first
+        .header("keygate-snapshot-version")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(etag.starts_with(&format!("\"{version}-")), "{etag}");
+    assert_eq!(etag.len(), format!("\"{version}-\"").len() + 16);
+
+    let same = app.get("/v1/snapshot", OWNER_TOKEN).await;
+    assert_eq!(same.header("etag").unwrap(), etag, "cached per version");
+    assert_eq!(same.raw, first.raw);
+
+    let mut req = app.client.get(format!("{}/v1/snapshot", app.base));
+    req = req
+        .insert_header(("authorization", format!("Bearer {OWNER_TOKEN}")))
+        .insert_header(("if-none-match", etag.clone()));
+    let mut res = req.send().await.unwrap();
+    assert_eq!(res.status(), 304);
+    assert!(res.body().await.unwrap().is_empty());
+
+    // Past half of the validity the same version is re-signed with a new window.
+    app.clock.advance_ms(43_200_001);
+    let trusted = trusted(&app).await;
+    let resigned = app.get("/v1/snapshot", OWNER_TOKEN).await;
+    assert_ne!(resigned.header("etag").unwrap(), etag);
+    let m = verify_snapshot(&resigned.raw, &trusted, Some(version), app.clock.now_ms()).unwrap();
+    assert_eq!(m.version(), version);
+    assert_eq!(m.manifest().issued_at_ms, app.clock.now_ms());
+
+    // A change gives a higher version and a different ETag.
+    app.create_project("beta").await;
+    let changed = app.get("/v1/snapshot", OWNER_TOKEN).await;
+    let v2: u64 = changed
+        .header("keygate-snapshot-version")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(v2, version + 1);
+    let m2 = verify_snapshot(&changed.raw, &trusted, Some(version), app.clock.now_ms()).unwrap();
+    assert_eq!(m2.manifest().projects.len(), 2);
+}
+
+async fn revocation_reaches_next_version(app: TestApp) {
+    let p = app.create_project("acme").await;
+    let k = app.secret_key(p["id"].as_str().unwrap()).await;
+    let key = k["key"].as_str().unwrap();
+    let before = fetch_verified(&app).await;
+    assert_eq!(app.verify_code(key).await, "valid");
+    let r = app
+        .post(
+            &format!("/v1/keys/{}/revoke", k["id"].as_str().unwrap()),
+            OWNER_TOKEN,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // At once in /v1/verify.
+    assert_eq!(app.verify_code(key).await, "revoked_key");
+    // And in the very next snapshot version.
+    let after = fetch_verified(&app).await;
+    assert_eq!(after.version(), before.version() + 1);
+    let records = all_records(&app, &after).await;
+    let rec = records.iter().find(|r| r.hash == KeyHash::of(key)).unwrap();
+    assert!(rec.revoked);
+    // The edge's evaluation over the snapshot says the same.
+    let view = keygate_shared::MemoryView::new(after.manifest().projects.clone(), records.clone());
+    let facts = keygate_shared::RequestFacts {
+        key: Some(key),
+        ..Default::default()
+    };
+    match keygate_shared::evaluate(&view, &facts, app.clock.now_ms(), None) {
+        keygate_shared::Evaluation::Done(v) => assert_eq!(v.code, keygate_shared::Code::RevokedKey),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn signing_key_rotation(app: TestApp) {
+    let old = app.get("/v1/snapshot/public-key", OWNER_TOKEN).await.body;
+    let old_id = old["key_id"].as_str().unwrap().to_owned();
+    // Key file and directory modes.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = app.data_dir.path().join("signing-keys");
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let file = dir.join(format!("{old_id}.key"));
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(std::fs::read(&file).unwrap().len(), 32);
+        let jwt = app.data_dir.path().join("jwt-secret");
+        assert_eq!(
+            std::fs::metadata(&jwt).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let old_trusted = trusted(&app).await;
+    let v1 = fetch_verified(&app).await;
+
+    let keyring = keygate_control_plane::keyring::Keyring::rotate(
+        app.data_dir.path(),
+        app.clock.now_ms(),
+        7 * 86_400_000,
+    )
+    .unwrap();
+    let new_id = keyring.active().key_id().to_owned();
+    assert_ne!(new_id, old_id);
+    // The running server notices within its recheck interval.
+    app.clock.advance_ms(6_000);
+    let list = app.get("/v1/snapshot/public-keys", OWNER_TOKEN).await;
+    assert_eq!(list.status, 200);
+    let items = list.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["key_id"], json!(new_id));
+    assert_eq!(items[0]["status"], "active");
+    assert_eq!(items[1]["key_id"], json!(old_id));
+    assert_eq!(items[1]["status"], "retiring");
+    assert!(items[1]["retire_after"].is_string());
+
+    // New snapshots are signed by the new key; an edge trusting only the old one refuses them,
+    // one trusting both accepts them.
+    let wire = app.get("/v1/snapshot", OWNER_TOKEN).await.raw;
+    assert!(verify_snapshot(&wire, &old_trusted, None, app.clock.now_ms()).is_err());
+    let both = TrustedKeys::from_base64url_list(&format!(
+        "{},{}",
+        items[0]["public_key"].as_str().unwrap(),
+        items[1]["public_key"].as_str().unwrap()
+    ))
+    .unwrap();
+    let v2 = verify_snapshot(&wire, &both, Some(v1.version()), app.clock.now_ms()).unwrap();
+    assert_eq!(v2.key_id(), new_id);
+    assert_eq!(v2.version(), v1.version());
+}
