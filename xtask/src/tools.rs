@@ -143,11 +143,12 @@ fn npm_stale(root: &Path) -> Result<Option<String>> {
         .as_object()
         .context("package.json has no devDependencies")?;
     for (name, want) in pinned {
+        let want = want.as_str().unwrap_or_default();
         let installed = fs::read(root.join("node_modules").join(name).join("package.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
         let have = installed.as_ref().and_then(|m| m["version"].as_str());
-        if have != want.as_str() {
+        if have != Some(want) {
             return Ok(Some(format!(
                 "{name} is {} in node_modules, package.json pins {want}",
                 have.unwrap_or("missing")
