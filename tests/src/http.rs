@@ -202,7 +202,15 @@ impl StubServer {
     pub fn start(
         handler: impl Fn(&StubRequest) -> StubResponse + Send + Sync + 'static,
     ) -> io::Result<StubServer> {
-        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        Self::start_on(0, handler)
+    }
+
+    /// Starts on `127.0.0.1:port` (0: a free port), one thread per connection.
+    pub fn start_on(
+        port: u16,
+        handler: impl Fn(&StubRequest) -> StubResponse + Send + Sync + 'static,
+    ) -> io::Result<StubServer> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let received = Arc::new(Mutex::new(Vec::new()));

@@ -1,4 +1,6 @@
 //! End-to-end test support.
 
 pub mod http;
+pub mod origin;
+pub mod stack;
 pub mod workerd;

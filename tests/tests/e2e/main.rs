@@ -4,3 +4,4 @@
 //! runtime (`workerd`, installed by `npm ci`); `cargo xtask test` builds it first.
 
 mod edge_runtime;
+mod pipeline;

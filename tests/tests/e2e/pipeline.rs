@@ -1,0 +1,545 @@
+//! The whole pipeline of contract section 4 against the real control plane (in-process, its own
+//! SQLite, port 0), the edge Worker in `workerd`, and a recording origin that checks the
+//! edge's signature.
+
+use std::time::Duration;
+
+use keygate_tests::http::Response;
+use keygate_tests::stack::{Stack, StackOptions};
+use serde_json::{json, Value};
+
+const LIVE_HOST: &str = "api.shop.test";
+const TEST_HOST: &str = "sandbox.shop.test";
+
+fn code(resp: &Response) -> String {
+    let v: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+    v["code"].as_str().unwrap_or_default().to_owned()
+}
+
+fn create_key(stack: &Stack, project: &str, spec: Value) -> (String, String) {
+    let r = stack.api("POST", &format!("/v1/projects/{project}/keys"), Some(&spec));
+    assert_eq!(r.status, 201, "create key {spec}: {}", r.body);
+    (
+        r.body["id"].as_str().expect("id").to_owned(),
+        r.body["key"].as_str().expect("plaintext").to_owned(),
+    )
+}
+
+/// Waits until the edge answers `status` for `key` on `path`; returns how long it took.
+fn wait_status(stack: &Stack, key: &str, path: &str, status: u16, timeout: Duration) -> Duration {
+    let auth = format!("Bearer {key}");
+    let waited = Stack::wait_for(timeout, || {
+        stack
+            .edge(
+                "GET",
+                path,
+                &[("Authorization", &auth), ("Host", LIVE_HOST)],
+                None,
+            )
+            .status
+            == status
+    });
+    assert!(
+        waited.is_some(),
+        "edge did not answer {status} for {path} within {timeout:?}\n{}",
+        stack.edge_logs()
+    );
+    waited.unwrap_or_default()
+}
+
+fn start() -> (Stack, String) {
+    let stack = Stack::start(StackOptions {
+        host_environments: json!({ LIVE_HOST: "live", TEST_HOST: "test" }).to_string(),
+        ..StackOptions::default()
+    })
+    .expect("stack starts (run `cargo xtask build-edge` first)");
+    let project = stack.api(
+        "POST",
+        "/v1/projects",
+        Some(&json!({
+            "name": "Shop",
+            "key_prefix": "shop",
+            "routes": [
+                {"methods": ["GET"], "path": "/orders/*", "scope": "orders:read"},
+                {"methods": ["POST", "PUT"], "path": "/orders/*", "scope": "orders:write"},
+                {"methods": ["*"], "path": "/admin/*", "scope": "admin"}
+            ],
+            "default_route_policy": "allow"
+        })),
+    );
+    assert_eq!(project.status, 201, "{}", project.body);
+    let id = project.body["id"].as_str().expect("project id").to_owned();
+    (stack, id)
+}
+
+#[test]
+fn edge_enforces_every_check_and_forwards_signed_requests() {
+    let (stack, project) = start();
+    let (server_id, server) = create_key(
+        &stack,
+        &project,
+        json!({"name": "server", "kind": "secret", "environment": "live", "scopes": ["orders:read"]}),
+    );
+    let (_, browser) = create_key(
+        &stack,
+        &project,
+        json!({"name": "web", "kind": "publishable", "environment": "live", "scopes": ["orders:read"],
+               "restrictions": {"referrers": ["https://shop.example.com", "*.shop.example.org"]}}),
+    );
+    let (_, office) = create_key(
+        &stack,
+        &project,
+        json!({"name": "office", "kind": "secret", "environment": "live", "scopes": ["orders:read"],
+               "restrictions": {"ips": ["203.0.113.0/24", "2001:db8::/32"]}}),
+    );
+    let (_, sandbox) = create_key(
+        &stack,
+        &project,
+        json!({"name": "sandbox", "kind": "secret", "environment": "test", "scopes": ["orders:read"]}),
+    );
+    wait_status(&stack, &sandbox, "/orders/1", 403, Duration::from_secs(15));
+    let origin = stack.origin.as_ref().expect("recording origin");
+    let before = origin.count();
+    let get = |headers: &[(&str, &str)], path: &str| {
+        let mut h = vec![("Host", LIVE_HOST)];
+        h.extend_from_slice(headers);
+        stack.edge("GET", path, &h, None)
+    };
+    let bearer = |k: &str| format!("Bearer {k}");
+
+    // 401s, each with WWW-Authenticate, none reaching the origin.
+    let r = get(&[], "/orders/1");
+    assert_eq!((r.status, code(&r).as_str()), (401, "missing_key"));
+    assert!(r
+        .header("WWW-Authenticate")
+        .is_some_and(|v| v.starts_with("Bearer")));
+    assert_eq!(r.header("Content-Type"), Some("application/problem+json"));
+    let r = get(
+        &[("Authorization", "Bearer shop_sk_live_notakey")],
+        "/orders/1",
+    );
+    assert_eq!((r.status, code(&r).as_str()), (401, "malformed_key"));
+    let mut tampered = server.clone();
+    let last = tampered.pop().expect("char");
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let r = get(&[("Authorization", &bearer(&tampered))], "/orders/1");
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (401, "malformed_key"),
+        "checksum"
+    );
+    let unknown = keygate_shared::PlaintextKey::from_parts(
+        &keygate_shared::KeyPrefix::parse("shop").expect("prefix"),
+        keygate_shared::Kind::Secret,
+        keygate_shared::Environment::Live,
+        "UnknownUnknownUnknownUnknown0000",
+    )
+    .expect("key");
+    let r = get(&[("Authorization", &bearer(unknown.expose()))], "/orders/1");
+    assert_eq!((r.status, code(&r).as_str()), (401, "unknown_key"));
+    assert!(r.header("WWW-Authenticate").is_some());
+
+    // 403s.
+    let r = get(&[("Authorization", &bearer(&sandbox))], "/orders/1");
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (403, "environment_not_allowed")
+    );
+    let r = stack.edge(
+        "GET",
+        "/orders/1",
+        &[("Host", TEST_HOST), ("Authorization", &bearer(&sandbox))],
+        None,
+    );
+    assert_eq!(r.status, 200, "a test key on a test host: {}", r.text());
+    let r = get(
+        &[
+            ("Authorization", &bearer(&browser)),
+            ("Origin", "https://evil.example"),
+        ],
+        "/orders/1",
+    );
+    assert_eq!((r.status, code(&r).as_str()), (403, "referrer_not_allowed"));
+    assert!(
+        r.header("Access-Control-Allow-Origin").is_none(),
+        "no CORS for a refused origin"
+    );
+    let r = get(&[("Authorization", &bearer(&browser))], "/orders/1");
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (403, "referrer_not_allowed"),
+        "no Origin nor Referer"
+    );
+    let r = get(
+        &[
+            ("Authorization", &bearer(&browser)),
+            ("Origin", "https://shop.example.com.evil.com"),
+        ],
+        "/orders/1",
+    );
+    assert_eq!(code(&r), "referrer_not_allowed");
+    let r = get(
+        &[
+            ("Authorization", &bearer(&office)),
+            ("CF-Connecting-IP", "198.51.100.1"),
+        ],
+        "/orders/1",
+    );
+    assert_eq!((r.status, code(&r).as_str()), (403, "ip_not_allowed"));
+    let r = get(&[("Authorization", &bearer(&office))], "/orders/1");
+    assert_eq!(code(&r), "ip_not_allowed", "no client IP");
+    let r = stack.edge(
+        "POST",
+        "/orders/1",
+        &[("Host", LIVE_HOST), ("Authorization", &bearer(&server))],
+        Some(b"{}"),
+    );
+    assert_eq!((r.status, code(&r).as_str()), (403, "insufficient_scope"));
+    let r = get(&[("Authorization", &bearer(&server))], "/admin/users");
+    assert_eq!(code(&r), "insufficient_scope");
+    assert_eq!(
+        origin.count(),
+        before + 1,
+        "only the test-host request reached the origin"
+    );
+
+    // Successes: the key in each of the three places, removed before forwarding.
+    let r = get(
+        &[("Authorization", &bearer(&server))],
+        "/orders/1?expand=items",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = origin.recorded().pop().expect("forwarded");
+    assert_eq!(seen.target(), "/orders/1?expand=items");
+    assert!(seen.header("authorization").is_none());
+    assert_eq!(seen.header("keygate-key-id"), Some(server_id.as_str()));
+    assert_eq!(seen.header("keygate-project-id"), Some(project.as_str()));
+    assert_eq!(seen.header("keygate-environment"), Some("live"));
+    assert_eq!(
+        seen.signature_valid,
+        Some(true),
+        "origin verifies Keygate-Signature"
+    );
+
+    let r = get(
+        &[
+            ("X-API-Key", &server),
+            ("Authorization", "Basic b3JpZ2luOnNlY3JldA=="),
+        ],
+        "/orders/2",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = origin.recorded().pop().expect("forwarded");
+    assert!(seen.header("x-api-key").is_none(), "X-API-Key removed");
+    assert_eq!(
+        seen.header("authorization"),
+        Some("Basic b3JpZ2luOnNlY3JldA=="),
+        "other credentials kept"
+    );
+    assert_eq!(seen.signature_valid, Some(true));
+
+    let r = get(&[], &format!("/orders/3?a=1&key={server}&b=%20x+y&c"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = origin.recorded().pop().expect("forwarded");
+    assert_eq!(
+        seen.target(),
+        "/orders/3?a=1&b=%20x+y&c",
+        "key removed, query otherwise intact"
+    );
+    assert!(!seen.target().contains(&server));
+
+    let r = get(
+        &[
+            ("Authorization", &bearer(&office)),
+            ("CF-Connecting-IP", "2001:db8::7"),
+        ],
+        "/orders/1",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A browser from an allowed origin: CORS headers on success and on errors.
+    let r = get(
+        &[
+            ("Authorization", &bearer(&browser)),
+            ("Origin", "https://shop.example.com"),
+        ],
+        "/orders/9",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("Access-Control-Allow-Origin"),
+        Some("https://shop.example.com")
+    );
+    let r = get(
+        &[
+            ("Authorization", &bearer(&browser)),
+            ("Origin", "https://a.b.shop.example.org"),
+        ],
+        "/orders/9",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = stack.edge(
+        "POST",
+        "/orders/9",
+        &[
+            ("Host", LIVE_HOST),
+            ("Authorization", &bearer(&browser)),
+            ("Origin", "https://shop.example.com"),
+        ],
+        Some(b"{}"),
+    );
+    assert_eq!(code(&r), "insufficient_scope");
+    assert_eq!(
+        r.header("Access-Control-Allow-Origin"),
+        Some("https://shop.example.com")
+    );
+    let preflight_before = origin.count();
+    let r = stack.edge(
+        "OPTIONS",
+        "/orders/9",
+        &[
+            ("Host", LIVE_HOST),
+            ("Origin", "https://shop.example.com"),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "authorization"),
+        ],
+        None,
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("Access-Control-Allow-Origin"),
+        Some("https://shop.example.com")
+    );
+    assert_eq!(
+        r.header("Access-Control-Allow-Headers"),
+        Some("authorization")
+    );
+    assert_eq!(
+        origin.count(),
+        preflight_before,
+        "preflight answered at the edge"
+    );
+
+    // Usage reaches the control plane in batches.
+    let usage = || {
+        stack
+            .api("GET", &format!("/v1/keys/{server_id}/usage"), None)
+            .body
+    };
+    let counted = Stack::wait_for(Duration::from_secs(15), || {
+        // Flushes ride on later requests; keep some traffic going.
+        let _ = get(&[("Authorization", &bearer(&server))], "/orders/1");
+        usage()["items"].as_array().is_some_and(|items| {
+            items
+                .iter()
+                .any(|i| i["code"] == "valid" && i["count"].as_u64() >= Some(3))
+        })
+    });
+    assert!(
+        counted.is_some(),
+        "usage not recorded: {}\n{}",
+        usage(),
+        stack.edge_logs()
+    );
+}
+
+#[test]
+fn new_revoked_rotated_and_expiring_keys_take_effect_within_the_refresh_interval() {
+    let (stack, project) = start();
+    let (_, warmup) = create_key(
+        &stack,
+        &project,
+        json!({"name": "warm", "kind": "secret", "environment": "live"}),
+    );
+    wait_status(&stack, &warmup, "/x", 200, Duration::from_secs(15));
+
+    // A new key becomes usable, and a revoked one stops, without a per-request call.
+    let (id, key) = create_key(
+        &stack,
+        &project,
+        json!({"name": "new", "kind": "secret", "environment": "live"}),
+    );
+    let usable = wait_status(&stack, &key, "/x", 200, Duration::from_secs(10));
+    let r = stack.api(
+        "POST",
+        &format!("/v1/keys/{id}/revoke"),
+        Some(&json!({"reason": "leaked"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let revoked = wait_status(&stack, &key, "/x", 401, Duration::from_secs(10));
+    let auth = format!("Bearer {key}");
+    let r = stack.edge("GET", "/x", &[("Authorization", &auth)], None);
+    assert_eq!(code(&r), "revoked_key");
+    eprintln!("new key usable after {usable:?}; revocation enforced after {revoked:?}");
+
+    // Rotation grace: both keys work, then the old one expires.
+    let (old_id, old) = create_key(
+        &stack,
+        &project,
+        json!({"name": "rot", "kind": "secret", "environment": "live"}),
+    );
+    wait_status(&stack, &old, "/x", 200, Duration::from_secs(10));
+    let r = stack.api(
+        "POST",
+        &format!("/v1/keys/{old_id}/rotate"),
+        Some(&json!({"grace_seconds": 3})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let new = r.body["key"].as_str().expect("new key").to_owned();
+    wait_status(&stack, &new, "/x", 200, Duration::from_secs(10));
+    let r = stack.edge(
+        "GET",
+        "/x",
+        &[("Authorization", &format!("Bearer {old}"))],
+        None,
+    );
+    assert_eq!(r.status, 200, "old key valid during the grace period");
+    wait_status(&stack, &old, "/x", 401, Duration::from_secs(10));
+    let r = stack.edge(
+        "GET",
+        "/x",
+        &[("Authorization", &format!("Bearer {old}"))],
+        None,
+    );
+    assert_eq!(code(&r), "expired_key");
+    let r = stack.edge(
+        "GET",
+        "/x",
+        &[("Authorization", &format!("Bearer {new}"))],
+        None,
+    );
+    assert_eq!(r.status, 200, "new key still valid");
+
+    // Expiry.
+    #[allow(clippy::disallowed_methods)]
+    let soon = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3;
+    let expires_at = keygate_control_plane::timefmt::format_ms((soon as i64) * 1000);
+    let (_, short) = create_key(
+        &stack,
+        &project,
+        json!({"name": "short", "kind": "secret", "environment": "live", "expires_at": expires_at}),
+    );
+    wait_status(&stack, &short, "/x", 200, Duration::from_secs(10));
+    wait_status(&stack, &short, "/x", 401, Duration::from_secs(10));
+    let r = stack.edge(
+        "GET",
+        "/x",
+        &[("Authorization", &format!("Bearer {short}"))],
+        None,
+    );
+    assert_eq!(code(&r), "expired_key");
+}
+
+#[test]
+fn rate_limits_and_quotas_hold_in_durable_objects() {
+    let (stack, project) = start();
+    let (_, limited) = create_key(
+        &stack,
+        &project,
+        json!({"name": "rl", "kind": "secret", "environment": "live", "rate_limit": {"limit": 3, "period_seconds": 60}}),
+    );
+    let (_, both) = create_key(
+        &stack,
+        &project,
+        json!({"name": "both", "kind": "secret", "environment": "live",
+               "rate_limit": {"limit": 1, "period_seconds": 2}, "quota": {"limit": 2, "period": "day"}}),
+    );
+    wait_status(&stack, &limited, "/x", 200, Duration::from_secs(15));
+    let auth = format!("Bearer {limited}");
+    let call = |auth: &str| stack.edge("GET", "/x", &[("Authorization", auth)], None);
+    assert_eq!(call(&auth).status, 200);
+    let r = call(&auth);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("RateLimit-Limit"), Some("3"));
+    assert_eq!(r.header("RateLimit-Remaining"), Some("0"));
+    let r = call(&auth);
+    assert_eq!((r.status, code(&r).as_str()), (429, "rate_limited"));
+    let retry: u64 = r
+        .header("Retry-After")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=20).contains(&retry), "{retry}");
+    assert_eq!(r.header("RateLimit-Limit"), Some("3"));
+    assert_eq!(r.header("RateLimit-Remaining"), Some("0"));
+    assert!(r.header("RateLimit-Reset").is_some());
+
+    // Rate limit 1 per 2 s, quota 2 a day: throttled requests spend no quota.
+    let auth = format!("Bearer {both}");
+    assert_eq!(call(&auth).status, 200);
+    for _ in 0..3 {
+        assert_eq!(code(&call(&auth)), "rate_limited");
+    }
+    std::thread::sleep(Duration::from_millis(2100));
+    let r = call(&auth);
+    assert_eq!(r.status, 200, "the quota's second request: {}", r.text());
+    std::thread::sleep(Duration::from_millis(2100));
+    let r = call(&auth);
+    assert_eq!((r.status, code(&r).as_str()), (429, "quota_exceeded"));
+    assert!(r.header("Retry-After").is_some());
+    assert_eq!(r.header("RateLimit-Limit"), Some("2"));
+}
+
+#[test]
+fn the_edge_keeps_serving_when_the_control_plane_stops_and_fails_closed_past_validity() {
+    let mut stack = Stack::start(StackOptions {
+        snapshot_validity_seconds: 10,
+        ..StackOptions::default()
+    })
+    .expect("stack");
+    let project = stack.api(
+        "POST",
+        "/v1/projects",
+        Some(&json!({"name": "P", "key_prefix": "pp"})),
+    );
+    let project = project.body["id"].as_str().expect("project").to_owned();
+    let (_, key) = create_key(
+        &stack,
+        &project,
+        json!({"name": "k", "kind": "secret", "environment": "live"}),
+    );
+    let auth = format!("Bearer {key}");
+    let ok = || {
+        stack
+            .edge("GET", "/x", &[("Authorization", &auth)], None)
+            .status
+            == 200
+    };
+    assert!(
+        Stack::wait_for(Duration::from_secs(15), ok).is_some(),
+        "{}",
+        stack.edge_logs()
+    );
+
+    stack.stop_control_plane();
+    let r = stack.edge("GET", "/x", &[("Authorization", &auth)], None);
+    assert_eq!(
+        r.status,
+        200,
+        "served from the last good snapshot: {}",
+        r.text()
+    );
+    // Past the snapshot's validity (10 s from its last signing), the edge fails closed.
+    let closed = Stack::wait_for(Duration::from_secs(25), || {
+        let r = stack.edge("GET", "/x", &[("Authorization", &auth)], None);
+        r.status == 503 && code(&r) == "snapshot_unavailable"
+    });
+    assert!(closed.is_some(), "{}", stack.edge_logs());
+
+    // Back up: the edge recovers by itself.
+    stack.restart_control_plane().expect("restart");
+    let ok = || {
+        stack
+            .edge("GET", "/x", &[("Authorization", &auth)], None)
+            .status
+            == 200
+    };
+    assert!(
+        Stack::wait_for(Duration::from_secs(15), ok).is_some(),
+        "{}",
+        stack.edge_logs()
+    );
+}
