@@ -5,3 +5,4 @@
 
 mod edge_runtime;
 mod pipeline;
+mod snapshot_trust;

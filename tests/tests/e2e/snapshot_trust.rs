@@ -1,0 +1,192 @@
+//! The edge accepts only snapshots that verify: a tampered one, one signed by an unknown key, and
+//! a rolled-back (older) one are refused, and the edge keeps enforcing the last good snapshot.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keygate_shared::snapshot::{build_shards, Manifest, FORMAT_VERSION};
+use keygate_shared::{
+    DefaultRoutePolicy, Environment, KeyPrefix, KeyRecord, Kind, PlaintextKey, ProjectPolicy,
+    SnapshotSigner,
+};
+use keygate_tests::http::{self, StubResponse, StubServer};
+use keygate_tests::origin::Origin;
+use keygate_tests::stack::{Stack, ORIGIN_SECRET};
+use keygate_tests::workerd::{workspace_root, WorkerdConfig};
+use serde_json::Value;
+
+const EDGE_TOKEN: &str = "edge-token-for-the-trust-test";
+
+#[allow(clippy::disallowed_methods)] // The test plays the control plane's clock.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+struct Published {
+    snapshot: Vec<u8>,
+    etag: String,
+    shards: Vec<(String, Vec<u8>)>,
+}
+
+fn publish(signer: &SnapshotSigner, version: u64, key: &PlaintextKey, revoked: bool) -> Published {
+    let record = KeyRecord {
+        hash: key.hash(),
+        key_id: "key_trust".into(),
+        project_id: "prj_trust".into(),
+        kind: Kind::Secret,
+        environment: Environment::Live,
+        revoked,
+        expires_at_ms: None,
+        scopes: Vec::new(),
+        referrers: Vec::new(),
+        ips: Vec::new(),
+        rate_limit: None,
+        quota: None,
+        metadata_json: None,
+    };
+    let shards = build_shards(vec![record], None).expect("shards");
+    let now = now_ms();
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        version,
+        issued_at_ms: now,
+        valid_until_ms: now + 3_600_000,
+        shard_bits: shards.shard_bits,
+        key_count: shards.key_count,
+        shard_digests: shards.digests(),
+        projects: vec![ProjectPolicy {
+            project_id: "prj_trust".into(),
+            routes: Vec::new(),
+            default_route_policy: DefaultRoutePolicy::Allow,
+        }],
+    };
+    Published {
+        snapshot: signer.sign(&manifest).expect("sign"),
+        etag: format!("\"{version}-{}\"", revoked as u8),
+        shards: shards
+            .shards
+            .iter()
+            .map(|s| (s.digest.to_hex(), s.bytes.clone()))
+            .collect(),
+    }
+}
+
+#[test]
+fn tampered_foreign_and_rolled_back_snapshots_are_refused() {
+    let signer = SnapshotSigner::from_seed(&[11u8; 32]);
+    let stranger = SnapshotSigner::from_seed(&[12u8; 32]);
+    let key = PlaintextKey::from_parts(
+        &KeyPrefix::parse("trust").expect("prefix"),
+        Kind::Secret,
+        Environment::Live,
+        "Trust000000000000000000000000000",
+    )
+    .expect("key");
+
+    let current: Arc<Mutex<Published>> = Arc::new(Mutex::new(publish(&signer, 5, &key, false)));
+    let served = Arc::clone(&current);
+    let cp = StubServer::start(move |req| {
+        let Ok(p) = served.lock() else {
+            return StubResponse::empty(500);
+        };
+        if req.path() == "/v1/snapshot" {
+            if req.header("if-none-match") == Some(p.etag.as_str()) {
+                return StubResponse::empty(304);
+            }
+            return StubResponse::json(200, p.snapshot.clone()).with_header("ETag", &p.etag);
+        }
+        if let Some(hex) = req.path().strip_prefix("/v1/snapshot/shards/") {
+            if let Some((_, b)) = p.shards.iter().find(|(d, _)| d == hex) {
+                return StubResponse::new(200, "application/octet-stream", b.clone());
+            }
+        }
+        StubResponse::empty(404)
+    })
+    .expect("stub control plane");
+    let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).expect("origin");
+    let state = tempfile::tempdir().expect("temp");
+    let edge = WorkerdConfig::new(workspace_root(), state.path())
+        .var("CONTROL_PLANE_URL", cp.url())
+        .var("ORIGIN_URL", origin.url())
+        .var("SNAPSHOT_REFRESH_SECONDS", "0.2")
+        .secret("EDGE_TOKEN", EDGE_TOKEN)
+        .secret("SNAPSHOT_PUBLIC_KEYS", signer.public_key_base64url())
+        .secret("ORIGIN_HMAC_SECRET", ORIGIN_SECRET)
+        .start()
+        .expect("workerd");
+    let auth = format!("Bearer {}", key.expose());
+    let call = || {
+        http::get(&format!("{}/x", edge.url()), &[("Authorization", &auth)])
+            .map(|r| r.status)
+            .unwrap_or(0)
+    };
+    let version = || -> Value {
+        http::get(
+            &format!("{}/.well-known/keygate/status", edge.url()),
+            &[("Authorization", &format!("Bearer {EDGE_TOKEN}"))],
+        )
+        .ok()
+        .and_then(|r| serde_json::from_slice::<Value>(&r.body).ok())
+        .map_or(Value::Null, |v| v["version"].clone())
+    };
+    assert_eq!(call(), 200, "{}", edge.logs());
+    assert_eq!(version(), 5);
+
+    let serve = |p: Published| *current.lock().expect("lock") = p;
+    let refused_for = |what: &str| {
+        // Several refresh intervals pass; the key stays valid and the version stays 5.
+        std::thread::sleep(Duration::from_millis(1200));
+        assert_eq!(
+            call(),
+            200,
+            "{what}: the revocation in a refused snapshot must not apply\n{}",
+            edge.logs()
+        );
+        assert_eq!(version(), 5, "{what}");
+    };
+
+    // A tampered snapshot: a byte of the signed manifest changed.
+    let mut tampered = publish(&signer, 6, &key, true);
+    let mut doc: Value = serde_json::from_slice(&tampered.snapshot).expect("json");
+    let manifest = doc["manifest"].as_str().expect("manifest").to_owned();
+    let flipped: String = manifest
+        .char_indices()
+        .map(|(i, c)| {
+            if i == 10 {
+                if c == 'A' {
+                    'B'
+                } else {
+                    'A'
+                }
+            } else {
+                c
+            }
+        })
+        .collect();
+    doc["manifest"] = Value::String(flipped);
+    tampered.snapshot = doc.to_string().into_bytes();
+    serve(tampered);
+    refused_for("tampered");
+    assert!(edge.logs().contains("snapshot refused"), "{}", edge.logs());
+
+    // Signed by a key the edge does not trust.
+    serve(publish(&stranger, 7, &key, true));
+    refused_for("unknown signer");
+
+    // Rolled back: properly signed, but older than the snapshot held.
+    serve(publish(&signer, 4, &key, true));
+    refused_for("rollback");
+    assert!(
+        edge.logs().contains("older than the held version"),
+        "{}",
+        edge.logs()
+    );
+
+    // A good newer snapshot is taken, revocation and all.
+    serve(publish(&signer, 8, &key, true));
+    let revoked = Stack::wait_for(Duration::from_secs(10), || call() == 401);
+    assert!(revoked.is_some(), "{}", edge.logs());
+    assert_eq!(version(), 8);
+}
