@@ -238,7 +238,12 @@ fn records() -> Vec<KeyRecord> {
             ..base("other_project", "key_07", "proj_beta")
         },
         KeyRecord {
-            referrers: referrers(&["bücher.example", "https://*.bücher.example/app/*"]),
+            // `bücher.example` and `https://*.bücher.example/app/*`, in the punycode form the
+            // control plane stores (the edge builds without the IDN tables).
+            referrers: referrers(&[
+                "xn--bcher-kva.example",
+                "https://*.xn--bcher-kva.example/app/*",
+            ]),
             ..base("idn_publishable", "key_08", "proj_beta")
         },
     ]
