@@ -46,14 +46,6 @@ impl Kind {
             Kind::Publishable => "publishable",
         }
     }
-
-    fn from_code(s: &str) -> Option<Self> {
-        match s {
-            "sk" => Some(Kind::Secret),
-            "pk" => Some(Kind::Publishable),
-            _ => None,
-        }
-    }
 }
 
 impl FromStr for Kind {
@@ -116,12 +108,7 @@ pub struct InvalidPrefix;
 impl KeyPrefix {
     /// Parses a prefix.
     pub fn parse(s: &str) -> Result<Self, InvalidPrefix> {
-        let b = s.as_bytes();
-        let ok = (2..=12).contains(&b.len())
-            && b[0].is_ascii_lowercase()
-            && b.iter()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-        if ok {
+        if is_valid_prefix(s.as_bytes()) {
             Ok(KeyPrefix(s.to_owned()))
         } else {
             Err(InvalidPrefix)
@@ -139,6 +126,13 @@ impl<'de> Deserialize<'de> for KeyPrefix {
         let s = String::deserialize(d)?;
         KeyPrefix::parse(&s).map_err(serde::de::Error::custom)
     }
+}
+
+fn is_valid_prefix(b: &[u8]) -> bool {
+    (2..=12).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
 
 /// Why a string is not a key. Every variant maps to `malformed_key`.
@@ -224,36 +218,72 @@ fn start_of(text: &str) -> String {
 
 /// Parses a key and checks its checksum, without any lookup.
 pub fn parse(text: &str) -> Result<ParsedKey<'_>, KeyError> {
-    let mut parts = text.splitn(4, '_');
-    let (Some(prefix), Some(kind), Some(env), Some(tail)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // Split at the first three underscores (`_` is ASCII, so these are char boundaries). This
+    // runs on every request at the edge: no allocation, no string searching machinery.
+    let b = text.as_bytes();
+    let mut seps = [0usize; 3];
+    let mut found = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'_' {
+            seps[found] = i;
+            found += 1;
+            if found == 3 {
+                break;
+            }
+        }
+    }
+    if found < 3 {
         return Err(KeyError::Shape);
+    }
+    let [s1, s2, s3] = seps;
+    if !is_valid_prefix(&b[..s1]) {
+        return Err(KeyError::Prefix);
+    }
+    let kind = match &b[s1 + 1..s2] {
+        b"sk" => Kind::Secret,
+        b"pk" => Kind::Publishable,
+        _ => return Err(KeyError::Kind),
     };
-    KeyPrefix::parse(prefix).map_err(|_| KeyError::Prefix)?;
-    let kind = Kind::from_code(kind).ok_or(KeyError::Kind)?;
-    let environment = env
-        .parse::<Environment>()
-        .map_err(|_| KeyError::Environment)?;
-    if tail.len() != SECRET_LEN + CHECKSUM_LEN || !tail.bytes().all(is_base62) {
+    let environment = match &b[s2 + 1..s3] {
+        b"live" => Environment::Live,
+        b"test" => Environment::Test,
+        _ => return Err(KeyError::Environment),
+    };
+    let tail = &b[s3 + 1..];
+    if tail.len() != SECRET_LEN + CHECKSUM_LEN || !tail.iter().all(|&c| is_base62(c)) {
         return Err(KeyError::Secret);
     }
     let body_len = text.len() - CHECKSUM_LEN;
-    let expected = checksum(&text.as_bytes()[..body_len]);
-    // Not secret, but constant time costs nothing here.
-    if !bool::from(expected.as_bytes().ct_eq(&text.as_bytes()[body_len..])) {
+    let expected = checksum(&b[..body_len]);
+    // Not secret, but constant time costs little here: one word compare.
+    let mut got = [0u8; 8];
+    got[..CHECKSUM_LEN].copy_from_slice(&b[body_len..]);
+    let mut want = [0u8; 8];
+    want[..CHECKSUM_LEN].copy_from_slice(expected.as_bytes());
+    if !bool::from(u64::from_le_bytes(got).ct_eq(&u64::from_le_bytes(want))) {
         return Err(KeyError::Checksum);
     }
     Ok(ParsedKey {
         text,
-        prefix_len: prefix.len(),
+        prefix_len: s1,
         kind,
         environment,
     })
 }
 
+/// Which bytes are base62 digits, as a table: one load per byte on the request path.
+const BASE62_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < BASE62.len() {
+        t[BASE62[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 fn is_base62(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
+    BASE62_BYTE[usize::from(b)]
 }
 
 /// The 6-character base62 CRC-32 (IEEE) checksum of `body`.
@@ -395,7 +425,14 @@ impl KeyHash {
 
 impl PartialEq for KeyHash {
     fn eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
+        // Constant time, a word at a time: the hash map compares hashes on every lookup.
+        let mut same = subtle::Choice::from(1);
+        for (a, b) in self.0.chunks_exact(8).zip(other.0.chunks_exact(8)) {
+            let a = u64::from_le_bytes(a.try_into().unwrap_or([0; 8]));
+            let b = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+            same &= a.ct_eq(&b);
+        }
+        same.into()
     }
 }
 
