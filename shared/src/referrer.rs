@@ -11,6 +11,7 @@
 //! - a URL with userinfo (`https://example.com@evil.com/`) never matches.
 
 use core::fmt;
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
@@ -229,36 +230,18 @@ impl ReferrerPattern {
 
     /// Whether a request with these `Origin` and `Referer` headers matches.
     pub fn matches(&self, origin: Option<&str>, referer: Option<&str>) -> bool {
-        let origin = origin.filter(|o| !o.is_empty());
-        let referer = referer.filter(|r| !r.is_empty());
-        let primary = match origin.or(referer) {
-            Some(v) => v,
-            None => return false,
-        };
-        let Some(site) = RequestUrl::parse(primary) else {
-            return false;
-        };
-        if !self.matches_origin(&site) {
+        let needs_path = !matches!(self.path, PathPattern::Any);
+        RequestSite::parse(origin, referer, needs_path).is_some_and(|r| self.matches_site(&r))
+    }
+
+    fn matches_site(&self, request: &RequestSite<'_>) -> bool {
+        if !self.matches_origin(&request.site) {
             return false;
         }
         match &self.path {
             PathPattern::Any => true,
-            pattern_path => {
-                let path_source = if origin.is_some() {
-                    // The Origin has no path: take it from a same-origin Referer.
-                    match referer.and_then(RequestUrl::parse) {
-                        Some(r) if r.same_origin(&site) => r,
-                        _ => return false,
-                    }
-                } else {
-                    site
-                };
-                match pattern_path {
-                    PathPattern::Prefix(p) => path_source.path.starts_with(p.as_str()),
-                    PathPattern::Exact(p) => path_source.path == *p,
-                    PathPattern::Any => true,
-                }
-            }
+            PathPattern::Prefix(p) => request.path.is_some_and(|x| x.starts_with(p.as_str())),
+            PathPattern::Exact(p) => request.path == Some(p.as_str()),
         }
     }
 
@@ -276,12 +259,15 @@ impl ReferrerPattern {
         if !port_ok {
             return false;
         }
+        // Pattern hosts are lowercase; request hosts may be in any case.
+        let host = site.host.as_bytes();
         match &self.host {
-            HostPattern::Exact(h) => site.host == *h,
+            HostPattern::Exact(h) => host.eq_ignore_ascii_case(h.as_bytes()),
             HostPattern::Subdomains(base) => {
-                site.host.len() > base.len() + 1
-                    && site.host.ends_with(base.as_str())
-                    && site.host.as_bytes()[site.host.len() - base.len() - 1] == b'.'
+                let base = base.as_bytes();
+                host.len() > base.len() + 1
+                    && host[host.len() - base.len()..].eq_ignore_ascii_case(base)
+                    && host[host.len() - base.len() - 1] == b'.'
             }
         }
     }
@@ -293,7 +279,15 @@ pub fn any_matches(
     origin: Option<&str>,
     referer: Option<&str>,
 ) -> bool {
-    patterns.iter().any(|p| p.matches(origin, referer))
+    if patterns.is_empty() {
+        return false;
+    }
+    // Parse the headers once for all the patterns.
+    let needs_path = patterns.iter().any(|p| !matches!(p.path, PathPattern::Any));
+    match RequestSite::parse(origin, referer, needs_path) {
+        Some(request) => patterns.iter().any(|p| p.matches_site(&request)),
+        None => false,
+    }
 }
 
 fn parse_port(p: &str) -> Option<u16> {
@@ -305,8 +299,9 @@ fn parse_port(p: &str) -> Option<u16> {
 
 /// Splits `host[:port]` or `[v6][:port]`.
 fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
-    if authority.starts_with('[') {
-        let end = authority.find(']')?;
+    let b = authority.as_bytes();
+    if b.first() == Some(&b'[') {
+        let end = b.iter().position(|&c| c == b']')?;
         let host = &authority[..=end];
         let rest = &authority[end + 1..];
         if rest.is_empty() {
@@ -315,10 +310,61 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
             rest.strip_prefix(':').map(|p| (host, Some(p)))
         }
     } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => Some((h, Some(p))),
+        // `:` is ASCII, so its index is a char boundary.
+        match b.iter().rposition(|&c| c == b':') {
+            Some(i) => Some((&authority[..i], Some(&authority[i + 1..]))),
             None => Some((authority, None)),
         }
+    }
+}
+
+/// Bytes allowed in a host label: letters (either case), digits, `-` and `_`.
+const LABEL_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        i += 1;
+    }
+    t
+};
+
+/// Whether an ASCII host name has valid labels: 1 to 63 label bytes each, not starting or
+/// ending with `-`, 253 bytes in all. One pass; this runs on every request.
+fn ascii_labels_ok(host: &[u8]) -> bool {
+    if host.is_empty() || host.len() > 253 {
+        return false;
+    }
+    let mut label_len = 0usize;
+    let mut prev = b'.';
+    for &c in host {
+        if c == b'.' {
+            if label_len == 0 || prev == b'-' {
+                return false;
+            }
+            label_len = 0;
+        } else {
+            if !LABEL_BYTE[usize::from(c)] || (label_len == 0 && c == b'-') {
+                return false;
+            }
+            label_len += 1;
+            if label_len > 63 {
+                return false;
+            }
+        }
+        prev = c;
+    }
+    label_len > 0 && prev != b'-'
+}
+
+/// A request's host, checked like [`normalize_host`] but borrowed as sent when it is plain
+/// ASCII: compare it case-insensitively.
+fn request_host(host: &str) -> Option<Cow<'_, str>> {
+    if host.is_ascii() && !host.starts_with('[') {
+        ascii_labels_ok(host.as_bytes()).then_some(Cow::Borrowed(host))
+    } else {
+        normalize_host(host).map(Cow::Owned)
     }
 }
 
@@ -333,18 +379,7 @@ fn normalize_host(host: &str) -> Option<String> {
     } else {
         to_punycode(host)?
     };
-    if ascii.is_empty() || ascii.len() > 253 {
-        return None;
-    }
-    let labels_ok = ascii.split('.').all(|l| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    });
-    labels_ok.then_some(ascii)
+    ascii_labels_ok(ascii.as_bytes()).then_some(ascii)
 }
 
 #[cfg(feature = "validation")]
@@ -379,33 +414,58 @@ fn check_not_public_suffix(base: &str) -> Result<(), PatternError> {
     }
 }
 
-/// The parts of an `Origin` or `Referer` value that matching needs.
+/// The parts of an `Origin` or `Referer` value that matching needs. Parsing allocates only
+/// for hosts that need converting (IDNs, IPv6 literals).
+#[derive(Debug, PartialEq, Eq)]
 struct RequestUrl<'a> {
     scheme: Scheme,
-    host: String,
+    /// Validated; ASCII, in the case it was sent.
+    host: Cow<'a, str>,
     port: u16,
     path: &'a str,
 }
 
 impl<'a> RequestUrl<'a> {
     fn parse(value: &'a str) -> Option<Self> {
-        let value = value.trim();
-        let (scheme_s, rest) = value.split_once("://")?;
-        let scheme = Scheme::parse(scheme_s)?;
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let authority = &rest[..end];
-        if authority.contains('@') {
+        let value = value.trim_ascii();
+        let b = value.as_bytes();
+        let (scheme, rest) = if starts_with_ignore_case(b, b"https://") {
+            (Scheme::Https, &value[8..])
+        } else if starts_with_ignore_case(b, b"http://") {
+            (Scheme::Http, &value[7..])
+        } else {
             return None;
+        };
+        Self::parse_plain(scheme, rest).or_else(|| Self::parse_general(scheme, rest))
+    }
+
+    /// Everything after `scheme://`.
+    fn parse_general(scheme: Scheme, rest: &'a str) -> Option<Self> {
+        let mut end = rest.len();
+        for (i, &c) in rest.as_bytes().iter().enumerate() {
+            match c {
+                b'/' | b'?' | b'#' => {
+                    end = i;
+                    break;
+                }
+                // Userinfo (`https://example.com@evil.com/`) never matches.
+                b'@' => return None,
+                _ => {}
+            }
         }
+        let authority = &rest[..end];
         let after = &rest[end..];
-        let path_end = after.find(['?', '#']).unwrap_or(after.len());
-        let path = if after[..path_end].is_empty() {
+        let path_end = after
+            .bytes()
+            .position(|c| c == b'?' || c == b'#')
+            .unwrap_or(after.len());
+        let path = if path_end == 0 {
             "/"
         } else {
             &after[..path_end]
         };
         let (host_s, port_s) = split_host_port(authority)?;
-        let host = normalize_host(host_s)?;
+        let host = request_host(host_s)?;
         let port = match port_s {
             None => scheme.default_port(),
             Some(p) => parse_port(p)?,
@@ -418,8 +478,114 @@ impl<'a> RequestUrl<'a> {
         })
     }
 
+    /// The common case in one pass: an ASCII host name, an optional port, then the path.
+    /// `None` means "not this simple", not "invalid": the general parser then decides, so
+    /// this only ever accepts what the general parser accepts, with the same result.
+    fn parse_plain(scheme: Scheme, rest: &'a str) -> Option<Self> {
+        let b = rest.as_bytes();
+        let mut i = 0;
+        let mut label_len = 0usize;
+        let mut prev = b'.';
+        while let Some(&c) = b.get(i) {
+            if c == b'.' {
+                if label_len == 0 || prev == b'-' {
+                    return None;
+                }
+                label_len = 0;
+            } else if LABEL_BYTE[usize::from(c)] {
+                if label_len == 0 && c == b'-' {
+                    return None;
+                }
+                label_len += 1;
+            } else {
+                break;
+            }
+            prev = c;
+            i += 1;
+        }
+        if label_len == 0 || label_len > 63 || prev == b'-' || i > 253 {
+            return None;
+        }
+        // Labels longer than 63 bytes before the last one: leave them to the general parser.
+        if i > 63 && !ascii_labels_ok(&b[..i]) {
+            return None;
+        }
+        let host = &rest[..i];
+        let mut port = scheme.default_port();
+        if b.get(i) == Some(&b':') {
+            let start = i + 1;
+            let mut end = start;
+            while b.get(end).is_some_and(u8::is_ascii_digit) {
+                end += 1;
+            }
+            port = parse_port(&rest[start..end])?;
+            i = end;
+        }
+        match b.get(i) {
+            None | Some(b'/' | b'?' | b'#') => {}
+            Some(_) => return None,
+        }
+        let after = &rest[i..];
+        let path_end = after
+            .bytes()
+            .position(|c| c == b'?' || c == b'#')
+            .unwrap_or(after.len());
+        let path = if path_end == 0 {
+            "/"
+        } else {
+            &after[..path_end]
+        };
+        Some(RequestUrl {
+            scheme,
+            host: Cow::Borrowed(host),
+            port,
+            path,
+        })
+    }
+
     fn same_origin(&self, other: &RequestUrl<'_>) -> bool {
-        self.scheme == other.scheme && self.host == other.host && self.port == other.port
+        self.scheme == other.scheme
+            && self.port == other.port
+            && self.host.eq_ignore_ascii_case(&other.host)
+    }
+}
+
+fn starts_with_ignore_case(value: &[u8], prefix: &[u8]) -> bool {
+    value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// What a request offers to match against: its site, from `Origin` or else `Referer`, and its
+/// path when that can be known.
+struct RequestSite<'a> {
+    site: RequestUrl<'a>,
+    /// The `Referer`'s path: when an `Origin` is present, only from a same-origin `Referer`.
+    path: Option<&'a str>,
+}
+
+impl<'a> RequestSite<'a> {
+    fn parse(origin: Option<&'a str>, referer: Option<&'a str>, needs_path: bool) -> Option<Self> {
+        let origin = origin.filter(|o| !o.is_empty());
+        let referer = referer.filter(|r| !r.is_empty());
+        match origin {
+            Some(o) => {
+                let site = RequestUrl::parse(o)?;
+                // The Origin has no path: take it from a same-origin Referer.
+                let path = if needs_path {
+                    referer
+                        .and_then(RequestUrl::parse)
+                        .filter(|r| r.same_origin(&site))
+                        .map(|r| r.path)
+                } else {
+                    None
+                };
+                Some(RequestSite { site, path })
+            }
+            None => {
+                let site = RequestUrl::parse(referer?)?;
+                let path = Some(site.path);
+                Some(RequestSite { site, path })
+            }
+        }
     }
 }
 
@@ -439,5 +605,64 @@ impl<'de> Deserialize<'de> for ReferrerPattern {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         ReferrerPattern::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn both(rest: &str) -> (Option<RequestUrl<'_>>, Option<RequestUrl<'_>>) {
+        (
+            RequestUrl::parse_plain(Scheme::Https, rest),
+            RequestUrl::parse_general(Scheme::Https, rest),
+        )
+    }
+
+    #[test]
+    fn the_one_pass_parser_agrees_with_the_general_one() {
+        for rest in [
+            "example.com",
+            "Example.COM:8443/a/b?c#d",
+            "example.com:443",
+            "example.com:0",
+            "example.com:65536",
+            "example.com:",
+            "example.com:8a",
+            "example.com.",
+            ".example.com",
+            "-a.com",
+            "a-.com",
+            "a..b",
+            "example.com@evil.com/",
+            "user:pw@example.com",
+            "bücher.example/",
+            "[::1]:8080/x",
+            "a:b:80",
+            "localhost?x",
+            "localhost#x",
+            "",
+            "/path",
+            &format!("{}.com", "a".repeat(64)),
+            &format!("{}.{}", "a".repeat(64), "b".repeat(3)),
+            &format!("{}.com", "a.".repeat(130)),
+        ] {
+            let (plain, general) = both(rest);
+            if let Some(p) = &plain {
+                assert_eq!(Some(p), general.as_ref(), "{rest:?}");
+            }
+        }
+        assert!(both("Example.COM:8443/a/b?c#d").0.is_some());
+    }
+
+    proptest! {
+        #[test]
+        fn one_pass_parser_never_disagrees(rest in "[a-zA-Z0-9._:@/?#\\[\\]ü-]{0,40}") {
+            let (plain, general) = both(&rest);
+            if let Some(p) = plain {
+                prop_assert_eq!(Some(p), general);
+            }
+        }
     }
 }
