@@ -175,18 +175,30 @@ impl RoutePath {
 
     /// `/orders/*` matches `/orders/`, `/orders/1`, and also `/orders` itself.
     fn matches(&self, path: &str) -> bool {
+        let text = self.text.as_bytes();
+        let path = path.as_bytes();
         if self.prefix {
-            let base = &self.text[..self.text.len() - 1];
-            path.starts_with(base) || path == &base[..base.len() - 1]
+            // `text` is `{base}/*`.
+            let base = &text[..text.len() - 1];
+            (path.len() >= base.len() && short_eq(&path[..base.len()], base))
+                || short_eq(path, &base[..base.len() - 1])
         } else {
-            path == self.text
+            short_eq(path, text)
         }
     }
 
     /// Higher is more specific: an exact path beats any prefix; a longer prefix beats a shorter.
-    fn specificity(&self) -> (bool, usize) {
-        (!self.prefix, self.text.len())
+    fn specificity(&self) -> u64 {
+        let len = (self.text.len() as u64).min((1 << 60) - 1);
+        u64::from(!self.prefix) << 61 | len
     }
+}
+
+/// Byte equality for the short strings of route matching, inline: most comparisons fail in
+/// the first bytes, and a call to `memcmp` costs more than the comparison.
+#[inline]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 impl Serialize for RoutePath {
@@ -256,10 +268,19 @@ pub struct Route {
 /// The most specific route matching `method` and `path`: the most specific path first, then a
 /// route that names the method over one with `*`.
 pub fn match_route<'r>(routes: &'r [Route], method: &str, path: &str) -> Option<&'r Route> {
-    routes
-        .iter()
-        .filter(|r| r.path.matches(path) && r.methods.matches(method))
-        .max_by_key(|r| (r.path.specificity(), matches!(r.methods, Methods::List(_))))
+    // One integer per candidate (a plain loop: this runs on every request). On a tie the last
+    // route wins, as with `Iterator::max_by_key`.
+    let mut best: Option<(&Route, u64)> = None;
+    for r in routes {
+        if !(r.path.matches(path) && r.methods.matches(method)) {
+            continue;
+        }
+        let score = r.path.specificity() << 1 | u64::from(matches!(r.methods, Methods::List(_)));
+        if best.is_none_or(|(_, s)| score >= s) {
+            best = Some((r, score));
+        }
+    }
+    best.map(|(r, _)| r)
 }
 
 /// A project's part of a snapshot.
