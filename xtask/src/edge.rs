@@ -11,7 +11,8 @@ use anyhow::{bail, Context, Result};
 use crate::process::{find_tool, run, stdout_of};
 use crate::tools::{locked_version, NpmTools};
 
-/// Builds the Worker; `release` selects the release profile (what deploys).
+/// Builds the Worker: with `release`, the release profile (what deploys, optimised by wasm-opt);
+/// otherwise the dev profile.
 pub fn build(root: &Path, release: bool) -> Result<()> {
     const HINT: &str = "run `cargo xtask install`";
     let worker_build = find_tool("worker-build")
@@ -34,10 +35,9 @@ pub fn build(root: &Path, release: bool) -> Result<()> {
     }
 
     let mut cmd = Command::new(worker_build);
-    if release {
-        cmd.arg("--release");
-    }
-    cmd.arg("edge")
+    // worker-build, like wasm-pack, builds in release mode unless told `--dev`.
+    cmd.arg(if release { "--release" } else { "--dev" })
+        .arg("edge")
         .current_dir(root)
         .env("WASM_BINDGEN_BIN", &wasm_bindgen)
         .env("WASM_OPT_BIN", &npm.wasm_opt)
