@@ -320,7 +320,16 @@ impl WorkerdConfig {
 
         let port = match self.port {
             0 => free_port(self.host)?,
-            p => p,
+            p => {
+                // Another server already on the port would pass for this one once it accepts.
+                if let Err(e) = TcpListener::bind((self.host, p)) {
+                    return Err(StartError::Other(format!(
+                        "cannot listen on {}:{p}: {e}",
+                        self.host
+                    )));
+                }
+                p
+            }
         };
         let scheduled_port = match self.scheduled_trigger {
             true => Some(free_port(Ipv4Addr::LOCALHOST)?),
