@@ -99,14 +99,6 @@ async fn run(label: &str, database_url: Option<String>, seconds: u64, keys: usiz
     let plaintext = key["key"].as_str().unwrap().to_owned();
 
     println!("## {label}");
-    let create = wrk(
-        &format!("{base}/v1/projects/{pid}/keys"),
-        r#"{"name":"bench","kind":"secret","environment":"live","scopes":["orders:read"]}"#,
-        16,
-        seconds,
-        dir.path(),
-    );
-    println!("key creation (wrk -t1 -c16): {create}");
     let verify = wrk(
         &format!("{base}/v1/verify"),
         &format!(r#"{{"key":"{plaintext}","method":"GET","path":"/orders/1"}}"#),
@@ -115,6 +107,14 @@ async fn run(label: &str, database_url: Option<String>, seconds: u64, keys: usiz
         dir.path(),
     );
     println!("/v1/verify, key without counters (wrk -t1 -c32): {verify}");
+    let create = wrk(
+        &format!("{base}/v1/projects/{pid}/keys"),
+        r#"{"name":"bench","kind":"secret","environment":"live","scopes":["orders:read"]}"#,
+        16,
+        seconds,
+        dir.path(),
+    );
+    println!("key creation (wrk -t1 -c16): {create}");
 
     // Snapshot build: bulk-insert keys up to `keys`, then time cold builds.
     let existing: i64 = {

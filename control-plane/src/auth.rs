@@ -195,10 +195,17 @@ async fn resolve(state: web::Data<AppState>, header: String) -> AuthOutcome {
     // A JWT has exactly two dots; API tokens (generated or bootstrap) have none.
     if !token.contains('.') {
         let hash = hash_token(token);
+        if let Some(p) = state.token_cache.get(&hash) {
+            return AuthOutcome::Ok(p);
+        }
         let st = state.clone();
         let found = web::block(move || -> Result<Option<Principal>, ApiError> {
             let mut conn = st.pool.get()?;
-            lookup_api_token(&mut conn, &hash, now)
+            let found = lookup_api_token(&mut conn, &hash, now)?;
+            if let Some(p) = &found {
+                st.token_cache.put(hash, p.clone());
+            }
+            Ok(found)
         })
         .await;
         match found {
@@ -331,5 +338,48 @@ impl JwtKeys {
         v.required_spec_claims = ["exp", "sub"].iter().map(|s| (*s).to_owned()).collect();
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).ok()?;
         (data.claims.exp * 1000 > now_ms).then_some(data.claims)
+    }
+}
+
+/// How long a resolved API token is trusted without a lookup. Deleting a token clears the cache
+/// of the process that deleted it at once; other replicas notice within this time.
+pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+/// Resolved API tokens by hash, for [`TOKEN_CACHE_TTL`]: saves a database round trip on the
+/// hot paths (`/v1/verify`, snapshot polling). Uses the monotonic clock, not [`crate::Clock`]:
+/// it bounds staleness in real time.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (Principal, std::time::Instant)>>,
+}
+
+impl TokenCache {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Principal, std::time::Instant)>>
+    {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, hash: &str) -> Option<Principal> {
+        let entries = self.lock();
+        let (p, at) = entries.get(hash)?;
+        (at.elapsed() < TOKEN_CACHE_TTL).then(|| p.clone())
+    }
+
+    fn put(&self, hash: String, p: Principal) {
+        let mut entries = self.lock();
+        if entries.len() >= TOKEN_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(hash, (p, std::time::Instant::now()));
+    }
+
+    /// Forgets every token (after a deletion).
+    pub fn clear(&self) {
+        self.lock().clear();
     }
 }

@@ -83,6 +83,8 @@ impl Application {
                 keyring,
             ),
             counters: Mutex::new(HashMap::new()),
+            token_cache: Default::default(),
+            policy_cache: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
         });
         let listener = TcpListener::bind(&config.listen)

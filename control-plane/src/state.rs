@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use keygate_shared::{Environment, LimitState};
 
-use crate::auth::JwtKeys;
+use crate::auth::{JwtKeys, TokenCache};
 use crate::clock::Clock;
 use crate::db::Pool;
 use crate::metrics::Metrics;
@@ -29,6 +29,11 @@ pub struct AppState {
     pub snapshots: SnapshotService,
     /// Rate-limit and quota counters of `/v1/verify`, per key id, in this process only.
     pub counters: Mutex<HashMap<String, LimitState>>,
+    /// Recently resolved API tokens.
+    pub token_cache: TokenCache,
+    /// Parsed project policies of `/v1/verify`, by project id, with the `updated_at` they
+    /// were parsed at.
+    pub policy_cache: Mutex<HashMap<String, (i64, std::sync::Arc<keygate_shared::ProjectPolicy>)>>,
     /// Prometheus metrics.
     pub metrics: Metrics,
 }

@@ -7,10 +7,13 @@
 //! shared counters; these exist so that `/v1/verify` gives the edge's answer for the same facts.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use diesel::prelude::*;
+
 use keygate_shared::{
-    evaluate, Code, Environment, Evaluation, LimitInfo, MemoryView, RequestFacts, Scope,
+    evaluate, Code, Environment, Evaluation, KeyHash, KeyRecord, LimitInfo, Lookup, ProjectPolicy,
+    RequestFacts, Scope, SnapshotView,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -142,6 +145,44 @@ pub fn precheck(req: &VerifyRequest, state: &AppState) -> Result<(), ApiError> {
     check(req, state).map(|_| ())
 }
 
+/// The parsed policy of a project, reused while its `updated_at` is unchanged.
+fn project_policy(state: &AppState, row: ProjectRow) -> Result<Arc<ProjectPolicy>, ApiError> {
+    let mut cache = state
+        .policy_cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((at, p)) = cache.get(&row.id) {
+        if *at == row.updated_at {
+            return Ok(p.clone());
+        }
+    }
+    let updated_at = row.updated_at;
+    let policy = Arc::new(ProjectView::from_row(row)?.policy());
+    if cache.len() > 10_000 {
+        cache.clear();
+    }
+    cache.insert(policy.project_id.clone(), (updated_at, policy.clone()));
+    Ok(policy)
+}
+
+/// A view of the one key a request presents (and its project): evaluation needs no more.
+struct OneKey<'a> {
+    record: Option<&'a KeyRecord>,
+    project: Option<&'a ProjectPolicy>,
+}
+
+impl SnapshotView for OneKey<'_> {
+    fn key(&self, hash: &KeyHash) -> Lookup<'_> {
+        match self.record {
+            Some(r) if r.hash == *hash => Lookup::Found(r),
+            _ => Lookup::Absent,
+        }
+    }
+    fn project(&self, project_id: &str) -> Option<&ProjectPolicy> {
+        self.project.filter(|p| p.project_id == project_id)
+    }
+}
+
 fn lookup(conn: &mut DbConn, hash_hex: &str) -> Result<Option<(KeyRow, ProjectRow)>, ApiError> {
     Ok(api_keys::table
         .inner_join(projects::table)
@@ -162,14 +203,14 @@ pub fn verify(state: &AppState, req: &VerifyRequest) -> Result<VerifyResponse, A
         let mut conn = state.pool.get()?;
         lookup(&mut conn, &parsed.hash().to_hex())?
     };
-    let (projects, records) = match found {
-        Some((k, p)) => (
-            vec![ProjectView::from_row(p)?.policy()],
-            vec![record_from_row(&k)?],
-        ),
-        None => (Vec::new(), Vec::new()),
+    let (record, policy) = match found {
+        Some((k, p)) => (Some(record_from_row(&k)?), Some(project_policy(state, p)?)),
+        None => (None, None),
     };
-    let view = MemoryView::new(projects, records);
+    let view = OneKey {
+        record: record.as_ref(),
+        project: policy.as_deref(),
+    };
     let request = RequestFacts {
         key: Some(&req.key),
         origin: None,

@@ -173,6 +173,15 @@ pub fn write_tx<T, E>(
 where
     E: From<diesel::result::Error>,
 {
+    // SQLite has one writer at a time. Queueing this process's writers on a mutex is fairer
+    // and faster than SQLite's busy handler, which sleeps and polls; other processes on the
+    // same file still wait through busy_timeout.
+    static SQLITE_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _writer = matches!(conn, DbConn::Sqlite(_)).then(|| {
+        SQLITE_WRITER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    });
     match conn {
         DbConn::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
         DbConn::Postgresql(c) => AnsiTransactionManager::begin_transaction(c)?,

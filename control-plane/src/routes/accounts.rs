@@ -129,6 +129,7 @@ pub async fn delete_token(
         domain::delete_token(c, now, &actor, &id)
     })
     .await?;
+    state.token_cache.clear();
     Ok(HttpResponse::NoContent().finish())
 }
 
