@@ -168,12 +168,12 @@ impl ReferrerPattern {
                     if prefix == "/" {
                         PathPattern::Any
                     } else {
-                        PathPattern::Prefix(prefix.to_owned())
+                        PathPattern::Prefix(encode_path(prefix))
                     }
                 } else if p.contains('*') {
                     return Err(PatternError::MisplacedWildcard);
                 } else {
-                    PathPattern::Exact(p.to_owned())
+                    PathPattern::Exact(encode_path(p))
                 }
             }
         };
@@ -288,6 +288,24 @@ pub fn any_matches(
         Some(request) => patterns.iter().any(|p| p.matches_site(&request)),
         None => false,
     }
+}
+
+/// Percent-encodes what browsers percent-encode in a URL path (non-ASCII, controls, and
+/// `"` `<` `>` `` ` `` `{` `}`), so that a pattern path written as text (`/café/*`) matches the
+/// `Referer` a browser sends (`/caf%C3%A9/...`). Existing escapes are kept as written.
+fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for &b in path.as_bytes() {
+        if b.is_ascii_graphic() && !matches!(b, b'"' | b'<' | b'>' | b'`' | b'{' | b'}') {
+            out.push(char::from(b));
+        } else {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+    }
+    out
 }
 
 fn parse_port(p: &str) -> Option<u16> {

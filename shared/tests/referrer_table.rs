@@ -341,6 +341,20 @@ fn canonical_text() {
 }
 
 #[test]
+fn pattern_paths_are_percent_encoded_like_browsers_send_them() {
+    let p = pattern("example.com/café/*");
+    assert_eq!(p.as_str(), "example.com/caf%C3%A9/*");
+    assert!(p.matches(None, Some("https://example.com/caf%C3%A9/menu")));
+    assert!(!p.matches(None, Some("https://example.com/cafe/menu")));
+    assert_eq!(pattern("example.com/caf%C3%A9/*"), p);
+    let q = pattern("example.com/a{b}\"<x>`");
+    assert_eq!(q.as_str(), "example.com/a%7Bb%7D%22%3Cx%3E%60");
+    assert!(q.matches(None, Some("https://example.com/a%7Bb%7D%22%3Cx%3E%60")));
+    // Existing escapes are kept as written.
+    assert_eq!(pattern("example.com/a%2fb").as_str(), "example.com/a%2fb");
+}
+
+#[test]
 fn rejected_patterns() {
     use PatternError as E;
     let cases: &[(&str, E)] = &[
