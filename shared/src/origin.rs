@@ -79,7 +79,8 @@ pub fn verify(
     if candidates.is_empty() {
         return Err(OriginSignatureError::Malformed);
     }
-    if (now - t).abs() > tolerance_seconds {
+    // `abs_diff`: the timestamp is attacker-supplied, and `now - t` overflows for extreme values.
+    if now.abs_diff(t) > tolerance_seconds.max(0).unsigned_abs() {
         return Err(OriginSignatureError::Stale);
     }
     let expected = mac(secret, t, method, path, key_id);
@@ -180,6 +181,28 @@ mod tests {
         assert_eq!(
             verify(b"s3cret", "garbage", "GET", "/", "k", 0, 300),
             Err(OriginSignatureError::Malformed)
+        );
+    }
+
+    #[test]
+    fn extreme_timestamps_are_stale_not_a_panic() {
+        for t in [i64::MIN, i64::MAX, -1] {
+            let h = sign(b"s3cret", t, "GET", "/", "k");
+            assert_eq!(
+                verify(b"s3cret", &h, "GET", "/", "k", 1_700_000_000, 300),
+                Err(OriginSignatureError::Stale),
+                "{t}"
+            );
+        }
+        let h = sign(b"s3cret", i64::MIN, "GET", "/", "k");
+        assert_eq!(
+            verify(b"s3cret", &h, "GET", "/", "k", i64::MAX, i64::MAX),
+            Err(OriginSignatureError::Stale)
+        );
+        let h = sign(b"s3cret", 1_700_000_000, "GET", "/", "k");
+        assert_eq!(
+            verify(b"s3cret", &h, "GET", "/", "k", 1_700_000_000, -5),
+            Ok(())
         );
     }
 }
