@@ -38,6 +38,10 @@ pub struct StackOptions {
     pub data_dir: Option<PathBuf>,
     /// Send workerd's output to this process instead of a log file.
     pub inherit_edge_output: bool,
+    /// Cron expressions workerd runs on their schedule.
+    pub crons: Vec<String>,
+    /// Where the edge keeps its KV and Durable Object state (a temporary one when `None`).
+    pub edge_state_dir: Option<PathBuf>,
 }
 
 /// Which origin the edge forwards to.
@@ -62,6 +66,8 @@ impl Default for StackOptions {
             bootstrap_token: None,
             data_dir: None,
             inherit_edge_output: false,
+            crons: Vec::new(),
+            edge_state_dir: None,
         }
     }
 }
@@ -187,15 +193,42 @@ pub struct Stack {
     _dirs: Vec<tempfile::TempDir>,
 }
 
-fn random_token() -> String {
+/// Name of the edge's API token; a restart replaces the previous one.
+const EDGE_TOKEN_NAME: &str = "local-stack-edge";
+
+/// Creates the edge's token, deleting the ones earlier runs made.
+fn edge_token(cp_url: &str, owner: &str) -> ApiResponse {
+    let old = api(cp_url, owner, "GET", "/v1/admin-tokens", None);
+    for t in old.body["items"].as_array().into_iter().flatten() {
+        if t["name"] == EDGE_TOKEN_NAME {
+            if let Some(id) = t["id"].as_str() {
+                api(
+                    cp_url,
+                    owner,
+                    "DELETE",
+                    &format!("/v1/admin-tokens/{id}"),
+                    None,
+                );
+            }
+        }
+    }
+    api(
+        cp_url,
+        owner,
+        "POST",
+        "/v1/admin-tokens",
+        Some(&json!({"name": EDGE_TOKEN_NAME, "role": "edge"})),
+    )
+}
+
+/// A random token for the owner, in the control plane's format.
+pub fn random_token() -> String {
     use rand::Rng;
     let mut rng = rand::thread_rng();
-    (0..40)
-        .map(|_| {
-            let i = rng.gen_range(0..62);
-            keygate_shared::key::BASE62[i] as char
-        })
-        .collect()
+    let body: String = (0..40)
+        .map(|_| keygate_shared::key::BASE62[rng.gen_range(0..62)] as char)
+        .collect();
+    format!("kgt_{body}")
 }
 
 impl Stack {
@@ -211,10 +244,7 @@ impl Stack {
                 p
             }
         };
-        let owner_token = options
-            .bootstrap_token
-            .clone()
-            .unwrap_or_else(|| format!("kgt_{}", random_token()));
+        let owner_token = options.bootstrap_token.clone().unwrap_or_else(random_token);
         let mut config = Config::new(&data_dir);
         config.listen = format!("127.0.0.1:{}", options.control_plane_port);
         config.bootstrap_token = Some(owner_token.clone());
@@ -225,13 +255,7 @@ impl Stack {
         // Restarts keep the port, so the edge's CONTROL_PLANE_URL stays right.
         config.listen = cp_url.trim_start_matches("http://").to_owned();
 
-        let edge_token = api(
-            &cp_url,
-            &owner_token,
-            "POST",
-            "/v1/admin-tokens",
-            Some(&json!({"name": "edge", "role": "edge"})),
-        );
+        let edge_token = edge_token(&cp_url, &owner_token);
         let edge_token = edge_token.body["token"]
             .as_str()
             .ok_or_else(|| format!("cannot create the edge token: {:?}", edge_token.body))?
@@ -266,8 +290,17 @@ impl Stack {
             OriginChoice::External(url) => (None, url.clone()),
         };
 
-        let state = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mut edge_config = WorkerdConfig::new(workspace_root(), state.path().join("workerd"))
+        let edge_state = match &options.edge_state_dir {
+            Some(d) => d.clone(),
+            None => {
+                let d = tempfile::tempdir().map_err(|e| e.to_string())?;
+                let p = d.path().join("workerd");
+                dirs.push(d);
+                p
+            }
+        };
+        let mut edge_config = WorkerdConfig::new(workspace_root(), edge_state)
+            .crons(options.crons.clone())
             .port(options.edge_port)
             .var("CONTROL_PLANE_URL", cp_url.clone())
             .var("ORIGIN_URL", origin_url.clone())
@@ -286,7 +319,6 @@ impl Stack {
         if options.inherit_edge_output {
             edge_config = edge_config.output(Output::Inherit);
         }
-        dirs.push(state);
         let edge = edge_config.start().map_err(|e| format!("workerd: {e}"))?;
         let edge_url = edge.url();
         // Restarts keep the port.

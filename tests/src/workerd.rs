@@ -108,17 +108,26 @@ pub fn workerd_binary(workspace: &Path) -> PathBuf {
 /// The `compatibility_date` in the workspace's `wrangler.toml`, so that the local runtime and a
 /// deployment agree; [`DEFAULT_COMPATIBILITY_DATE`] if there is none.
 pub fn compatibility_date(workspace: &Path) -> String {
-    fs::read_to_string(workspace.join("wrangler.toml"))
-        .ok()
-        .and_then(|text| {
-            text.lines().find_map(|line| {
-                let (key, value) = line.split_once('=')?;
-                (key.trim() == "compatibility_date")
-                    .then(|| value.trim().trim_matches('"').to_owned())
-            })
-        })
+    wrangler_value(workspace, "compatibility_date")
+        .map(|v| v.trim_matches('"').to_owned())
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| DEFAULT_COMPATIBILITY_DATE.to_owned())
+}
+
+/// The `crons` of `[triggers]` in `wrangler.toml`, so that the local stack runs what deploys.
+pub fn wrangler_crons(workspace: &Path) -> Vec<String> {
+    wrangler_value(workspace, "crons")
+        .map(|v| v.split('"').skip(1).step_by(2).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// The raw value of the first `key = value` line of `wrangler.toml`.
+fn wrangler_value(workspace: &Path, key: &str) -> Option<String> {
+    let text = fs::read_to_string(workspace.join("wrangler.toml")).ok()?;
+    text.lines().find_map(|line| {
+        let (k, value) = line.split_once('=')?;
+        (k.trim() == key).then(|| value.trim().to_owned())
+    })
 }
 
 /// Where `workerd`'s standard output and error go.

@@ -13,10 +13,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
-use keygate_tests::workerd::workerd_binary;
-
 use crate::process::{cargo, find_tool, run, stdout_of};
+use anyhow::{bail, Context, Result};
 
 /// The Rust target of the Worker.
 pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
@@ -119,7 +117,7 @@ impl NpmTools {
     pub fn locate(root: &Path) -> NpmTools {
         let bin = root.join("node_modules/.bin");
         NpmTools {
-            workerd: workerd_binary(root),
+            workerd: bin.join("workerd"),
             wasm_opt: bin.join("wasm-opt"),
             esbuild: bin.join("esbuild"),
         }
