@@ -250,15 +250,17 @@ fn lookup_api_token(
     hash: &str,
     now: i64,
 ) -> Result<Option<Principal>, ApiError> {
-    let row: Option<(String, String, Option<i64>)> = admin_tokens::table
+    // On the concrete connection, so the prepared statement is cached (see verify::lookup).
+    let query = admin_tokens::table
         .filter(admin_tokens::token_hash.eq(hash))
         .select((
             admin_tokens::id,
             admin_tokens::role,
             admin_tokens::last_used_at,
-        ))
-        .first(conn)
-        .optional()?;
+        ));
+    // `load`, not `first`: see verify::lookup.
+    let rows: Vec<(String, String, Option<i64>)> = crate::with_backend!(conn, |c| query.load(c))?;
+    let row = rows.into_iter().next();
     let Some((id, role, last_used)) = row else {
         return Ok(None);
     };

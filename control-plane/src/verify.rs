@@ -25,6 +25,7 @@ use crate::domain::keys::record_from_row;
 use crate::domain::projects::ProjectView;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::with_backend;
 
 /// Body of `POST /v1/verify`.
 #[derive(Deserialize, ToSchema)]
@@ -184,11 +185,15 @@ impl SnapshotView for OneKey<'_> {
 }
 
 fn lookup(conn: &mut DbConn, hash_hex: &str) -> Result<Option<(KeyRow, ProjectRow)>, ApiError> {
-    Ok(api_keys::table
+    // On the concrete connection: through the multi-connection diesel rebuilds and re-prepares
+    // this statement on every call; here it is prepared once per connection.
+    let query = api_keys::table
         .inner_join(projects::table)
-        .filter(api_keys::key_hash.eq(hash_hex))
-        .first::<(KeyRow, ProjectRow)>(conn)
-        .optional()?)
+        .filter(api_keys::key_hash.eq(hash_hex));
+    // `load`, not `first`: SQLite re-prepares a statement whose LIMIT is a bound parameter on
+    // every execution; the hash is unique, so there is at most one row anyway.
+    let rows: Vec<(KeyRow, ProjectRow)> = with_backend!(conn, |c| query.load(c))?;
+    Ok(rows.into_iter().next())
 }
 
 /// Decides a request. Blocking: call from `web::block`.

@@ -101,10 +101,16 @@ pub fn bump_version(conn: &mut DbConn) -> Result<i64, ApiError> {
 
 /// The snapshot version.
 pub fn current_version(conn: &mut DbConn) -> Result<i64, ApiError> {
-    Ok(snapshot_state::table
+    // On the concrete connection, so the prepared statement is cached: snapshot polling reads
+    // this on every request.
+    let query = snapshot_state::table
         .find(1)
-        .select(snapshot_state::version)
-        .first(conn)?)
+        .select(snapshot_state::version);
+    // `load`, not `first`: see verify::lookup.
+    let rows: Vec<i64> = crate::with_backend!(conn, |c| query.load(c))?;
+    rows.into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("snapshot_state has no row")))
 }
 
 /// Whether a diesel error is a unique-constraint violation.

@@ -18,7 +18,12 @@ use crate::error::Problem;
 /// exactly the routes that exist.
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(
+        // actix tries routes in registration order: the hot ones (verify, snapshot polling)
+        // come first so they skip the pattern matching of the others.
         utoipa_actix_web::scope("/v1")
+            .service(keys::verify)
+            .service(snapshot::get)
+            .service(snapshot::shard)
             .service(accounts::login)
             .service(projects::create)
             .service(projects::list)
@@ -37,10 +42,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(accounts::create_token)
             .service(accounts::list_tokens)
             .service(accounts::delete_token)
-            .service(keys::verify)
             .service(accounts::audit)
-            .service(snapshot::get)
-            .service(snapshot::shard)
             .service(snapshot::public_key)
             .service(snapshot::public_keys),
     )
