@@ -404,10 +404,12 @@ fn check_metadata(m: &Option<Metadata>) -> Result<(), ApiError> {
 
 /// Loads a key row.
 pub fn find_row(conn: &mut DbConn, id: &str) -> Result<KeyRow, ApiError> {
-    api_keys::table
-        .find(id)
-        .first(conn)
-        .optional()?
+    // `load` on the concrete connection keeps the prepared statement cached (see
+    // verify::lookup); the id is the primary key.
+    let query = api_keys::table.find(id);
+    let rows: Vec<KeyRow> = crate::with_backend!(conn, |c| query.load(c))?;
+    rows.into_iter()
+        .next()
         .ok_or_else(|| ApiError::not_found("key", id))
 }
 

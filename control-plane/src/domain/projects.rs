@@ -136,10 +136,12 @@ fn to_json<T: Serialize>(v: &T) -> Result<String, ApiError> {
 
 /// Loads a project row.
 pub fn find_row(conn: &mut DbConn, id: &str) -> Result<ProjectRow, ApiError> {
-    projects::table
-        .find(id)
-        .first(conn)
-        .optional()?
+    // `load` on the concrete connection keeps the prepared statement cached (see
+    // verify::lookup); the id is the primary key.
+    let query = projects::table.find(id);
+    let rows: Vec<ProjectRow> = crate::with_backend!(conn, |c| query.load(c))?;
+    rows.into_iter()
+        .next()
         .ok_or_else(|| ApiError::not_found("project", id))
 }
 
