@@ -65,7 +65,7 @@ async fn run(label: &str, database_url: Option<String>, seconds: u64, keys: usiz
     let mut config = Config::new(dir.path());
     config.bootstrap_token = Some(TOKEN.to_owned());
     config.database_url = database_url;
-    config.db_pool_size = 32;
+    config.db_pool_size = env_or("KEYGATE_BENCH_POOL", 8);
     let app = Application::build(config).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();
@@ -99,14 +99,16 @@ async fn run(label: &str, database_url: Option<String>, seconds: u64, keys: usiz
     let plaintext = key["key"].as_str().unwrap().to_owned();
 
     println!("## {label}");
-    let verify = wrk(
-        &format!("{base}/v1/verify"),
-        &format!(r#"{{"key":"{plaintext}","method":"GET","path":"/orders/1"}}"#),
-        32,
-        seconds,
-        dir.path(),
-    );
-    println!("/v1/verify, key without counters (wrk -t1 -c32): {verify}");
+    for connections in [16, 32] {
+        let verify = wrk(
+            &format!("{base}/v1/verify"),
+            &format!(r#"{{"key":"{plaintext}","method":"GET","path":"/orders/1"}}"#),
+            connections,
+            seconds,
+            dir.path(),
+        );
+        println!("/v1/verify, key without counters (wrk -t1 -c{connections}): {verify}");
+    }
     let create = wrk(
         &format!("{base}/v1/projects/{pid}/keys"),
         r#"{"name":"bench","kind":"secret","environment":"live","scopes":["orders:read"]}"#,

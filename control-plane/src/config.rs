@@ -38,7 +38,8 @@ pub struct Config {
     pub clock: Clock,
     /// HTTP workers; `None` = one per core.
     pub workers: Option<usize>,
-    /// Largest number of pooled database connections.
+    /// Largest number of pooled database connections (`KEYGATE_DB_POOL_SIZE`, default 8: a few
+    /// per core serve best; more only add contention).
     pub db_pool_size: u32,
 }
 
@@ -76,13 +77,14 @@ impl Config {
             host_environments: HashMap::new(),
             clock: Clock::system(),
             workers: None,
-            db_pool_size: 16,
+            db_pool_size: 8,
         }
     }
 
     /// Reads the optional settings that have no CLI flag from the environment:
     /// `KEYGATE_BOOTSTRAP_TOKEN`, `KEYGATE_JWT_SECRET`, `KEYGATE_SESSION_TTL_SECONDS`,
-    /// `KEYGATE_SNAPSHOT_VALIDITY_SECONDS`, `KEYGATE_HOST_ENVIRONMENTS`, `KEYGATE_WORKERS`.
+    /// `KEYGATE_SNAPSHOT_VALIDITY_SECONDS`, `KEYGATE_HOST_ENVIRONMENTS`, `KEYGATE_WORKERS`,
+    /// `KEYGATE_DB_POOL_SIZE`.
     pub fn apply_env(mut self) -> anyhow::Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         if let Some(v) = var("KEYGATE_BOOTSTRAP_TOKEN") {
@@ -104,6 +106,10 @@ impl Config {
                     "KEYGATE_HOST_ENVIRONMENTS must be a JSON object such as {{\"api.example.com\":\"live\"}}: {e}"
                 )
             })?;
+        }
+        if let Some(v) = var("KEYGATE_DB_POOL_SIZE") {
+            self.db_pool_size = u32::try_from(parse_positive("KEYGATE_DB_POOL_SIZE", &v)?)
+                .map_err(|_| anyhow::anyhow!("KEYGATE_DB_POOL_SIZE is too large"))?;
         }
         if let Some(v) = var("KEYGATE_WORKERS") {
             self.workers = Some(parse_positive("KEYGATE_WORKERS", &v)? as usize);

@@ -142,9 +142,15 @@ pub fn connect(target: &DbTarget, max_size: u32) -> anyhow::Result<Pool> {
         let mut conn = target.establish()?;
         conn.batch_execute("PRAGMA journal_mode = WAL;")?;
     }
+    // PostgreSQL connections take milliseconds to open (a backend process each): keep the pool
+    // full so a burst of requests never waits for new ones. SQLite opens a file: open lazily.
+    let min_idle = match target {
+        DbTarget::Postgres(_) => None,
+        DbTarget::Sqlite(_) => Some(1),
+    };
     let pool = r2d2::Pool::builder()
         .max_size(max_size)
-        .min_idle(Some(1))
+        .min_idle(min_idle)
         .connection_timeout(Duration::from_secs(10))
         .test_on_check_out(false)
         .build(Manager(target.clone()))
