@@ -65,7 +65,9 @@ async fn run(label: &str, database_url: Option<String>, seconds: u64, keys: usiz
     let mut config = Config::new(dir.path());
     config.bootstrap_token = Some(TOKEN.to_owned());
     config.database_url = database_url;
-    config.db_pool_size = env_or("KEYGATE_BENCH_POOL", 8);
+    config.db_pool_size = std::env::var("KEYGATE_BENCH_POOL")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let app = Application::build(config).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();

@@ -38,9 +38,10 @@ pub struct Config {
     pub clock: Clock,
     /// HTTP workers; `None` = one per core.
     pub workers: Option<usize>,
-    /// Largest number of pooled database connections (`KEYGATE_DB_POOL_SIZE`, default 8: a few
-    /// per core serve best; more only add contention).
-    pub db_pool_size: u32,
+    /// Largest number of pooled database connections (`KEYGATE_DB_POOL_SIZE`). `None` picks by
+    /// backend: two per core for PostgreSQL (each connection is a server process competing for
+    /// the same cores when the database is local), four per core for SQLite.
+    pub db_pool_size: Option<u32>,
 }
 
 impl std::fmt::Debug for Config {
@@ -77,7 +78,7 @@ impl Config {
             host_environments: HashMap::new(),
             clock: Clock::system(),
             workers: None,
-            db_pool_size: 8,
+            db_pool_size: None,
         }
     }
 
@@ -108,8 +109,10 @@ impl Config {
             })?;
         }
         if let Some(v) = var("KEYGATE_DB_POOL_SIZE") {
-            self.db_pool_size = u32::try_from(parse_positive("KEYGATE_DB_POOL_SIZE", &v)?)
-                .map_err(|_| anyhow::anyhow!("KEYGATE_DB_POOL_SIZE is too large"))?;
+            self.db_pool_size = Some(
+                u32::try_from(parse_positive("KEYGATE_DB_POOL_SIZE", &v)?)
+                    .map_err(|_| anyhow::anyhow!("KEYGATE_DB_POOL_SIZE is too large"))?,
+            );
         }
         if let Some(v) = var("KEYGATE_WORKERS") {
             self.workers = Some(parse_positive("KEYGATE_WORKERS", &v)? as usize);

@@ -133,7 +133,12 @@ pub type Pool = r2d2::Pool<Manager>;
 pub type PooledConn = r2d2::PooledConnection<Manager>;
 
 /// Opens a pool, creating the SQLite file (and switching it to WAL) if needed.
-pub fn connect(target: &DbTarget, max_size: u32) -> anyhow::Result<Pool> {
+pub fn connect(target: &DbTarget, max_size: Option<u32>) -> anyhow::Result<Pool> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+    let max_size = max_size.unwrap_or(match target {
+        DbTarget::Postgres(_) => 2 * cores,
+        DbTarget::Sqlite(_) => 4 * cores,
+    });
     if let DbTarget::Sqlite(path) = target {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;

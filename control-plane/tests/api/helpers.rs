@@ -138,7 +138,7 @@ pub fn test_config(
     config.bootstrap_token = Some(OWNER_TOKEN.to_owned());
     config.clock = Clock::manual_from_system();
     config.workers = Some(2);
-    config.db_pool_size = 8;
+    config.db_pool_size = Some(8);
     config.session_ttl_seconds = 3600;
     config.host_environments = [
         (
