@@ -15,6 +15,7 @@ use crate::state::AppState;
 
 /// Log in with email and password; returns a session token (JWT).
 #[utoipa::path(
+    operation_id = "login",
     tag = "auth",
     request_body = Login,
     security(()),
@@ -41,6 +42,7 @@ pub async fn login(
 
 /// Create an admin account (owner only).
 #[utoipa::path(
+    operation_id = "create_admin",
     tag = "admins",
     request_body = CreateAdmin,
     responses(
@@ -65,6 +67,7 @@ pub async fn create_admin(
 
 /// List admin accounts (owner only).
 #[utoipa::path(
+    operation_id = "list_admins",
     tag = "admins",
     responses((status = 200, body = AdminList), (status = 401, body = Problem), (status = 403, body = Problem))
 )]
@@ -79,6 +82,7 @@ pub async fn list_admins(
 
 /// Create an admin API token (owner only). The token is in this response only.
 #[utoipa::path(
+    operation_id = "create_token",
     tag = "admin-tokens",
     request_body = CreateToken,
     responses((status = 201, body = CreatedToken), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem))
@@ -99,6 +103,7 @@ pub async fn create_token(
 
 /// List admin API tokens (owner only).
 #[utoipa::path(
+    operation_id = "list_tokens",
     tag = "admin-tokens",
     responses((status = 200, body = TokenList), (status = 401, body = Problem), (status = 403, body = Problem))
 )]
@@ -113,6 +118,7 @@ pub async fn list_tokens(
 
 /// Delete an admin API token; it stops working at once (owner only).
 #[utoipa::path(
+    operation_id = "delete_token",
     tag = "admin-tokens",
     params(("token_id" = String, Path, description = "tok_...")),
     responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem))
@@ -135,6 +141,7 @@ pub async fn delete_token(
 
 /// The audit log, newest first.
 #[utoipa::path(
+    operation_id = "list_audit",
     tag = "audit",
     params(AuditQuery),
     responses((status = 200, body = AuditPage), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem))

@@ -15,6 +15,7 @@ use crate::verify::{self as verifier, VerifyRequest, VerifyResponse};
 
 /// Issue a key. The plaintext `key` is in this response only.
 #[utoipa::path(
+    operation_id = "create_key",
     tag = "keys",
     params(("project_id" = String, Path, description = "prj_...")),
     request_body = KeySpec,
@@ -42,6 +43,7 @@ pub async fn create(
 
 /// List a project's keys, newest first.
 #[utoipa::path(
+    operation_id = "list_keys",
     tag = "keys",
     params(("project_id" = String, Path, description = "prj_..."), KeyListQuery),
     responses((status = 200, body = KeyPage), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem))
@@ -63,6 +65,7 @@ pub async fn list(
 
 /// Get a key.
 #[utoipa::path(
+    operation_id = "get_key",
     tag = "keys",
     params(("key_id" = String, Path, description = "key_...")),
     responses((status = 200, body = KeyView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem))
@@ -80,6 +83,7 @@ pub async fn get(
 
 /// Update a key (any spec field but `kind` and `environment`).
 #[utoipa::path(
+    operation_id = "update_key",
     tag = "keys",
     params(("key_id" = String, Path, description = "key_...")),
     request_body = UpdateKey,
@@ -104,6 +108,7 @@ pub async fn update(
 /// Rotate a key: a new key with the same spec; the old one works for `grace_seconds` more,
 /// never past its own expiry.
 #[utoipa::path(
+    operation_id = "rotate_key",
     tag = "keys",
     params(("key_id" = String, Path, description = "key_...")),
     request_body = RotateKey,
@@ -132,6 +137,7 @@ pub async fn rotate(
 
 /// Revoke a key, at once.
 #[utoipa::path(
+    operation_id = "revoke_key",
     tag = "keys",
     params(("key_id" = String, Path, description = "key_...")),
     request_body = RevokeKey,
@@ -159,6 +165,7 @@ pub async fn revoke(
 
 /// Verify a key against request facts with the edge's evaluation.
 #[utoipa::path(
+    operation_id = "verify_key",
     tag = "verify",
     request_body = VerifyRequest,
     responses(

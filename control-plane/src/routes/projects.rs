@@ -13,6 +13,7 @@ use crate::state::AppState;
 
 /// Create a project.
 #[utoipa::path(
+    operation_id = "create_project",
     tag = "projects",
     request_body = CreateProject,
     responses(
@@ -34,6 +35,7 @@ pub async fn create(
 
 /// List projects.
 #[utoipa::path(
+    operation_id = "list_projects",
     tag = "projects",
     responses((status = 200, body = ProjectList), (status = 401, body = Problem), (status = 403, body = Problem))
 )]
@@ -48,6 +50,7 @@ pub async fn list(
 
 /// Get a project.
 #[utoipa::path(
+    operation_id = "get_project",
     tag = "projects",
     params(("project_id" = String, Path, description = "prj_...")),
     responses((status = 200, body = ProjectView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem))
@@ -65,6 +68,7 @@ pub async fn get(
 
 /// Update a project's name, routes or default route policy.
 #[utoipa::path(
+    operation_id = "update_project",
     tag = "projects",
     params(("project_id" = String, Path, description = "prj_...")),
     request_body = UpdateProject,

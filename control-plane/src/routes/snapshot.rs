@@ -54,6 +54,7 @@ fn etag_matches(req: &HttpRequest, etag: &str) -> bool {
 
 /// The current signed snapshot manifest (JSON wire form).
 #[utoipa::path(
+    operation_id = "get_snapshot",
     tag = "snapshot",
     responses(
         (status = 200, description = "Signed snapshot; `ETag` set", content_type = "application/json", body = Object),
@@ -91,6 +92,7 @@ pub async fn get(
 
 /// A shard of the current or a recent snapshot, by the SHA-256 the manifest lists.
 #[utoipa::path(
+    operation_id = "get_snapshot_shard",
     tag = "snapshot",
     params(("digest_hex" = String, Path, description = "SHA-256 of the shard, lowercase hex")),
     responses(
@@ -130,6 +132,7 @@ pub async fn shard(
 
 /// The active snapshot signing key.
 #[utoipa::path(
+    operation_id = "get_public_key",
     tag = "snapshot",
     responses((status = 200, body = PublicKey), (status = 401, body = Problem), (status = 403, body = Problem))
 )]
@@ -149,6 +152,7 @@ pub async fn public_key(
 
 /// The active and retiring signing keys; trust them all during a signing-key rotation.
 #[utoipa::path(
+    operation_id = "list_public_keys",
     tag = "snapshot",
     responses((status = 200, body = PublicKeyList), (status = 401, body = Problem), (status = 403, body = Problem))
 )]

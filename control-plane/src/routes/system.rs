@@ -22,6 +22,7 @@ pub struct OpenApiJson(pub String);
 
 /// Liveness and database reachability.
 #[utoipa::path(
+    operation_id = "healthz",
     tag = "system",
     security(()),
     responses((status = 200, body = Health), (status = 500, body = Problem))
@@ -42,6 +43,7 @@ pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 
 /// This document.
 #[utoipa::path(
+    operation_id = "get_openapi",
     tag = "system",
     security(()),
     responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json", body = Object))
@@ -55,6 +57,7 @@ pub async fn openapi(doc: web::Data<OpenApiJson>) -> HttpResponse {
 
 /// Prometheus metrics.
 #[utoipa::path(
+    operation_id = "get_metrics",
     tag = "system",
     security(()),
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))

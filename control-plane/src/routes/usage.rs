@@ -11,6 +11,7 @@ use crate::state::AppState;
 
 /// Add per-minute verdict counts (edge role).
 #[utoipa::path(
+    operation_id = "record_usage",
     tag = "usage",
     request_body = UsageReport,
     responses((status = 202, body = UsageAccepted), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem))
@@ -27,6 +28,7 @@ pub async fn record(
 
 /// A key's per-minute verdict counts (default: the last 24 hours).
 #[utoipa::path(
+    operation_id = "get_key_usage",
     tag = "usage",
     params(("key_id" = String, Path, description = "key_..."), UsageQuery),
     responses((status = 200, body = UsageSeries), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem))

@@ -77,6 +77,15 @@ async fn health_openapi_metrics(app: TestApp) {
             assert!(!unrouted, "{method} {path} is documented but not routed");
         }
     }
+    let mut ids: Vec<&str> = paths
+        .values()
+        .flat_map(|p| p.as_object().unwrap().values())
+        .map(|op| op["operationId"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "operationIds are unique");
     let schemas = doc.body["components"]["schemas"].as_object().unwrap();
     for s in [
         "Problem",
