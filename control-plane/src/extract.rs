@@ -152,3 +152,60 @@ impl<T: DeserializeOwned> FromRequest for Query<T> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        list: Vec<u32>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        inner: Option<Inner>,
+    }
+
+    fn field(body: &str) -> String {
+        match parse_json::<Outer>(body.as_bytes()) {
+            Err(ApiError::Validation { field, .. }) => field,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_the_offending_field() {
+        assert_eq!(field(r#"{"inner": null}"#), "name");
+        assert_eq!(field(r#"{"name": "x", "extra": 1}"#), "extra");
+        assert_eq!(
+            field(r#"{"name": "x", "inner": {"list": [1, -2]}}"#),
+            "inner.list[1]"
+        );
+        assert_eq!(
+            field(r#"{"name": "x", "inner": {"list": [], "more": 1}}"#),
+            "inner.more"
+        );
+        assert_eq!(field(r#"{"name": 5}"#), "name");
+        assert_eq!(field(r#"[]"#), "body");
+    }
+
+    #[test]
+    fn syntax_errors_are_malformed_json() {
+        for body in ["", "  ", "{", r#"{"name": "x"} trailing"#, "nul"] {
+            assert!(
+                matches!(
+                    parse_json::<Outer>(body.as_bytes()),
+                    Err(ApiError::MalformedJson(_))
+                ),
+                "{body:?}"
+            );
+        }
+        assert!(parse_json::<Outer>(br#"{"name": "x"}"#).is_ok());
+    }
+}

@@ -223,3 +223,52 @@ where
         f(conn)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_is_chosen_by_scheme_only() {
+        let dir = Path::new("/data");
+        assert_eq!(
+            DbTarget::from_config(None, dir).unwrap(),
+            DbTarget::Sqlite(PathBuf::from("/data/keygate.db"))
+        );
+        assert_eq!(
+            DbTarget::from_config(Some(""), dir).unwrap(),
+            DbTarget::Sqlite(PathBuf::from("/data/keygate.db"))
+        );
+        assert!(matches!(
+            DbTarget::from_config(Some("postgres://u@h/db"), dir).unwrap(),
+            DbTarget::Postgres(_)
+        ));
+        assert!(matches!(
+            DbTarget::from_config(Some("postgresql://u@h/db"), dir).unwrap(),
+            DbTarget::Postgres(_)
+        ));
+        assert_eq!(
+            DbTarget::from_config(Some("sqlite:///tmp/x.db"), dir).unwrap(),
+            DbTarget::Sqlite(PathBuf::from("/tmp/x.db"))
+        );
+        // A key/value connection string or a typo is refused, never taken as a file name.
+        for bad in [
+            "host=localhost dbname=x",
+            "postgre://h/db",
+            "mysql://h/db",
+            "keygate.db",
+        ] {
+            assert!(DbTarget::from_config(Some(bad), dir).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn description_hides_credentials() {
+        let t = DbTarget::Postgres(
+            "postgres://user:s3cret@db.internal:5432/keygate?sslmode=require".into(),
+        );
+        let d = t.describe();
+        assert!(!d.contains("s3cret") && !d.contains("user"), "{d}");
+        assert!(d.contains("db.internal:5432/keygate"), "{d}");
+    }
+}

@@ -150,3 +150,47 @@ where
 {
     Option::<T>::deserialize(d).map(Some)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_bounds_and_cursors() {
+        assert_eq!(Page::parse(None, None, "key").unwrap().limit, DEFAULT_PAGE);
+        for bad in [0, -1, MAX_PAGE + 1] {
+            assert!(Page::parse(Some(bad), None, "key").is_err());
+        }
+        let ok = "key_01jd0000000000000000000000";
+        assert_eq!(
+            Page::parse(Some(2), Some(ok.into()), "key")
+                .unwrap()
+                .before
+                .as_deref(),
+            Some(ok)
+        );
+        for bad in [
+            "prj_01jd0000000000000000000000",
+            "key_short",
+            "key_01jd00000000000000000000é",
+            "key-01jd0000000000000000000000",
+        ] {
+            assert!(Page::parse(None, Some(bad.into()), "key").is_err(), "{bad}");
+        }
+        let page = Page::parse(Some(2), None, "key").unwrap();
+        let (rows, next) = page.finish(vec!["a", "b", "c"], |r| r);
+        assert_eq!(rows, ["a", "b"]);
+        assert_eq!(next.as_deref(), Some("b"));
+        let (rows, next) = page.finish(vec!["a", "b"], |r| r);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(next, None);
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(check_name("name", "  Acme  ").unwrap(), "Acme");
+        assert!(check_name("name", "   ").is_err());
+        assert!(check_name("name", &"x".repeat(201)).is_err());
+        assert!(check_name("name", "a\u{0}b").is_err());
+    }
+}
