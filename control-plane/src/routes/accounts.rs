@@ -21,8 +21,12 @@ use crate::state::AppState;
     security(()),
     responses(
         (status = 200, body = Session),
-        (status = 401, description = "invalid_credentials", body = Problem),
-        (status = 422, body = Problem),
+        (status = 401, description = "invalid_credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/auth/login")]
@@ -47,8 +51,12 @@ pub async fn login(
     request_body = CreateAdmin,
     responses(
         (status = 201, body = AdminView),
-        (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 409, description = "duplicate_email", body = Problem), (status = 422, body = Problem),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "duplicate_email", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/admins")]
@@ -69,7 +77,10 @@ pub async fn create_admin(
 #[utoipa::path(
     operation_id = "list_admins",
     tag = "admins",
-    responses((status = 200, body = AdminList), (status = 401, body = Problem), (status = 403, body = Problem))
+    responses(
+        (status = 200, body = AdminList), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[get("/admins")]
 pub async fn list_admins(
@@ -85,7 +96,13 @@ pub async fn list_admins(
     operation_id = "create_token",
     tag = "admin-tokens",
     request_body = CreateToken,
-    responses((status = 201, body = CreatedToken), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem))
+    responses(
+        (status = 201, body = CreatedToken), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[post("/admin-tokens")]
 pub async fn create_token(
@@ -105,7 +122,10 @@ pub async fn create_token(
 #[utoipa::path(
     operation_id = "list_tokens",
     tag = "admin-tokens",
-    responses((status = 200, body = TokenList), (status = 401, body = Problem), (status = 403, body = Problem))
+    responses(
+        (status = 200, body = TokenList), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[get("/admin-tokens")]
 pub async fn list_tokens(
@@ -121,7 +141,10 @@ pub async fn list_tokens(
     operation_id = "delete_token",
     tag = "admin-tokens",
     params(("token_id" = String, Path, description = "tok_...")),
-    responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem))
+    responses(
+        (status = 204, description = "Deleted"), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[delete("/admin-tokens/{token_id}")]
 pub async fn delete_token(
@@ -144,7 +167,10 @@ pub async fn delete_token(
     operation_id = "list_audit",
     tag = "audit",
     params(AuditQuery),
-    responses((status = 200, body = AuditPage), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem))
+    responses(
+        (status = 200, body = AuditPage), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[get("/audit")]
 pub async fn audit(

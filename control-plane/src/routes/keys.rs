@@ -21,8 +21,12 @@ use crate::verify::{self as verifier, VerifyRequest, VerifyResponse};
     request_body = KeySpec,
     responses(
         (status = 201, description = "Created; `key` is shown only here", body = CreatedKey),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 422, body = Problem),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/projects/{project_id}/keys")]
@@ -46,7 +50,10 @@ pub async fn create(
     operation_id = "list_keys",
     tag = "keys",
     params(("project_id" = String, Path, description = "prj_..."), KeyListQuery),
-    responses((status = 200, body = KeyPage), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem))
+    responses(
+        (status = 200, body = KeyPage), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[get("/projects/{project_id}/keys")]
 pub async fn list(
@@ -68,7 +75,10 @@ pub async fn list(
     operation_id = "get_key",
     tag = "keys",
     params(("key_id" = String, Path, description = "key_...")),
-    responses((status = 200, body = KeyView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem))
+    responses(
+        (status = 200, body = KeyView), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[get("/keys/{key_id}")]
 pub async fn get(
@@ -87,7 +97,13 @@ pub async fn get(
     tag = "keys",
     params(("key_id" = String, Path, description = "key_...")),
     request_body = UpdateKey,
-    responses((status = 200, body = KeyView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem))
+    responses(
+        (status = 200, body = KeyView), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"), (status = 409, description = "conflict", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[patch("/keys/{key_id}")]
 pub async fn update(
@@ -114,9 +130,13 @@ pub async fn update(
     request_body = RotateKey,
     responses(
         (status = 201, description = "The new key; `key` is shown only here", body = RotatedKey),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 409, description = "key_not_active (revoked or expired) or already_rotated", body = Problem),
-        (status = 422, body = Problem),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "key_not_active (revoked or expired) or already_rotated", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/keys/{key_id}/rotate")]
@@ -143,8 +163,12 @@ pub async fn rotate(
     request_body = RevokeKey,
     responses(
         (status = 200, body = KeyView),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 409, description = "already_revoked", body = Problem), (status = 422, body = Problem),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "already_revoked", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/keys/{key_id}/revoke")]
@@ -170,7 +194,11 @@ pub async fn revoke(
     request_body = VerifyRequest,
     responses(
         (status = 200, description = "The verdict (also for invalid keys)", body = VerifyResponse),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/verify")]

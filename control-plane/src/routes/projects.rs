@@ -18,8 +18,12 @@ use crate::state::AppState;
     request_body = CreateProject,
     responses(
         (status = 201, description = "Created", body = ProjectView),
-        (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 422, description = "validation_failed or duplicate_prefix", body = Problem),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed or duplicate_prefix", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/projects")]
@@ -37,7 +41,10 @@ pub async fn create(
 #[utoipa::path(
     operation_id = "list_projects",
     tag = "projects",
-    responses((status = 200, body = ProjectList), (status = 401, body = Problem), (status = 403, body = Problem))
+    responses(
+        (status = 200, body = ProjectList), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[get("/projects")]
 pub async fn list(
@@ -53,7 +60,10 @@ pub async fn list(
     operation_id = "get_project",
     tag = "projects",
     params(("project_id" = String, Path, description = "prj_...")),
-    responses((status = 200, body = ProjectView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem))
+    responses(
+        (status = 200, body = ProjectView), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[get("/projects/{project_id}")]
 pub async fn get(
@@ -72,7 +82,13 @@ pub async fn get(
     tag = "projects",
     params(("project_id" = String, Path, description = "prj_...")),
     request_body = UpdateProject,
-    responses((status = 200, body = ProjectView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem))
+    responses(
+        (status = 200, body = ProjectView), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[patch("/projects/{project_id}")]
 pub async fn update(

@@ -25,7 +25,9 @@ pub struct OpenApiJson(pub String);
     operation_id = "healthz",
     tag = "system",
     security(()),
-    responses((status = 200, body = Health), (status = 500, body = Problem))
+    responses(
+        (status = 200, body = Health), (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[get("/healthz")]
 pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -46,7 +48,9 @@ pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     operation_id = "get_openapi",
     tag = "system",
     security(()),
-    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json", body = Object))
+    responses(
+        (status = 200, description = "OpenAPI 3 document", content_type = "application/json", body = Object),
+    )
 )]
 #[get("/openapi.json")]
 pub async fn openapi(doc: web::Data<OpenApiJson>) -> HttpResponse {
@@ -60,7 +64,9 @@ pub async fn openapi(doc: web::Data<OpenApiJson>) -> HttpResponse {
     operation_id = "get_metrics",
     tag = "system",
     security(()),
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+    )
 )]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {

@@ -14,7 +14,13 @@ use crate::state::AppState;
     operation_id = "record_usage",
     tag = "usage",
     request_body = UsageReport,
-    responses((status = 202, body = UsageAccepted), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem))
+    responses(
+        (status = 202, body = UsageAccepted), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[post("/usage")]
 pub async fn record(
@@ -31,7 +37,10 @@ pub async fn record(
     operation_id = "get_key_usage",
     tag = "usage",
     params(("key_id" = String, Path, description = "key_..."), UsageQuery),
-    responses((status = 200, body = UsageSeries), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem))
+    responses(
+        (status = 200, body = UsageSeries), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[get("/keys/{key_id}/usage")]
 pub async fn series(
