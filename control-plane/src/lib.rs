@@ -5,13 +5,14 @@
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
+//! // Listens on 127.0.0.1:0 (a free port) with SQLite in the data directory.
 //! let mut config = keygate_control_plane::Config::new("/tmp/keygate-data");
 //! config.bootstrap_token = Some("an-owner-token-of-at-least-32-characters".into());
 //! let app = keygate_control_plane::Application::build(config).await?;
-//! let port = app.port();
-//! tokio_like_spawn(app.run_until_stopped());
+//! let base_url = format!("http://127.0.0.1:{}", app.port());
+//! actix_web::rt::spawn(app.run_until_stopped());
+//! # let _ = base_url;
 //! # Ok(()) }
-//! # fn tokio_like_spawn<F>(_: F) {}
 //! ```
 
 pub mod auth;
