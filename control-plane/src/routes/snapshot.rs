@@ -78,7 +78,7 @@ pub async fn get(
     .await?;
     let cache = (header::CACHE_CONTROL, "no-cache");
     if etag_matches(&req, &published.etag) {
-                return Ok(HttpResponse::NotModified()
+        return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, published.etag.clone()))
             .insert_header(("Keygate-Snapshot-Version", published.version.to_string()))
             .insert_header(cache)

@@ -96,6 +96,7 @@ pub struct TestApp {
     pub clock: Clock,
     pub data_dir: tempfile::TempDir,
     pub client: awc::Client,
+    pub state: actix_web::web::Data<keygate_control_plane::state::AppState>,
     handle: ServerHandle,
     _pg: Option<PgDatabase>,
 }
@@ -182,6 +183,7 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Op
     let app = Application::build(config).await.expect("build app");
     let port = app.port();
     let handle = app.handle();
+    let state = app.state();
     actix_web::rt::spawn(app.run_until_stopped());
     let client = awc::Client::builder()
         .timeout(std::time::Duration::from_secs(60))
@@ -191,6 +193,7 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Op
         clock,
         data_dir,
         client,
+        state,
         handle,
         _pg: pg,
     })

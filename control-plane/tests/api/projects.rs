@@ -185,3 +185,22 @@ async fn unknown_ids_are_404(app: TestApp) {
         Some("application/problem+json")
     );
 }
+
+both_backends!(audit_log_is_append_only);
+
+async fn audit_log_is_append_only(app: TestApp) {
+    use diesel::prelude::*;
+    use keygate_control_plane::db::schema::audit_log;
+    app.create_project("acme").await;
+    let mut conn = app.state.pool.get().unwrap();
+    let before: i64 = audit_log::table.count().get_result(&mut *conn).unwrap();
+    assert!(before >= 1);
+    let deleted = diesel::delete(audit_log::table).execute(&mut *conn);
+    assert!(deleted.is_err(), "DELETE on the audit log must fail");
+    let updated = diesel::update(audit_log::table)
+        .set(audit_log::actor.eq("someone-else"))
+        .execute(&mut *conn);
+    assert!(updated.is_err(), "UPDATE on the audit log must fail");
+    let after: i64 = audit_log::table.count().get_result(&mut *conn).unwrap();
+    assert_eq!(after, before);
+}
