@@ -26,6 +26,12 @@ use serde_json::{json, Value};
 const TOKEN: &str = "bench-owner-token-0123456789abcdefghijklmnop";
 
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
+    // and a load run does not belong in a test run.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("control_plane benchmark: run it with `cargo bench -p keygate-control-plane --bench control_plane`");
+        return;
+    }
     keygate_control_plane::telemetry::init(true, std::io::sink);
     if Command::new("wrk").arg("--version").output().is_err() {
         eprintln!("wrk is not installed (apt-get install -y wrk)");
