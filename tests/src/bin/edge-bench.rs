@@ -1,0 +1,360 @@
+//! Edge benchmarks on loopback (docs/benchmarks.md, "Edge"):
+//!
+//! 1. Throughput and latency with `wrk` against workerd, same origin, one run each: an empty
+//!    pass-through Worker, Keygate with a valid key, Keygate with an invalid key.
+//! 2. A cold isolate's first verdict against a 100,000-key snapshot (fresh workerd each time).
+//! 3. Revocation: time from the revoke API call until the edge answers 401, with the default
+//!    2-second refresh interval.
+//!
+//! Run: `cargo xtask build-edge --release && cargo run -p keygate-tests --bin edge-bench`
+//! (needs `wrk`: `apt-get install wrk`). `EDGE_BENCH_SECONDS` sets each wrk run's length.
+
+use std::fs;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use keygate_shared::snapshot::{build_shards, Manifest, FORMAT_VERSION};
+use keygate_shared::{
+    DefaultRoutePolicy, Environment, KeyPrefix, KeyRecord, Kind, PlaintextKey, ProjectPolicy,
+    SnapshotSigner,
+};
+use keygate_tests::http::{self, StubResponse, StubServer};
+use keygate_tests::origin::Origin;
+use keygate_tests::stack::{OriginChoice, Stack, StackOptions, ORIGIN_SECRET};
+use keygate_tests::workerd::{workspace_root, WorkerdConfig};
+use serde_json::json;
+
+const PASS_THROUGH: &str = r#"
+export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    return fetch(env.ORIGIN_URL + url.pathname + url.search, { method: request.method, headers: request.headers });
+  },
+};
+export class Limiter { async fetch() { return new Response(null, { status: 204 }); } }
+"#;
+
+/// The smallest valid WebAssembly module: the harness loads `index_bg.wasm` beside `index.js`.
+const EMPTY_WASM: &[u8] = b"\0asm\x01\0\0\0";
+
+struct WrkResult {
+    rps: f64,
+    p50: String,
+    p99: String,
+    non_2xx: String,
+}
+
+fn wrk(url: &str, header: Option<&str>, seconds: u64) -> Result<WrkResult, String> {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t2", "-c16", &format!("-d{seconds}s"), "--latency"]);
+    if let Some(h) = header {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .arg(url)
+        .output()
+        .map_err(|e| format!("wrk: {e} (apt-get install wrk)"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |prefix: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("-")
+            .to_owned()
+    };
+    let rps = field("Requests/sec:")
+        .parse::<f64>()
+        .map_err(|_| format!("wrk output:\n{text}"))?;
+    let non_2xx = text
+        .lines()
+        .find(|l| l.contains("Non-2xx"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("0".to_owned(), |v| v.trim().to_owned());
+    Ok(WrkResult {
+        rps,
+        p50: field("50%"),
+        p99: field("99%"),
+        non_2xx,
+    })
+}
+
+fn throughput(seconds: u64) -> Result<(), String> {
+    // A plain origin that answers 200 to everything, so every run measures the same origin work.
+    let origin = StubServer::start(|_| StubResponse::json(200, r#"{"ok":true}"#))
+        .map_err(|e| e.to_string())?;
+    let stack = Stack::start(StackOptions {
+        refresh_seconds: 2.0,
+        usage_flush_seconds: 10.0,
+        origin: OriginChoice::External(origin.url()),
+        ..StackOptions::default()
+    })?;
+    let project = stack.api(
+        "POST",
+        "/v1/projects",
+        Some(&json!({"name": "Bench", "key_prefix": "bench"})),
+    );
+    let project = project.body["id"].as_str().ok_or("project")?.to_owned();
+    let key = stack.api(
+        "POST",
+        &format!("/v1/projects/{project}/keys"),
+        Some(&json!({"name": "bench", "kind": "secret", "environment": "live"})),
+    );
+    let key = key.body["key"].as_str().ok_or("key")?.to_owned();
+    let auth = format!("Authorization: Bearer {key}");
+    let ready = Stack::wait_for(Duration::from_secs(10), || {
+        stack
+            .edge(
+                "GET",
+                "/bench",
+                &[("Authorization", &format!("Bearer {key}"))],
+                None,
+            )
+            .status
+            == 200
+    });
+    ready.ok_or("the edge never accepted the bench key")?;
+
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let build = dir.path().join("build");
+    fs::create_dir_all(&build).map_err(|e| e.to_string())?;
+    fs::write(build.join("index.js"), PASS_THROUGH).map_err(|e| e.to_string())?;
+    fs::write(build.join("index_bg.wasm"), EMPTY_WASM).map_err(|e| e.to_string())?;
+    let pass = WorkerdConfig::new(workspace_root(), dir.path().join("state"))
+        .build_dir(&build)
+        .scheduled_trigger(false)
+        .var("ORIGIN_URL", stack.origin_url.clone())
+        .start()
+        .map_err(|e| format!("pass-through workerd: {e}"))?;
+
+    let invalid = "Authorization: Bearer bench_sk_live_0000000000000000000000000000000000000";
+    let runs = [
+        (
+            "(a) empty pass-through Worker",
+            format!("{}/bench", pass.url()),
+            None,
+        ),
+        (
+            "(b) Keygate, valid key",
+            format!("{}/bench", stack.edge_url),
+            Some(auth.as_str()),
+        ),
+        (
+            "(c) Keygate, invalid key",
+            format!("{}/bench", stack.edge_url),
+            Some(invalid),
+        ),
+    ];
+    println!("| run | requests/s | p50 | p99 | non-2xx |");
+    println!("|---|---|---|---|---|");
+    let mut results = Vec::new();
+    for (name, url, header) in runs {
+        let r = wrk(&url, header, seconds)?;
+        println!(
+            "| {name} | {:.0} | {} | {} | {} |",
+            r.rps, r.p50, r.p99, r.non_2xx
+        );
+        results.push(r.rps);
+    }
+    if let [a, b, _] = results[..] {
+        println!("\n(b)/(a) = {:.1} %", b / a * 100.0);
+    }
+    Ok(())
+}
+
+#[allow(clippy::disallowed_methods)] // The benchmark plays the control plane's clock.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn cold_start(keys: usize, runs: usize) -> Result<(), String> {
+    let signer = SnapshotSigner::from_seed(&[3u8; 32]);
+    let prefix = KeyPrefix::parse("cold").map_err(|e| e.to_string())?;
+    let mut rng = rand::thread_rng();
+    let plain: Vec<PlaintextKey> = (0..keys)
+        .map(|_| PlaintextKey::generate(&mut rng, &prefix, Kind::Secret, Environment::Live))
+        .collect();
+    let records = plain
+        .iter()
+        .enumerate()
+        .map(|(i, k)| KeyRecord {
+            hash: k.hash(),
+            key_id: format!("key_{i:08}"),
+            project_id: "prj_cold".into(),
+            kind: Kind::Secret,
+            environment: Environment::Live,
+            revoked: false,
+            expires_at_ms: None,
+            scopes: vec![],
+            referrers: vec![],
+            ips: vec![],
+            rate_limit: None,
+            quota: None,
+            metadata_json: None,
+        })
+        .collect();
+    let shards = build_shards(records, None).map_err(|e| e.to_string())?;
+    let now = now_ms();
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        version: 1,
+        issued_at_ms: now,
+        valid_until_ms: now + 3_600_000,
+        shard_bits: shards.shard_bits,
+        key_count: shards.key_count,
+        shard_digests: shards.digests(),
+        projects: vec![ProjectPolicy {
+            project_id: "prj_cold".into(),
+            routes: vec![],
+            default_route_policy: DefaultRoutePolicy::Allow,
+        }],
+    };
+    let wire = signer.sign(&manifest).map_err(|e| e.to_string())?;
+    let shard_bytes: Vec<(String, Vec<u8>)> = shards
+        .shards
+        .iter()
+        .map(|s| (s.digest.to_hex(), s.bytes.clone()))
+        .collect();
+    let cp = StubServer::start(move |req| {
+        if req.path() == "/v1/snapshot" {
+            return StubResponse::json(200, wire.clone()).with_header("ETag", "\"1-cold\"");
+        }
+        if let Some(hex) = req.path().strip_prefix("/v1/snapshot/shards/") {
+            if let Some((_, b)) = shard_bytes.iter().find(|(d, _)| d == hex) {
+                return StubResponse::new(200, "application/octet-stream", b.clone());
+            }
+        }
+        StubResponse::empty(404)
+    })
+    .map_err(|e| e.to_string())?;
+    let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).map_err(|e| e.to_string())?;
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let state = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let edge = WorkerdConfig::new(workspace_root(), state.path())
+            .scheduled_trigger(false)
+            .var("CONTROL_PLANE_URL", cp.url())
+            .var("ORIGIN_URL", origin.url())
+            .secret("EDGE_TOKEN", "bench")
+            .secret("SNAPSHOT_PUBLIC_KEYS", signer.public_key_base64url())
+            .secret("ORIGIN_HMAC_SECRET", ORIGIN_SECRET)
+            .start()
+            .map_err(|e| e.to_string())?;
+        let key = &plain[(i * 7919) % plain.len()];
+        let auth = format!("Bearer {}", key.expose());
+        let start = Instant::now();
+        let r = http::get(&format!("{}/cold", edge.url()), &[("Authorization", &auth)])
+            .map_err(|e| e.to_string())?;
+        let took = start.elapsed();
+        if r.status != 200 {
+            return Err(format!(
+                "cold request answered {}: {}\n{}",
+                r.status,
+                r.text(),
+                edge.logs()
+            ));
+        }
+        let start = Instant::now();
+        let _ = http::get(&format!("{}/cold", edge.url()), &[("Authorization", &auth)]);
+        let warm = start.elapsed();
+        times.push((took, warm));
+        edge.stop();
+    }
+    println!("| run | first verdict (cold isolate, includes manifest + one shard fetch) | next request (warm) |");
+    println!("|---|---|---|");
+    for (i, (c, w)) in times.iter().enumerate() {
+        println!(
+            "| {} | {:.1} ms | {:.2} ms |",
+            i + 1,
+            c.as_secs_f64() * 1e3,
+            w.as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}
+
+fn revocation(runs: usize) -> Result<(), String> {
+    let stack = Stack::start(StackOptions {
+        refresh_seconds: 2.0,
+        ..StackOptions::default()
+    })?;
+    let project = stack.api(
+        "POST",
+        "/v1/projects",
+        Some(&json!({"name": "Rev", "key_prefix": "rev"})),
+    );
+    let project = project.body["id"].as_str().ok_or("project")?.to_owned();
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let key = stack.api(
+            "POST",
+            &format!("/v1/projects/{project}/keys"),
+            Some(&json!({"name": "r", "kind": "secret", "environment": "live"})),
+        );
+        let id = key.body["id"].as_str().ok_or("id")?.to_owned();
+        let plain = key.body["key"].as_str().ok_or("key")?.to_owned();
+        let auth = format!("Bearer {plain}");
+        Stack::wait_for(Duration::from_secs(10), || {
+            stack
+                .edge("GET", "/r", &[("Authorization", &auth)], None)
+                .status
+                == 200
+        })
+        .ok_or("key never became valid")?;
+        // Keep traffic flowing, as in production: refreshes ride on requests.
+        let start = Instant::now();
+        let r = stack.api(
+            "POST",
+            &format!("/v1/keys/{id}/revoke"),
+            Some(&json!({"reason": "bench"})),
+        );
+        if r.status != 200 {
+            return Err(format!("revoke: {}", r.body));
+        }
+        let mut took = None;
+        while start.elapsed() < Duration::from_secs(10) {
+            if stack
+                .edge("GET", "/r", &[("Authorization", &auth)], None)
+                .status
+                == 401
+            {
+                took = Some(start.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        times.push(took.ok_or("revocation not enforced within 10 s")?);
+    }
+    times.sort();
+    let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "revocation enforced after: min {:.0} ms, median {:.0} ms, max {:.0} ms ({runs} runs, refresh interval 2 s)",
+        ms(&times[0]),
+        ms(&times[times.len() / 2]),
+        ms(&times[times.len() - 1])
+    );
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let seconds = std::env::var("EDGE_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let result = (|| {
+        println!("## Throughput ({seconds} s per run, wrk -t2 -c16)\n");
+        throughput(seconds)?;
+        println!("\n## Cold isolate, 100,000-key snapshot\n");
+        cold_start(100_000, 5)?;
+        println!("\n## Revocation\n");
+        revocation(10)
+    })();
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edge-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
