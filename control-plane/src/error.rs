@@ -72,7 +72,7 @@ pub enum ApiError {
     #[error("email or password is wrong")]
     InvalidCredentials,
     /// The method is not allowed on this path.
-    #[error("method not allowed")]
+    #[error("this path does not accept this method; see the Allow header")]
     MethodNotAllowed,
     /// Anything unexpected. Logged, never shown.
     #[error("internal error")]

@@ -90,7 +90,9 @@ impl Application {
         let listener = TcpListener::bind(&config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         let port = listener.local_addr()?.port();
-        let doc = OpenApiJson(serde_json::to_string(&routes::openapi())?);
+        let openapi = routes::openapi();
+        let route_table = web::Data::new(routes::RouteTable::from_openapi(&openapi));
+        let doc = OpenApiJson(serde_json::to_string(&openapi)?);
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             let (app, _) = App::new()
@@ -99,6 +101,7 @@ impl Application {
                 .split_for_parts();
             app.app_data(app_state.clone())
                 .app_data(web::Data::new(doc.clone()))
+                .app_data(route_table.clone())
                 .wrap(from_fn(crate::auth::authenticate))
                 .wrap(from_fn(crate::telemetry::middleware))
         })

@@ -75,9 +75,20 @@ pub async fn middleware(
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    let mut allow = None;
     if (status.is_client_error() || status.is_server_error()) && !is_problem {
         let err = match status.as_u16() {
-            404 => ApiError::NotFound(format!("no route for {method} {path}")),
+            404 => match res
+                .request()
+                .app_data::<web::Data<crate::routes::RouteTable>>()
+                .and_then(|t| t.allowed_methods(&path))
+            {
+                Some(allowed) => {
+                    allow = Some(allowed.join(", "));
+                    ApiError::MethodNotAllowed
+                }
+                None => ApiError::NotFound(format!("no route for {method} {path}")),
+            },
             405 => ApiError::MethodNotAllowed,
             413 => ApiError::PayloadTooLarge(crate::extract::BODY_LIMIT),
             415 => ApiError::UnsupportedMediaType("unsupported content type".to_owned()),
@@ -87,7 +98,10 @@ pub async fn middleware(
             }
             _ => ApiError::NotFound(format!("no route for {method} {path}")),
         };
-        let fallback: HttpResponse = err.error_response();
+        let mut fallback: HttpResponse = err.error_response();
+        if let Some(v) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            fallback.headers_mut().insert(header::ALLOW, v);
+        }
         res = res.into_response(fallback.map_into_boxed_body());
     }
     let route = res

@@ -179,7 +179,14 @@ async fn unknown_ids_are_404(app: TestApp) {
     let r = app
         .request(Method::PUT, "/v1/projects", Some(OWNER_TOKEN), None)
         .await;
-    assert!(r.status == 404 || r.status == 405, "{}", r.status);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.code(), "method_not_allowed");
+    assert_eq!(r.header("allow").as_deref(), Some("GET, POST"));
+    let r = app
+        .request(Method::DELETE, "/v1/keys/key_x", Some(OWNER_TOKEN), None)
+        .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow").as_deref(), Some("GET, PATCH"));
     assert_eq!(
         r.header("content-type").as_deref(),
         Some("application/problem+json")
