@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use keygate_shared::limits::{civil_from_days, days_from_civil};
 use keygate_shared::Code;
 use serde::Serialize;
 
@@ -89,7 +90,7 @@ fn code_from_str(s: &str) -> Option<Code> {
 fn rfc3339_minute(ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);
     let secs = ms.div_euclid(1000).rem_euclid(86_400);
-    let (y, m, d) = civil(days);
+    let (y, m, d) = civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:00Z",
         secs / 3600,
@@ -103,7 +104,7 @@ fn parse_minute(s: &str) -> Option<i64> {
     if b.len() != 20 {
         return None;
     }
-    let num = |r: core::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let num = |r: core::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
     let (y, m, d, h, mi) = (
         num(0..4)?,
         num(5..7)?,
@@ -111,28 +112,8 @@ fn parse_minute(s: &str) -> Option<i64> {
         num(11..13)?,
         num(14..16)?,
     );
-    Some((days_from_civil(y, m, d) * 86_400 + h * 3600 + mi * 60) * 1000)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    let days = days_from_civil(i64::from(y), m, d);
+    Some((days * 86_400 + i64::from(h * 3600 + mi * 60)) * 1000)
 }
 
 #[cfg(test)]
