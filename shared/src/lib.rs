@@ -14,7 +14,9 @@ pub mod limits;
 pub mod origin;
 pub mod policy;
 pub mod referrer;
+pub mod scan;
 pub mod snapshot;
+pub mod webhook;
 
 pub use cidr::IpNet;
 pub use eval::{evaluate, Code, Evaluation, Lookup, Pending, RequestFacts, SnapshotView, Verdict};
