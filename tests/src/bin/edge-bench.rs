@@ -13,11 +13,8 @@ use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use keygate_shared::snapshot::{build_shards, Manifest, FORMAT_VERSION};
-use keygate_shared::{
-    DefaultRoutePolicy, Environment, KeyPrefix, KeyRecord, Kind, PlaintextKey, ProjectPolicy,
-    SnapshotSigner,
-};
+use keygate_shared::{Environment, KeyPrefix, Kind, PlaintextKey, SnapshotSigner};
+use keygate_tests::fixtures::{plain_record, SignedSnapshot};
 use keygate_tests::http::{self, StubResponse, StubServer};
 use keygate_tests::origin::Origin;
 use keygate_tests::stack::{OriginChoice, Stack, StackOptions, ORIGIN_SECRET};
@@ -178,54 +175,13 @@ fn cold_start(keys: usize, runs: usize) -> Result<(), String> {
     let records = plain
         .iter()
         .enumerate()
-        .map(|(i, k)| KeyRecord {
-            hash: k.hash(),
-            key_id: format!("key_{i:08}"),
-            project_id: "prj_cold".into(),
-            kind: Kind::Secret,
-            environment: Environment::Live,
-            revoked: false,
-            expires_at_ms: None,
-            scopes: vec![],
-            referrers: vec![],
-            ips: vec![],
-            rate_limit: None,
-            quota: None,
-            metadata_json: None,
-        })
+        .map(|(i, k)| plain_record(k, &format!("key_{i:08}"), "prj_cold"))
         .collect();
-    let shards = build_shards(records, None).map_err(|e| e.to_string())?;
-    let now = now_ms();
-    let manifest = Manifest {
-        format: FORMAT_VERSION,
-        version: 1,
-        issued_at_ms: now,
-        valid_until_ms: now + 3_600_000,
-        shard_bits: shards.shard_bits,
-        key_count: shards.key_count,
-        shard_digests: shards.digests(),
-        projects: vec![ProjectPolicy {
-            project_id: "prj_cold".into(),
-            routes: vec![],
-            default_route_policy: DefaultRoutePolicy::Allow,
-        }],
-    };
-    let wire = signer.sign(&manifest).map_err(|e| e.to_string())?;
-    let shard_bytes: Vec<(String, Vec<u8>)> = shards
-        .shards
-        .iter()
-        .map(|s| (s.digest.to_hex(), s.bytes.clone()))
-        .collect();
+    let snapshot = SignedSnapshot::sign(&signer, 1, "prj_cold", records, now_ms());
     let cp = StubServer::start(move |req| {
-        if req.path() == "/v1/snapshot" {
-            return StubResponse::json(200, wire.clone()).with_header("ETag", "\"1-cold\"");
-        }
-        if let Some(hex) = req.path().strip_prefix("/v1/snapshot/shards/") {
-            if let Some((_, b)) = shard_bytes.iter().find(|(d, _)| d == hex) {
-                return StubResponse::new(200, "application/octet-stream", b.clone());
-            }
-        }
-        StubResponse::empty(404)
+        snapshot
+            .respond(req, "\"1-cold\"")
+            .unwrap_or_else(|| StubResponse::empty(404))
     })
     .map_err(|e| e.to_string())?;
     let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).map_err(|e| e.to_string())?;

@@ -7,11 +7,10 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use keygate_shared::snapshot::{build_shards, Manifest, FORMAT_VERSION};
 use keygate_shared::{
-    DefaultRoutePolicy, Environment, KeyPrefix, KeyRecord, Kind, PlaintextKey, ProjectPolicy,
-    RateLimit, SnapshotSigner,
+    Environment, KeyPrefix, KeyRecord, Kind, PlaintextKey, RateLimit, SnapshotSigner,
 };
+use keygate_tests::fixtures::{plain_record, SignedSnapshot};
 use keygate_tests::http::{self, StubResponse, StubServer};
 use keygate_tests::workerd::{workspace_root, Workerd, WorkerdConfig};
 use serde_json::Value;
@@ -37,19 +36,8 @@ fn key(secret: &str) -> PlaintextKey {
 
 fn record(key: &PlaintextKey, key_id: &str, rate_limit: Option<RateLimit>) -> KeyRecord {
     KeyRecord {
-        hash: key.hash(),
-        key_id: key_id.to_owned(),
-        project_id: PROJECT.to_owned(),
-        kind: Kind::Secret,
-        environment: Environment::Live,
-        revoked: false,
-        expires_at_ms: None,
-        scopes: Vec::new(),
-        referrers: Vec::new(),
-        ips: Vec::new(),
         rate_limit,
-        quota: None,
-        metadata_json: None,
+        ..plain_record(key, key_id, PROJECT)
     }
 }
 
@@ -61,28 +49,7 @@ struct ControlPlane {
 
 impl ControlPlane {
     fn start(records: Vec<KeyRecord>, signer: &SnapshotSigner) -> ControlPlane {
-        let now = now_ms();
-        let shards = build_shards(records, None).expect("shards");
-        let manifest = Manifest {
-            format: FORMAT_VERSION,
-            version: 1,
-            issued_at_ms: now,
-            valid_until_ms: now + 3_600_000,
-            shard_bits: shards.shard_bits,
-            key_count: shards.key_count,
-            shard_digests: shards.digests(),
-            projects: vec![ProjectPolicy {
-                project_id: PROJECT.to_owned(),
-                routes: Vec::new(),
-                default_route_policy: DefaultRoutePolicy::Allow,
-            }],
-        };
-        let snapshot = signer.sign(&manifest).expect("sign");
-        let shard_bytes: Vec<(String, Vec<u8>)> = shards
-            .shards
-            .iter()
-            .map(|s| (s.digest.to_hex(), s.bytes.clone()))
-            .collect();
+        let snapshot = SignedSnapshot::sign(signer, 1, PROJECT, records, now_ms());
         let down = Arc::new(AtomicBool::new(false));
         let is_down = Arc::clone(&down);
         let server = StubServer::start(move |req| {
@@ -92,19 +59,10 @@ impl ControlPlane {
             if req.header("authorization") != Some(&format!("Bearer {EDGE_TOKEN}")) {
                 return StubResponse::empty(401);
             }
+            if let Some(resp) = snapshot.respond(req, "\"v1\"") {
+                return resp;
+            }
             let path = req.path();
-            if path == "/v1/snapshot" {
-                if req.header("if-none-match") == Some("\"v1\"") {
-                    return StubResponse::empty(304);
-                }
-                return StubResponse::json(200, snapshot.clone()).with_header("ETag", "\"v1\"");
-            }
-            if let Some(hex) = path.strip_prefix("/v1/snapshot/shards/") {
-                return match shard_bytes.iter().find(|(d, _)| d == hex) {
-                    Some((_, b)) => StubResponse::new(200, "application/octet-stream", b.clone()),
-                    None => StubResponse::empty(404),
-                };
-            }
             if path == "/v1/usage" && req.method == "POST" {
                 return StubResponse::empty(204);
             }

@@ -4,11 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keygate_shared::snapshot::{build_shards, Manifest, FORMAT_VERSION};
-use keygate_shared::{
-    DefaultRoutePolicy, Environment, KeyPrefix, KeyRecord, Kind, PlaintextKey, ProjectPolicy,
-    SnapshotSigner,
-};
+use keygate_shared::{Environment, KeyPrefix, KeyRecord, Kind, PlaintextKey, SnapshotSigner};
+use keygate_tests::fixtures::{plain_record, SignedSnapshot};
 use keygate_tests::http::{self, StubResponse, StubServer};
 use keygate_tests::origin::Origin;
 use keygate_tests::stack::{Stack, ORIGIN_SECRET};
@@ -25,51 +22,18 @@ fn now_ms() -> i64 {
 }
 
 struct Published {
-    snapshot: Vec<u8>,
+    snapshot: SignedSnapshot,
     etag: String,
-    shards: Vec<(String, Vec<u8>)>,
 }
 
 fn publish(signer: &SnapshotSigner, version: u64, key: &PlaintextKey, revoked: bool) -> Published {
     let record = KeyRecord {
-        hash: key.hash(),
-        key_id: "key_trust".into(),
-        project_id: "prj_trust".into(),
-        kind: Kind::Secret,
-        environment: Environment::Live,
         revoked,
-        expires_at_ms: None,
-        scopes: Vec::new(),
-        referrers: Vec::new(),
-        ips: Vec::new(),
-        rate_limit: None,
-        quota: None,
-        metadata_json: None,
-    };
-    let shards = build_shards(vec![record], None).expect("shards");
-    let now = now_ms();
-    let manifest = Manifest {
-        format: FORMAT_VERSION,
-        version,
-        issued_at_ms: now,
-        valid_until_ms: now + 3_600_000,
-        shard_bits: shards.shard_bits,
-        key_count: shards.key_count,
-        shard_digests: shards.digests(),
-        projects: vec![ProjectPolicy {
-            project_id: "prj_trust".into(),
-            routes: Vec::new(),
-            default_route_policy: DefaultRoutePolicy::Allow,
-        }],
+        ..plain_record(key, "key_trust", "prj_trust")
     };
     Published {
-        snapshot: signer.sign(&manifest).expect("sign"),
-        etag: format!("\"{version}-{}\"", revoked as u8),
-        shards: shards
-            .shards
-            .iter()
-            .map(|s| (s.digest.to_hex(), s.bytes.clone()))
-            .collect(),
+        snapshot: SignedSnapshot::sign(signer, version, "prj_trust", vec![record], now_ms()),
+        etag: format!("\"{version}-{}\"", u8::from(revoked)),
     }
 }
 
@@ -91,18 +55,9 @@ fn tampered_foreign_and_rolled_back_snapshots_are_refused() {
         let Ok(p) = served.lock() else {
             return StubResponse::empty(500);
         };
-        if req.path() == "/v1/snapshot" {
-            if req.header("if-none-match") == Some(p.etag.as_str()) {
-                return StubResponse::empty(304);
-            }
-            return StubResponse::json(200, p.snapshot.clone()).with_header("ETag", &p.etag);
-        }
-        if let Some(hex) = req.path().strip_prefix("/v1/snapshot/shards/") {
-            if let Some((_, b)) = p.shards.iter().find(|(d, _)| d == hex) {
-                return StubResponse::new(200, "application/octet-stream", b.clone());
-            }
-        }
-        StubResponse::empty(404)
+        p.snapshot
+            .respond(req, &p.etag)
+            .unwrap_or_else(|| StubResponse::empty(404))
     })
     .expect("stub control plane");
     let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).expect("origin");
@@ -149,7 +104,7 @@ fn tampered_foreign_and_rolled_back_snapshots_are_refused() {
 
     // A tampered snapshot: a byte of the signed manifest changed.
     let mut tampered = publish(&signer, 6, &key, true);
-    let mut doc: Value = serde_json::from_slice(&tampered.snapshot).expect("json");
+    let mut doc: Value = serde_json::from_slice(&tampered.snapshot.wire).expect("json");
     let manifest = doc["manifest"].as_str().expect("manifest").to_owned();
     let flipped: String = manifest
         .char_indices()
@@ -166,7 +121,7 @@ fn tampered_foreign_and_rolled_back_snapshots_are_refused() {
         })
         .collect();
     doc["manifest"] = Value::String(flipped);
-    tampered.snapshot = doc.to_string().into_bytes();
+    tampered.snapshot.wire = doc.to_string().into_bytes();
     serve(tampered);
     refused_for("tampered");
     assert!(edge.logs().contains("snapshot refused"), "{}", edge.logs());
