@@ -158,9 +158,14 @@ async fn run(label: &str, database_url: Option<String>, seconds: u64, keys: usiz
     }
     times.sort_by(f64::total_cmp);
     println!(
-        "snapshot build of {keys} keys (GET /v1/snapshot after a change): median {:.0} ms (runs: {})",
+        "snapshot build of {} keys (GET /v1/snapshot after a change): median {:.0} ms (runs: {})",
+        keys.max(existing as usize),
         times[1],
-        times.iter().map(|t| format!("{t:.0}")).collect::<Vec<_>>().join(", ")
+        times
+            .iter()
+            .map(|t| format!("{t:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     handle.stop(true).await;
 }

@@ -68,6 +68,22 @@ enum Command {
         #[command(subcommand)]
         command: SigningKeyCommand,
     },
+    /// Find Keygate keys in files and folders. Prints `file:line: <key start>…` per key; exit
+    /// code 0 when none is found, 1 when some are, 2 on errors.
+    Scan {
+        /// Files and folders (recursive; .git, target, node_modules and binary files skipped).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Report the keys found to the control plane, which revokes the live ones.
+        #[arg(long)]
+        revoke: bool,
+        /// Owner or admin API token, for --revoke.
+        #[arg(long, env = "KEYGATE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// The control plane's base URL (http:// only), for --revoke.
+        #[arg(long, env = "KEYGATE_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +132,20 @@ fn parse_role(s: &str) -> Result<Role, String> {
 /// and exit code 1.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Scan {
+        paths,
+        revoke,
+        token,
+        url,
+    } = cli.command
+    {
+        return crate::scan::run(crate::scan::ScanOptions {
+            paths,
+            revoke,
+            token,
+            url,
+        });
+    }
     match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -241,6 +271,8 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        // Handled in `run`: it has its own exit codes.
+        Command::Scan { .. } => Ok(()),
     }
 }
 

@@ -28,6 +28,7 @@ pub mod ids;
 pub mod keyring;
 pub mod metrics;
 pub mod routes;
+pub mod scan;
 pub mod schemas;
 pub mod snapshot;
 pub mod startup;

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod keys;
+pub mod leaks;
 pub mod projects;
 pub mod usage;
 

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod keys;
+pub mod leaks;
 pub mod projects;
 pub mod snapshot;
 pub mod system;
@@ -35,6 +36,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(keys::update)
             .service(keys::rotate)
             .service(keys::revoke)
+            .service(leaks::report)
             .service(usage::series)
             .service(usage::record)
             .service(accounts::create_admin)
