@@ -101,6 +101,12 @@ async fn role_matrix(app: TestApp) {
             vec![O, A],
         ),
         (
+            Method::POST,
+            "/v1/leaks".into(),
+            Some(json!({"keys": ["not_a_key"], "source": "matrix"})),
+            vec![O, A],
+        ),
+        (
             Method::GET,
             format!("/v1/keys/{kid}/usage"),
             None,
