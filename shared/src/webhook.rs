@@ -154,6 +154,11 @@ mod tests {
             hex::encode(m.finalize().into_bytes())
         };
         assert_eq!(sign(SECRET, T, BODY), format!("t=1700000000,v1={expected}"));
+        // The vector of docs/leaks.md, computed with Python's hmac module.
+        assert_eq!(
+            expected,
+            "51b6fb51901541685c838433f6563550cb7cfb61ccba1140b20412afca84be8c"
+        );
     }
 
     #[test]
