@@ -35,7 +35,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/v1/snapshot/public-keys"),
     ("post", "/v1/usage"),
     ("get", "/v1/keys/{key_id}/usage"),
-        ("get", "/metrics"),
+    ("get", "/metrics"),
     ("post", "/v1/leaks"),
 ];
 
