@@ -334,7 +334,7 @@ impl JwtKeys {
 
     /// Checks a session token's signature, and its expiry against our clock (not the system's,
     /// so tests can move time).
-    fn decode(&self, token: &str, now_ms: i64) -> Option<Claims> {
+    pub fn decode(&self, token: &str, now_ms: i64) -> Option<Claims> {
         let mut v = Validation::new(Algorithm::HS256);
         v.validate_exp = false;
         v.required_spec_claims = ["exp", "sub"].iter().map(|s| (*s).to_owned()).collect();

@@ -99,7 +99,8 @@ impl Application {
                 .into_utoipa_app()
                 .configure(routes::configure)
                 .split_for_parts();
-            app.app_data(app_state.clone())
+            app.configure(crate::console::configure)
+                .app_data(app_state.clone())
                 .app_data(web::Data::new(doc.clone()))
                 .app_data(route_table.clone())
                 .wrap(from_fn(crate::auth::authenticate))

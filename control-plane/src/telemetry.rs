@@ -76,7 +76,11 @@ pub async fn middleware(
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
     let mut allow = None;
-    if (status.is_client_error() || status.is_server_error()) && !is_problem {
+    // The console (/console) renders its own HTML error pages.
+    if (status.is_client_error() || status.is_server_error())
+        && !is_problem
+        && !path.starts_with("/console")
+    {
         let err = match status.as_u16() {
             404 => match res
                 .request()

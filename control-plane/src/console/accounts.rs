@@ -1,0 +1,275 @@
+//! The audit log, snapshot status, and admins and tokens (owners only).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use maud::html;
+use serde_json::json;
+
+use super::layout::{self, FieldErrors};
+use super::session::{self, ConsoleError, Session};
+use super::{field, field_error, html_response, post_session, redirect, Form};
+use crate::domain::accounts::{self as domain, CreateAdmin, CreateToken};
+use crate::domain::audit::{self, AuditQuery};
+use crate::extract::parse_json;
+use crate::routes::db;
+use crate::state::AppState;
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct AuditFilters {
+    target_id: Option<String>,
+    action: Option<String>,
+    actor: Option<String>,
+}
+
+/// GET /console/audit
+pub async fn audit(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    let s = session::current(&req, &state).await?;
+    let f: AuditFilters = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    let target = f.target_id.clone().filter(|t| !t.trim().is_empty());
+    let page = db(&state, move |c, _| {
+        audit::list(
+            c,
+            AuditQuery {
+                target_id: target,
+                limit: Some(200),
+                cursor: None,
+            },
+        )
+    })
+    .await?;
+    let action = f.action.as_deref().unwrap_or("").trim().to_owned();
+    let actor = f.actor.as_deref().unwrap_or("").trim().to_owned();
+    let items: Vec<_> = page
+        .items
+        .into_iter()
+        .filter(|e| action.is_empty() || e.action.starts_with(&action))
+        .filter(|e| actor.is_empty() || e.actor == actor)
+        .collect();
+    let body = html! {
+        form.filters method="get" action="/console/audit" role="search" {
+            div.field { label for="target_id" { "Target id" } input #target_id name="target_id" value=(f.target_id.as_deref().unwrap_or("")); }
+            div.field { label for="action" { "Action" } input #action name="action" placeholder="key.revoke" value=(action); }
+            div.field { label for="actor" { "Actor" } input #actor name="actor" placeholder="adm_..." value=(actor); }
+            button type="submit" { "Filter" }
+        }
+        @if items.is_empty() { p { "No entries match." } }
+        @else {
+            div.table-wrap { table #audit {
+                caption { "Newest first (" (items.len()) ")" }
+                thead { tr { th scope="col" { "At" } th scope="col" { "Actor" } th scope="col" { "Action" } th scope="col" { "Target" } th scope="col" { "Details" } } }
+                tbody {
+                    @for e in &items {
+                        tr {
+                            td { (layout::ts(e.at)) }
+                            td { code { (e.actor) } }
+                            td.action { (e.action) }
+                            td { a href=(format!("/console/audit?target_id={}", e.target_id)) { code { (e.target_id) } } }
+                            td { code.details { (e.details.to_string()) } }
+                        }
+                    }
+                }
+            } }
+        }
+    };
+    Ok(html_response(
+        StatusCode::OK,
+        layout::page("Audit log", Some(&s), body),
+    ))
+}
+
+/// GET /console/snapshot
+pub async fn snapshot(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    let s = session::current(&req, &state).await?;
+    let st = state.clone();
+    let p = db(&state, move |c, now| {
+        st.snapshots.current(c, now, &st.metrics)
+    })
+    .await?;
+    let body = html! {
+        dl.facts #snapshot {
+            dt { "Version" } dd #snapshot-version { (p.version) }
+            dt { "Published at" } dd { (layout::ts(p.issued_at_ms)) }
+            dt { "Valid until" } dd { (layout::ts(p.valid_until_ms)) }
+            dt { "Signing key id" } dd { code #signing-key { (p.key_id) } }
+            dt { "Keys" } dd { (p.key_count) }
+            dt { "ETag" } dd { code { (p.etag) } }
+        }
+    };
+    Ok(html_response(
+        StatusCode::OK,
+        layout::page("Snapshot", Some(&s), body),
+    ))
+}
+
+fn admin_field(f: &str) -> String {
+    match f.split(['.', '[']).next().unwrap_or(f) {
+        "email" => "email".to_owned(),
+        "password" => "password".to_owned(),
+        "role" => "role".to_owned(),
+        "name" => "token_name".to_owned(),
+        _ => "form".to_owned(),
+    }
+}
+
+async fn admins_page(
+    s: &Session,
+    state: &web::Data<AppState>,
+    errors: &FieldErrors,
+    created_token: Option<(String, String)>,
+) -> Result<String, ConsoleError> {
+    let admins = db(state, |c, _| domain::list_admins(c)).await?.items;
+    let tokens = db(state, |c, _| domain::list_tokens(c)).await?.items;
+    let roles = [("viewer", "viewer"), ("admin", "admin"), ("owner", "owner")];
+    Ok(layout::page(
+        "Admins and tokens",
+        Some(s),
+        html! {
+            @if let Some((name, token)) = &created_token {
+                div.warning role="alert" { strong { "Copy the token " (name) " now. " } "It is shown only once." }
+                div.secret {
+                    label for="plaintext" { "The new token" }
+                    input #plaintext type="text" readonly value=(token);
+                    button type="button" #copy data-copy="plaintext" { "Copy" }
+                }
+            }
+            @if let Some(e) = errors.get("form") { p.error role="alert" { (e) } }
+            section aria-labelledby="admins-h" {
+                h2 #admins-h { "Admins" }
+                div.table-wrap { table #admins {
+                    thead { tr { th scope="col" { "Email" } th scope="col" { "Role" } th scope="col" { "Created" } } }
+                    tbody { @for a in &admins { tr { td { (a.email) } td { (a.role.as_str()) } td { (layout::ts(a.created_at)) } } } }
+                } }
+                form.card method="post" action="/console/admins" #admin-form {
+                    (layout::csrf(s))
+                    (layout::text_input("email", "Email", "", None, errors, true))
+                    (layout::field("password", "Password", None, errors, html! { input type="password" #password name="password" autocomplete="new-password" required; }))
+                    (layout::select("role", "Role", &roles, "viewer", errors))
+                    button type="submit" { "Add admin" }
+                }
+            }
+            section aria-labelledby="tokens-h" {
+                h2 #tokens-h { "Admin API tokens" }
+                div.table-wrap { table #tokens {
+                    thead { tr { th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Created" } th scope="col" { "Last used" } th scope="col" { span.sr-only { "Actions" } } } }
+                    tbody { @for t in &tokens { tr {
+                        td { (t.name) } td { (t.role.as_str()) } td { (layout::ts(t.created_at)) }
+                        td { (t.last_used_at.map(layout::ts).unwrap_or_else(|| "never".to_owned())) }
+                        td { form method="post" action=(format!("/console/tokens/{}/delete", t.id)) {
+                            (layout::csrf(s))
+                            button.danger type="submit" aria-label=(format!("Delete token {}", t.name)) { "Delete" }
+                        } }
+                    } } }
+                } }
+                form.card method="post" action="/console/tokens" #token-form {
+                    (layout::csrf(s))
+                    (layout::text_input("token_name", "Name", "", None, errors, true))
+                    (layout::select("token_role", "Role", &[("viewer", "viewer"), ("admin", "admin"), ("owner", "owner"), ("edge", "edge")], "viewer", errors))
+                    button type="submit" { "Create token" }
+                }
+            }
+        },
+    ))
+}
+
+/// GET /console/admins (owners only)
+pub async fn admins(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    let s = session::current(&req, &state).await?;
+    s.require_owner()?;
+    Ok(html_response(
+        StatusCode::OK,
+        admins_page(&s, &state, &FieldErrors::default(), None).await?,
+    ))
+}
+
+/// POST /console/admins
+pub async fn create_admin(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    form: Form,
+) -> Result<HttpResponse, ConsoleError> {
+    let s = post_session(&req, &state, &form).await?;
+    s.require_owner()?;
+    let body = json!({"email": field(&form, "email"), "role": field(&form, "role"), "password": form.get("password").cloned().unwrap_or_default()});
+    let result = match parse_json::<CreateAdmin>(body.to_string().as_bytes()) {
+        Ok(input) => {
+            let actor = s.admin_id.clone();
+            db(&state, move |c, now| {
+                domain::create_admin(c, now, &actor, input)
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(_) => Ok(redirect("/console/admins")),
+        Err(e) => {
+            let errors = field_error(e, admin_field)?;
+            Ok(html_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                admins_page(&s, &state, &errors, None).await?,
+            ))
+        }
+    }
+}
+
+/// POST /console/tokens
+pub async fn create_token(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    form: Form,
+) -> Result<HttpResponse, ConsoleError> {
+    let s = post_session(&req, &state, &form).await?;
+    s.require_owner()?;
+    let body = json!({"name": field(&form, "token_name"), "role": field(&form, "token_role")});
+    let result = match parse_json::<CreateToken>(body.to_string().as_bytes()) {
+        Ok(input) => {
+            let actor = s.admin_id.clone();
+            db(&state, move |c, now| {
+                domain::create_token(c, now, &actor, input)
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(t) => Ok(html_response(
+            StatusCode::CREATED,
+            admins_page(&s, &state, &FieldErrors::default(), Some((t.name, t.token))).await?,
+        )),
+        Err(e) => {
+            let errors = field_error(e, admin_field)?;
+            Ok(html_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                admins_page(&s, &state, &errors, None).await?,
+            ))
+        }
+    }
+}
+
+/// POST /console/tokens/{id}/delete
+pub async fn delete_token(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: Form,
+) -> Result<HttpResponse, ConsoleError> {
+    let s = post_session(&req, &state, &form).await?;
+    s.require_owner()?;
+    let actor = s.admin_id.clone();
+    let id = path.into_inner();
+    db(&state, move |c, now| {
+        domain::delete_token(c, now, &actor, &id)
+    })
+    .await?;
+    state.token_cache.clear();
+    Ok(redirect("/console/admins"))
+}

@@ -1,0 +1,219 @@
+//! The admin web console under `/console`: server-rendered pages (maud), a session cookie,
+//! CSRF tokens on every form, and strict security headers. Its stylesheet and script are
+//! embedded in the binary; nothing is loaded from elsewhere. Handlers call the same domain
+//! functions as the JSON API, with the logged-in admin as the actor, so the audit log names
+//! them. See docs/console.md.
+
+pub mod accounts;
+pub mod keys;
+pub mod layout;
+pub mod projects;
+pub mod session;
+
+use std::collections::HashMap;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{web, HttpRequest, HttpResponse};
+use maud::html;
+
+use crate::domain::accounts::{self as domain_accounts, Login};
+use crate::error::ApiError;
+use crate::state::AppState;
+use layout::FieldErrors;
+use session::{ConsoleError, Session, CSRF_FIELD};
+
+const CSS: &str = include_str!("assets/console.css");
+const JS: &str = include_str!("assets/console.js");
+
+/// The console's Content-Security-Policy.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
+
+/// A submitted form.
+pub type Form = web::Form<HashMap<String, String>>;
+
+/// Registers the console's routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/console")
+            .wrap(
+                DefaultHeaders::new()
+                    .add((header::CONTENT_SECURITY_POLICY, CSP))
+                    .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                    .add((header::REFERRER_POLICY, "no-referrer"))
+                    .add((header::X_FRAME_OPTIONS, "DENY"))
+                    .add((header::CACHE_CONTROL, "no-store")),
+            )
+            .app_data(web::FormConfig::default().limit(64 * 1024))
+            .route("", web::get().to(index))
+            .route("/", web::get().to(index))
+            .route("/assets/console.css", web::get().to(css))
+            .route("/assets/console.js", web::get().to(js))
+            .route("/login", web::get().to(login_page))
+            .route("/login", web::post().to(login))
+            .route("/logout", web::post().to(logout))
+            .route("/projects", web::get().to(projects::list))
+            .route("/projects", web::post().to(projects::create))
+            .route("/projects/{id}", web::get().to(projects::show))
+            .route("/projects/{id}", web::post().to(projects::update))
+            .route("/projects/{id}/keys/new", web::get().to(keys::new_form))
+            .route("/projects/{id}/keys", web::post().to(keys::create))
+            .route("/keys/{id}", web::get().to(keys::show))
+            .route("/keys/{id}", web::post().to(keys::update))
+            .route("/keys/{id}/rotate", web::post().to(keys::rotate))
+            .route("/keys/{id}/revoke", web::post().to(keys::revoke))
+            .route("/audit", web::get().to(accounts::audit))
+            .route("/snapshot", web::get().to(accounts::snapshot))
+            .route("/admins", web::get().to(accounts::admins))
+            .route("/admins", web::post().to(accounts::create_admin))
+            .route("/tokens", web::post().to(accounts::create_token))
+            .route(
+                "/tokens/{id}/delete",
+                web::post().to(accounts::delete_token),
+            )
+            .default_service(web::to(not_found)),
+    );
+}
+
+/// An HTML response.
+pub fn html_response(status: actix_web::http::StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .body(body)
+}
+
+/// A 303 to `location`.
+pub fn redirect(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .finish()
+}
+
+/// The session of a POST, after its CSRF check.
+pub async fn post_session(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    form: &HashMap<String, String>,
+) -> Result<Session, ConsoleError> {
+    let s = session::current(req, state).await?;
+    s.check_csrf(form.get(CSRF_FIELD).map(String::as_str))?;
+    Ok(s)
+}
+
+/// A form field, trimmed ("" when absent).
+pub fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
+    form.get(name).map_or("", |v| v.trim())
+}
+
+/// Splits a validation error into the form field it belongs to; other errors pass through.
+pub fn field_error(e: ApiError, map: fn(&str) -> String) -> Result<FieldErrors, ConsoleError> {
+    let mut errors = FieldErrors::default();
+    match e {
+        ApiError::Validation { field, message } => {
+            errors.push(&map(&field), format!("{field}: {message}"));
+        }
+        ApiError::DuplicatePrefix(_) => errors.push("key_prefix", e.to_string()),
+        ApiError::Conflict { .. } => errors.push("form", e.to_string()),
+        other => return Err(other.into()),
+    }
+    Ok(errors)
+}
+
+async fn index() -> HttpResponse {
+    redirect("/console/projects")
+}
+
+async fn not_found() -> Result<HttpResponse, ConsoleError> {
+    Err(ConsoleError::NotFound("no such console page".to_owned()))
+}
+
+async fn css() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .body(CSS)
+}
+
+async fn js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .body(JS)
+}
+
+fn login_form(email: &str, error: Option<&str>) -> String {
+    let errors = FieldErrors::default();
+    layout::page(
+        "Log in",
+        None,
+        html! {
+            @if let Some(e) = error { p.error role="alert" #login-error { (e) } }
+            form.card method="post" action="/console/login" {
+                (layout::field("email", "Email", None, &errors, html! {
+                    input type="email" id="email" name="email" value=(email) autocomplete="username" required autofocus;
+                }))
+                (layout::field("password", "Password", None, &errors, html! {
+                    input type="password" id="password" name="password" autocomplete="current-password" required;
+                }))
+                button type="submit" { "Log in" }
+            }
+        },
+    )
+}
+
+async fn login_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if session::current(&req, &state).await.is_ok() {
+        return redirect("/console/projects");
+    }
+    html_response(actix_web::http::StatusCode::OK, login_form("", None))
+}
+
+async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    form: Form,
+) -> Result<HttpResponse, ConsoleError> {
+    let email = field(&form, "email").to_owned();
+    let password = form.get("password").cloned().unwrap_or_default();
+    let input = Login {
+        email: email.clone(),
+        password,
+    };
+    let st = state.clone();
+    let ttl = state.session_ttl_ms;
+    let result = crate::routes::db(&state, move |c, now| {
+        domain_accounts::login(c, now, ttl, &st.jwt, input)
+    })
+    .await;
+    match result {
+        Ok(s) => {
+            let cookie = session::session_cookie(&req, Some(&s.token), ttl / 1000);
+            Ok(HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, "/console/projects"))
+                .insert_header((
+                    header::SET_COOKIE,
+                    HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
+                ))
+                .finish())
+        }
+        Err(ApiError::InvalidCredentials) => Ok(html_response(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            login_form(&email, Some("Email or password is wrong.")),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn logout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    form: Form,
+) -> Result<HttpResponse, ConsoleError> {
+    post_session(&req, &state, &form).await?;
+    let cookie = session::session_cookie(&req, None, 0);
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/console/login"))
+        .insert_header((
+            header::SET_COOKIE,
+            HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
+        ))
+        .finish())
+}

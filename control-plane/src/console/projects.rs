@@ -1,0 +1,433 @@
+//! Projects: list and create; a project's routes, default policy and keys.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use keygate_shared::KeyStatus;
+use maud::{html, Markup};
+use serde_json::{json, Value};
+
+use super::layout::{self, FieldErrors};
+use super::session::{self, ConsoleError, Session};
+use super::{field, field_error, html_response, post_session, redirect, Form};
+use crate::domain::keys::{self as key_domain, KeyListQuery, KeyView};
+use crate::domain::projects::{self as domain, CreateProject, ProjectView, UpdateProject};
+use crate::extract::parse_json;
+use crate::routes::db;
+use crate::state::AppState;
+
+fn project_field(f: &str) -> String {
+    let top = f.split(['.', '[']).next().unwrap_or(f);
+    match top {
+        "name" | "key_prefix" | "routes" | "default_route_policy" => top.to_owned(),
+        _ => "form".to_owned(),
+    }
+}
+
+/// Routes as editable text: `METHODS PATH SCOPE` per line.
+fn routes_text(p: &ProjectView) -> String {
+    let routes = serde_json::to_value(&p.routes).unwrap_or(Value::Null);
+    routes
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| {
+                    let methods = r["methods"]
+                        .as_array()
+                        .map(|m| {
+                            m.iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_default();
+                    format!(
+                        "{} {} {}",
+                        methods,
+                        r["path"].as_str().unwrap_or(""),
+                        r["scope"].as_str().unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// Parses the routes text; a line that is not `METHODS PATH SCOPE` is a field error.
+fn parse_routes(text: &str, errors: &mut FieldErrors) -> Value {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if parts.is_empty() {
+            continue;
+        }
+        if parts.len() != 3 {
+            errors.push(
+                "routes",
+                format!(
+                    "line {}: expected `METHODS PATH SCOPE`, e.g. `GET,HEAD /orders/* orders:read`",
+                    i + 1
+                ),
+            );
+            continue;
+        }
+        let methods: Vec<String> = parts[0]
+            .split(',')
+            .filter(|m| !m.is_empty())
+            .map(str::to_ascii_uppercase)
+            .collect();
+        out.push(json!({"methods": methods, "path": parts[1], "scope": parts[2]}));
+    }
+    Value::Array(out)
+}
+
+fn policy_select(current: &str, errors: &FieldErrors) -> Markup {
+    layout::select(
+        "default_route_policy",
+        "Default route policy (paths that no route matches)",
+        &[("allow", "allow"), ("deny", "deny (insufficient_scope)")],
+        current,
+        errors,
+    )
+}
+
+fn list_page(s: &Session, projects: &[ProjectView], form: &Form, errors: &FieldErrors) -> String {
+    layout::page(
+        "Projects",
+        Some(s),
+        html! {
+            @if projects.is_empty() { p { "No projects yet." } }
+            @else {
+                div.table-wrap { table {
+                    caption { "All projects" }
+                    thead { tr { th scope="col" { "Name" } th scope="col" { "Key prefix" } th scope="col" { "Routes" } th scope="col" { "Created" } } }
+                    tbody {
+                        @for p in projects {
+                            tr {
+                                td { a href=(format!("/console/projects/{}", p.id)) { (p.name) } }
+                                td { code { (p.key_prefix) } }
+                                td { (p.routes.len()) }
+                                td { (layout::ts(p.created_at)) }
+                            }
+                        }
+                    }
+                } }
+            }
+            @if s.can_write() {
+                section.card aria-labelledby="new-project" {
+                    h2 #new-project { "New project" }
+                    @if let Some(e) = errors.get("form") { p.error role="alert" { (e) } }
+                    form method="post" action="/console/projects" #project-form {
+                        (layout::csrf(s))
+                        (layout::text_input("name", "Name", field(form, "name"), None, errors, true))
+                        (layout::text_input("key_prefix", "Key prefix", field(form, "key_prefix"), Some("2 to 12 of a-z and 0-9, starting with a letter; fixed forever"), errors, true))
+                        (layout::textarea("routes", "Routes", field(form, "routes"), Some("One per line: METHODS PATH SCOPE, e.g. GET,HEAD /orders/* orders:read (* for any method)"), errors))
+                        (policy_select(form.get("default_route_policy").map_or("allow", String::as_str), errors))
+                        button type="submit" { "Create project" }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// GET /console/projects
+pub async fn list(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    let s = session::current(&req, &state).await?;
+    let projects = db(&state, |c, _| domain::list(c)).await?.items;
+    let empty = web::Form(Default::default());
+    Ok(html_response(
+        StatusCode::OK,
+        list_page(&s, &projects, &empty, &FieldErrors::default()),
+    ))
+}
+
+/// POST /console/projects
+pub async fn create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    form: Form,
+) -> Result<HttpResponse, ConsoleError> {
+    let s = post_session(&req, &state, &form).await?;
+    s.require_writer()?;
+    let mut errors = FieldErrors::default();
+    let routes = parse_routes(field(&form, "routes"), &mut errors);
+    if errors.is_empty() {
+        let body = json!({
+            "name": field(&form, "name"),
+            "key_prefix": field(&form, "key_prefix"),
+            "routes": routes,
+            "default_route_policy": field(&form, "default_route_policy"),
+        });
+        let result = match parse_json::<CreateProject>(body.to_string().as_bytes()) {
+            Ok(input) => {
+                let actor = s.admin_id.clone();
+                db(&state, move |c, now| domain::create(c, now, &actor, input)).await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(p) => return Ok(redirect(&format!("/console/projects/{}?created=1", p.id))),
+            Err(e) => errors = field_error(e, project_field)?,
+        }
+    }
+    let projects = db(&state, |c, _| domain::list(c)).await?.items;
+    Ok(html_response(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        list_page(&s, &projects, &form, &errors),
+    ))
+}
+
+/// Every key of a project, newest first (following cursors, up to 2000).
+async fn all_keys(
+    state: &web::Data<AppState>,
+    project_id: &str,
+    status: Option<KeyStatus>,
+    env: Option<keygate_shared::Environment>,
+) -> Result<Vec<KeyView>, ConsoleError> {
+    let mut items = Vec::new();
+    let mut cursor = None;
+    for _ in 0..20 {
+        let pid = project_id.to_owned();
+        let q = KeyListQuery {
+            status,
+            environment: env,
+            limit: Some(100),
+            cursor: cursor.take(),
+        };
+        let page = db(state, move |c, now| key_domain::list(c, now, &pid, q)).await?;
+        items.extend(page.items);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    Ok(items)
+}
+
+fn status_badge(st: KeyStatus) -> Markup {
+    let name = serde_json::to_value(st)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    html! { span class=(format!("badge {name}")) { (name) } }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct KeyFilters {
+    status: Option<String>,
+    environment: Option<String>,
+    q: Option<String>,
+    created: Option<String>,
+    saved: Option<String>,
+}
+
+fn project_page(
+    s: &Session,
+    p: &ProjectView,
+    keys: &[KeyView],
+    filters: &KeyFilters,
+    form: Option<&Form>,
+    errors: &FieldErrors,
+    note: Option<&str>,
+) -> String {
+    let status = filters.status.as_deref().unwrap_or("");
+    let env = filters.environment.as_deref().unwrap_or("");
+    let q = filters.q.as_deref().unwrap_or("");
+    let routes = form.map_or_else(|| routes_text(p), |f| field(f, "routes").to_owned());
+    let name = form.map_or(p.name.as_str(), |f| field(f, "name"));
+    let policy_now = serde_json::to_value(p.default_route_policy)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "allow".to_owned());
+    let policy = form
+        .and_then(|f| f.get("default_route_policy").cloned())
+        .unwrap_or(policy_now.clone());
+    layout::page(
+        &format!("Project {}", p.name),
+        Some(s),
+        html! {
+            @if let Some(n) = note { (layout::notice("ok", n)) }
+            dl.facts {
+                dt { "Id" } dd { code { (p.id) } }
+                dt { "Key prefix" } dd { code { (p.key_prefix) } }
+                dt { "Default route policy" } dd { (policy_now) }
+                dt { "Created" } dd { (layout::ts(p.created_at)) }
+            }
+            section aria-labelledby="keys-h" {
+                h2 #keys-h { "Keys" }
+                @if s.can_write() {
+                    p { a.button href=(format!("/console/projects/{}/keys/new", p.id)) #new-key { "New key" } }
+                }
+                form.filters method="get" action=(format!("/console/projects/{}", p.id)) role="search" {
+                    div.field { label for="status" { "Status" }
+                        select #status name="status" {
+                            @for (v, t) in [("", "any"), ("active", "active"), ("expired", "expired"), ("revoked", "revoked")] {
+                                option value=(v) selected[v == status] { (t) }
+                            }
+                        }
+                    }
+                    div.field { label for="environment" { "Environment" }
+                        select #environment name="environment" {
+                            @for (v, t) in [("", "any"), ("live", "live"), ("test", "test")] {
+                                option value=(v) selected[v == env] { (t) }
+                            }
+                        }
+                    }
+                    div.field { label for="q" { "Name or start" } input type="search" #q name="q" value=(q); }
+                    button type="submit" { "Filter" }
+                }
+                @if keys.is_empty() { p #no-keys { "No keys match." } }
+                @else {
+                    div.table-wrap { table #keys {
+                        caption { (keys.len()) " keys" }
+                        thead { tr { th scope="col" { "Name" } th scope="col" { "Start" } th scope="col" { "Kind" } th scope="col" { "Env" } th scope="col" { "Status" } th scope="col" { "Created" } } }
+                        tbody {
+                            @for k in keys {
+                                tr {
+                                    td { a href=(format!("/console/keys/{}", k.id)) { (k.name) } }
+                                    td { code { (k.start) "…" } }
+                                    td { (serde_json::to_value(k.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()) }
+                                    td { (k.environment.as_str()) }
+                                    td { (status_badge(k.status)) }
+                                    td { (layout::ts(k.created_at)) }
+                                }
+                            }
+                        }
+                    } }
+                }
+            }
+            section.card aria-labelledby="routes-h" {
+                h2 #routes-h { "Routes and default policy" }
+                @if s.can_write() {
+                    @if let Some(e) = errors.get("form") { p.error role="alert" { (e) } }
+                    form method="post" action=(format!("/console/projects/{}", p.id)) #project-edit {
+                        (layout::csrf(s))
+                        (layout::text_input("name", "Name", name, None, errors, true))
+                        (layout::textarea("routes", "Routes", &routes, Some("One per line: METHODS PATH SCOPE, e.g. GET,HEAD /orders/* orders:read (* for any method)"), errors))
+                        (policy_select(&policy, errors))
+                        button type="submit" { "Save project" }
+                    }
+                } @else {
+                    pre #routes-view { (routes) }
+                }
+            }
+        },
+    )
+}
+
+fn parse_filters(req: &HttpRequest) -> KeyFilters {
+    serde_urlencoded::from_str(req.query_string()).unwrap_or(KeyFilters {
+        status: None,
+        environment: None,
+        q: None,
+        created: None,
+        saved: None,
+    })
+}
+
+async fn load_project(state: &web::Data<AppState>, id: &str) -> Result<ProjectView, ConsoleError> {
+    let id = id.to_owned();
+    db(state, move |c, _| domain::get(c, &id))
+        .await
+        .map_err(|e| match e {
+            crate::error::ApiError::NotFound(m) => ConsoleError::NotFound(m),
+            other => other.into(),
+        })
+}
+
+async fn filtered_keys(
+    state: &web::Data<AppState>,
+    p: &ProjectView,
+    f: &KeyFilters,
+) -> Result<Vec<KeyView>, ConsoleError> {
+    let status = f
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .and_then(|s| serde_json::from_value(json!(s)).ok());
+    let env = f
+        .environment
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .and_then(|s| serde_json::from_value(json!(s)).ok());
+    let q = f.q.as_deref().unwrap_or("").trim().to_lowercase();
+    let keys = all_keys(state, &p.id, status, env).await?;
+    Ok(keys
+        .into_iter()
+        .filter(|k| {
+            q.is_empty()
+                || k.name.to_lowercase().contains(&q)
+                || k.start.to_lowercase().starts_with(&q)
+                || k.id.to_lowercase() == q
+        })
+        .collect())
+}
+
+/// GET /console/projects/{id}
+pub async fn show(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ConsoleError> {
+    let s = session::current(&req, &state).await?;
+    let p = load_project(&state, &path).await?;
+    let filters = parse_filters(&req);
+    let keys = filtered_keys(&state, &p, &filters).await?;
+    let note = if filters.created.is_some() {
+        Some("Project created.")
+    } else if filters.saved.is_some() {
+        Some("Project saved.")
+    } else {
+        None
+    };
+    Ok(html_response(
+        StatusCode::OK,
+        project_page(&s, &p, &keys, &filters, None, &FieldErrors::default(), note),
+    ))
+}
+
+/// POST /console/projects/{id}
+pub async fn update(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: Form,
+) -> Result<HttpResponse, ConsoleError> {
+    let s = post_session(&req, &state, &form).await?;
+    s.require_writer()?;
+    let p = load_project(&state, &path).await?;
+    let mut errors = FieldErrors::default();
+    let routes = parse_routes(field(&form, "routes"), &mut errors);
+    if errors.is_empty() {
+        let body = json!({
+            "name": field(&form, "name"),
+            "routes": routes,
+            "default_route_policy": field(&form, "default_route_policy"),
+        });
+        let result = match parse_json::<UpdateProject>(body.to_string().as_bytes()) {
+            Ok(input) => {
+                let actor = s.admin_id.clone();
+                let id = p.id.clone();
+                db(&state, move |c, now| {
+                    domain::update(c, now, &actor, &id, input)
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(p) => return Ok(redirect(&format!("/console/projects/{}?saved=1", p.id))),
+            Err(e) => errors = field_error(e, project_field)?,
+        }
+    }
+    let filters = parse_filters(&req);
+    let keys = filtered_keys(&state, &p, &filters).await?;
+    Ok(html_response(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        project_page(&s, &p, &keys, &filters, Some(&form), &errors, None),
+    ))
+}

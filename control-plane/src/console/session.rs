@@ -1,0 +1,208 @@
+//! Console sessions, CSRF tokens and the console's errors.
+//!
+//! A session is the same HS256 JWT that `POST /v1/auth/login` issues, kept in the
+//! `keygate_session` cookie (HttpOnly, SameSite=Strict, Path=/console, Secure over https).
+//! Every POST form carries a CSRF token: HMAC-SHA256 keyed with the session token, which only
+//! the browser holding the cookie (and the server) can compute; a mismatch is a 403.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use diesel::prelude::*;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::auth::{Allowed, Role};
+use crate::db::schema::admins;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "keygate_session";
+/// The hidden form field with the CSRF token.
+pub const CSRF_FIELD: &str = "csrf_token";
+
+/// A logged-in admin.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// `adm_...`.
+    pub admin_id: String,
+    /// Email, for the header.
+    pub email: String,
+    /// Role.
+    pub role: Role,
+    /// This session's CSRF token.
+    pub csrf: String,
+}
+
+impl Session {
+    /// Whether the admin may change projects and keys.
+    pub fn can_write(&self) -> bool {
+        crate::auth::Writers::ROLES.contains(&self.role)
+    }
+
+    /// Whether the admin may manage admins and tokens.
+    pub fn is_owner(&self) -> bool {
+        crate::auth::Owners::ROLES.contains(&self.role)
+    }
+
+    /// Refuses unless the role may write.
+    pub fn require_writer(&self) -> Result<(), ConsoleError> {
+        if self.can_write() {
+            Ok(())
+        } else {
+            Err(ConsoleError::Forbidden(
+                "your role may read but not change anything",
+            ))
+        }
+    }
+
+    /// Refuses unless the role is owner.
+    pub fn require_owner(&self) -> Result<(), ConsoleError> {
+        if self.is_owner() {
+            Ok(())
+        } else {
+            Err(ConsoleError::Forbidden(
+                "only owners may manage admins and tokens",
+            ))
+        }
+    }
+
+    /// Checks a submitted form's CSRF token in constant time.
+    pub fn check_csrf(&self, submitted: Option<&str>) -> Result<(), ConsoleError> {
+        match submitted {
+            Some(s) if bool::from(s.as_bytes().ct_eq(self.csrf.as_bytes())) => Ok(()),
+            _ => Err(ConsoleError::Forbidden(
+                "the form's CSRF token is missing or wrong; reload the page and try again",
+            )),
+        }
+    }
+}
+
+/// The CSRF token of a session token.
+pub fn csrf_token(session_token: &str) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(session_token.as_bytes()) {
+        Ok(m) => m,
+        // HMAC takes keys of any length; this arm is unreachable in practice.
+        Err(_) => return String::new(),
+    };
+    mac.update(b"keygate console csrf v1");
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The value of cookie `name` in the request.
+pub fn cookie_value(req: &HttpRequest, name: &str) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Whether the request reached us over https (directly or per `X-Forwarded-Proto`).
+pub fn is_https(req: &HttpRequest) -> bool {
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    forwarded || req.connection_info().scheme() == "https"
+}
+
+/// `Set-Cookie` for a session token (`None` clears the cookie).
+pub fn session_cookie(req: &HttpRequest, token: Option<&str>, max_age_s: i64) -> String {
+    let secure = if is_https(req) { "; Secure" } else { "" };
+    match token {
+        Some(t) => format!(
+            "{COOKIE}={t}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}"
+        ),
+        None => format!("{COOKIE}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+    }
+}
+
+/// The request's session, or `ConsoleError::LoginRequired`.
+pub async fn current(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+) -> Result<Session, ConsoleError> {
+    let token = cookie_value(req, COOKIE)
+        .filter(|t| !t.is_empty())
+        .ok_or(ConsoleError::LoginRequired)?;
+    let now = state.clock.now_ms();
+    let claims = state
+        .jwt
+        .decode(&token, now)
+        .ok_or(ConsoleError::LoginRequired)?;
+    let id = claims.sub;
+    let row: Option<(String, String, String)> = crate::routes::db(state, move |c, _| {
+        Ok(admins::table
+            .find(&id)
+            .select((admins::id, admins::email, admins::role))
+            .first(&mut *c)
+            .optional()?)
+    })
+    .await?;
+    match row.and_then(|(id, email, role)| Role::parse(&role).map(|r| (id, email, r))) {
+        Some((admin_id, email, role)) if role != Role::Edge => Ok(Session {
+            admin_id,
+            email,
+            role,
+            csrf: csrf_token(&token),
+        }),
+        _ => Err(ConsoleError::LoginRequired),
+    }
+}
+
+/// What a console handler can fail with: rendered as an HTML page, never problem+json.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    /// No or expired session: redirect to the login page.
+    #[error("log in first")]
+    LoginRequired,
+    /// The role may not do this, or the CSRF token is wrong.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// No such page or resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// An API error not handled by the page (shown with its detail, except internals).
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl ResponseError for ConsoleError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ConsoleError::LoginRequired => StatusCode::SEE_OTHER,
+            ConsoleError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ConsoleError::NotFound(_) => StatusCode::NOT_FOUND,
+            ConsoleError::Api(e) => e.status(),
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ConsoleError::LoginRequired = self {
+            return HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, HeaderValue::from_static("/console/login")))
+                .finish();
+        }
+        let (title, detail) = match self {
+            ConsoleError::Forbidden(why) => ("Forbidden", (*why).to_owned()),
+            ConsoleError::NotFound(why) => ("Not found", why.clone()),
+            ConsoleError::Api(e) => {
+                if let ApiError::Internal(inner) = e {
+                    tracing::error!(error = format!("{inner:#}"), "console internal error");
+                }
+                ("Error", e.problem().detail)
+            }
+            ConsoleError::LoginRequired => ("Log in", String::new()),
+        };
+        let body = super::layout::error_page(self.status_code().as_u16(), title, &detail);
+        HttpResponse::build(self.status_code())
+            .content_type("text/html; charset=utf-8")
+            .body(body)
+    }
+}
