@@ -6,6 +6,7 @@ mod helpers;
 
 mod accounts;
 mod cli;
+mod golden;
 mod keys;
 mod leaks;
 mod projects;
