@@ -360,19 +360,25 @@ async fn usage_chart(state: &web::Data<AppState>, key_id: &str) -> Result<Markup
         _ => "#c62828",
     };
     let (w, h, bw) = (480.0_f64, 160.0_f64, 20.0_f64);
+    // (x, y, height, outcome, tooltip) of each stacked segment.
+    let mut bars: Vec<(f64, f64, f64, String, String)> = Vec::new();
+    for (i, b) in buckets.iter().enumerate() {
+        let mut y = h;
+        for (code, n) in b {
+            let bar = (*n as f64) / (max as f64) * (h - 10.0);
+            y -= bar;
+            let label = format!("{}: {n} {code}", layout::ts(start + i as i64 * HOUR));
+            bars.push((i as f64 * bw + 1.0, y, bar, code.clone(), label));
+        }
+    }
     Ok(html! {
         figure.chart {
             svg #usage-chart viewBox=(format!("0 0 {w} {}", h + 20.0)) role="img" aria-labelledby="usage-title" {
                 title #usage-title { "Requests per hour by outcome, last 24 hours" }
                 line x1="0" y1=(h) x2=(w) y2=(h) stroke="#888" {}
-                @for (i, b) in buckets.iter().enumerate() {
-                    @let mut y = h;
-                    @for (code, n) in b {
-                        @let bar = (*n as f64) / (max as f64) * (h - 10.0);
-                        @let _ = { y -= bar; };
-                        rect x=(format!("{:.1}", i as f64 * bw + 1.0)) y=(format!("{y:.1}")) width=(format!("{:.1}", bw - 2.0)) height=(format!("{bar:.1}")) fill=(color(code)) {
-                            title { (layout::ts(start + i as i64 * HOUR)) ": " (n) " " (code) }
-                        }
+                @for (x, y, bar, code, label) in &bars {
+                    rect x=(format!("{x:.1}")) y=(format!("{y:.1}")) width=(format!("{:.1}", bw - 2.0)) height=(format!("{bar:.1}")) fill=(color(code)) {
+                        title { (label) }
                     }
                 }
                 text x="0" y=(h + 15.0) font-size="10" fill="#555" { "-24 h" }

@@ -1,0 +1,621 @@
+//! The admin console: security headers and cookie flags over plain HTTP, then the daily work
+//! in headless Chromium through chromedriver (skipped, with a message, only when
+//! /usr/bin/chromium or /usr/bin/chromedriver is absent). Screenshots of each page go to
+//! target/console-screenshots/.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use keygate_control_plane::auth::Role;
+use keygate_control_plane::domain::accounts::{create_admin, CreateAdmin};
+use keygate_control_plane::{Application, Config};
+use serde_json::{json, Value};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const OWNER_EMAIL: &str = "owner@example.com";
+const VIEWER_EMAIL: &str = "viewer@example.com";
+const PASSWORD: &str = "correct horse battery staple";
+
+struct TestApp {
+    base: String,
+    _dir: tempfile::TempDir,
+    owner_id: String,
+}
+
+async fn start() -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::new(dir.path());
+    config.listen = "127.0.0.1:0".to_owned();
+    let app = Application::build(config).await.expect("build app");
+    let state = app.state();
+    let mut conn = state.pool.get().expect("connection");
+    let now = state.clock.now_ms();
+    let mut owner_id = String::new();
+    for (email, role) in [(OWNER_EMAIL, Role::Owner), (VIEWER_EMAIL, Role::Viewer)] {
+        let admin = create_admin(
+            &mut conn,
+            now,
+            "system",
+            CreateAdmin {
+                email: email.to_owned(),
+                role,
+                password: PASSWORD.to_owned(),
+            },
+        )
+        .expect("create admin");
+        if role == Role::Owner {
+            owner_id = admin.id;
+        }
+    }
+    drop(conn);
+    let base = format!("http://127.0.0.1:{}", app.port());
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        base,
+        _dir: dir,
+        owner_id,
+    }
+}
+
+fn header(resp: &awc::ClientResponse<impl Sized>, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[actix_web::test]
+async fn security_headers_and_session_cookie() {
+    let app = start().await;
+    let client = awc::Client::builder().disable_redirects().finish();
+
+    let resp = client
+        .get(format!("{}/console/login", app.base))
+        .send()
+        .await
+        .expect("get login");
+    assert_eq!(resp.status(), 200);
+    let csp = header(&resp, "content-security-policy");
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(header(&resp, "x-content-type-options"), "nosniff");
+    assert_eq!(header(&resp, "x-frame-options"), "DENY");
+    assert_eq!(header(&resp, "referrer-policy"), "no-referrer");
+
+    // Pages need a session.
+    let resp = client
+        .get(format!("{}/console/projects", app.base))
+        .send()
+        .await
+        .expect("get projects");
+    assert_eq!(resp.status(), 303);
+    assert_eq!(header(&resp, "location"), "/console/login");
+
+    // Wrong password: no cookie.
+    let resp = client
+        .post(format!("{}/console/login", app.base))
+        .send_form(&[("email", OWNER_EMAIL), ("password", "wrong password here")])
+        .await
+        .expect("bad login");
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().get("set-cookie").is_none());
+
+    // Plain HTTP: HttpOnly, SameSite=Strict, Path=/console, not Secure.
+    let resp = client
+        .post(format!("{}/console/login", app.base))
+        .send_form(&[("email", OWNER_EMAIL), ("password", PASSWORD)])
+        .await
+        .expect("login");
+    assert_eq!(resp.status(), 303);
+    let cookie = header(&resp, "set-cookie");
+    assert!(cookie.starts_with("keygate_session="), "{cookie}");
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(cookie.contains(flag), "{flag} missing in {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "{cookie}");
+
+    // Behind a TLS proxy: Secure.
+    let resp = client
+        .post(format!("{}/console/login", app.base))
+        .insert_header(("X-Forwarded-Proto", "https"))
+        .send_form(&[("email", OWNER_EMAIL), ("password", PASSWORD)])
+        .await
+        .expect("login https");
+    let cookie = header(&resp, "set-cookie");
+    assert!(cookie.contains("; Secure"), "{cookie}");
+
+    // The embedded assets.
+    let mut resp = client
+        .get(format!("{}/console/assets/console.css", app.base))
+        .send()
+        .await
+        .expect("css");
+    assert_eq!(resp.status(), 200);
+    assert!(header(&resp, "content-type").starts_with("text/css"));
+    assert!(!resp.body().await.expect("css body").is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// The browser test.
+
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+async fn start_chromedriver() -> Driver {
+    let port = free_port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn chromedriver");
+    let driver = Driver { child, port };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    driver
+}
+
+async fn browser(driver: &Driver, profile: &Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                format!("--user-data-dir={}", profile.display()),
+                "--window-size=1280,1000",
+            ],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("webdriver session")
+}
+
+fn shots_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(shots_dir().join(format!("{name}.png")), png).expect("write screenshot");
+}
+
+async fn fill(c: &Client, css: &str, text: &str) {
+    let e = c.find(Locator::Css(css)).await.expect(css);
+    e.clear().await.expect("clear");
+    e.send_keys(text).await.expect("type");
+}
+
+async fn click(c: &Client, css: &str) {
+    let before = c.find(Locator::Css("html")).await.expect("html");
+    c.find(Locator::Css(css))
+        .await
+        .expect(css)
+        .click()
+        .await
+        .expect("click");
+    // If the click navigates, wait until the old document is gone and the new one is loaded.
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < deadline {
+        if before.tag_name().await.is_err() {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("main"))
+        .await;
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .expect(css)
+        .text()
+        .await
+        .expect("text")
+}
+
+async fn count(c: &Client, css: &str) -> usize {
+    c.find_all(Locator::Css(css)).await.expect(css).len()
+}
+
+async fn login(c: &Client, base: &str, email: &str) {
+    c.goto(&format!("{base}/console/login"))
+        .await
+        .expect("goto");
+    fill(c, "#email", email).await;
+    fill(c, "#password", PASSWORD).await;
+    click(c, "form button[type=submit]").await;
+    assert!(c
+        .current_url()
+        .await
+        .expect("url")
+        .path()
+        .starts_with("/console/projects"));
+}
+
+/// POSTs a form from the page with fetch, as a forged request would; returns the status.
+async fn post_from_page(c: &Client, path: &str, fields: Value) -> u64 {
+    let script = "const [path, fields] = arguments; \
+        return fetch(path, {method: 'POST', body: new URLSearchParams(fields), redirect: 'manual'}) \
+        .then(r => r.status);";
+    c.execute(script, vec![json!(path), fields])
+        .await
+        .expect("fetch")
+        .as_u64()
+        .expect("status")
+}
+
+async fn audit_actions(c: &Client, base: &str, target: &str) -> Vec<(String, String)> {
+    c.goto(&format!("{base}/console/audit?target_id={target}"))
+        .await
+        .expect("audit");
+    let rows = c
+        .find_all(Locator::Css("#audit tbody tr"))
+        .await
+        .expect("rows");
+    let mut out = Vec::new();
+    for r in rows {
+        let cells = r.find_all(Locator::Css("td")).await.expect("cells");
+        out.push((
+            cells[1].text().await.expect("actor"),
+            cells[2].text().await.expect("action"),
+        ));
+    }
+    out
+}
+
+#[actix_web::test]
+async fn console_in_a_browser() {
+    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        eprintln!(
+            "SKIPPED console_in_a_browser: {CHROMIUM} or {CHROMEDRIVER} is missing (cargo xtask install installs them)"
+        );
+        return;
+    }
+    let app = start().await;
+    let base = app.base.clone();
+    let driver = start_chromedriver().await;
+    let profile = tempfile::tempdir().expect("profile dir");
+    let c = browser(&driver, profile.path()).await;
+
+    // Log in.
+    c.goto(&format!("{base}/console/login"))
+        .await
+        .expect("goto");
+    shot(&c, "01-login").await;
+    login(&c, &base, OWNER_EMAIL).await;
+
+    // A CSRF-less post from a logged-in admin is refused.
+    let status = post_from_page(
+        &c,
+        "/console/projects",
+        json!({"name": "x", "key_prefix": "xx"}),
+    )
+    .await;
+    assert_eq!(status, 403, "a post without a CSRF token must be refused");
+    let status = post_from_page(
+        &c,
+        "/console/projects",
+        json!({"name": "x", "key_prefix": "xx", "csrf_token": "0".repeat(64)}),
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "a post with a wrong CSRF token must be refused"
+    );
+
+    // Create a project; a bad prefix first shows an inline message.
+    fill(&c, "#name", "Acme shop").await;
+    fill(&c, "#key_prefix", "9bad").await;
+    fill(&c, "#routes", "GET,HEAD /orders/* orders:read").await;
+    click(&c, "#project-form button[type=submit]").await;
+    assert!(text(&c, "#key_prefix-error").await.contains("key_prefix"));
+    fill(&c, "#key_prefix", "acme").await;
+    click(&c, "#project-form button[type=submit]").await;
+    let project_url = c.current_url().await.expect("url");
+    assert!(
+        project_url.path().starts_with("/console/projects/prj_"),
+        "{project_url}: {}",
+        c.source().await.expect("source")
+    );
+    let project_id = project_url
+        .path()
+        .trim_start_matches("/console/projects/")
+        .to_owned();
+    assert!(c
+        .source()
+        .await
+        .expect("source")
+        .contains("GET,HEAD /orders/* orders:read"));
+    shot(&c, "02-project").await;
+    c.goto(&format!("{base}/console/projects"))
+        .await
+        .expect("goto");
+    shot(&c, "03-projects").await;
+
+    // A publishable key without referrers is refused inline; with them it is created.
+    c.goto(&format!("{base}/console/projects/{project_id}/keys/new"))
+        .await
+        .expect("goto");
+    fill(&c, "#name", "Checkout web app").await;
+    c.find(Locator::Css("#kind"))
+        .await
+        .expect("kind")
+        .select_by_value("publishable")
+        .await
+        .expect("select");
+    fill(&c, "#scopes", "orders:read").await;
+    fill(&c, "#rate_limit", "100").await;
+    fill(&c, "#rate_limit_period_seconds", "60").await;
+    fill(&c, "#metadata", r#"{"customer": "cus_123"}"#).await;
+    click(&c, "#key-form button[type=submit]").await;
+    let err = text(&c, "#referrers-error").await;
+    assert!(err.contains("referrer"), "{err}");
+    shot(&c, "04-new-key-errors").await;
+    fill(&c, "#referrers", "https://shop.example.com/*").await;
+    click(&c, "#key-form button[type=submit]").await;
+    let warning = text(&c, ".warning").await;
+    assert!(warning.contains("shown only once"), "{warning}");
+    let plaintext = c
+        .find(Locator::Css("#plaintext"))
+        .await
+        .expect("plaintext")
+        .prop("value")
+        .await
+        .expect("value")
+        .expect("a value");
+    assert!(plaintext.starts_with("acme_pk_live_"), "{plaintext}");
+    assert_eq!(count(&c, "#copy").await, 1);
+    shot(&c, "05-key-created").await;
+    click(&c, "#to-key").await;
+    let key_url = c.current_url().await.expect("url");
+    let key_id = key_url
+        .path()
+        .trim_start_matches("/console/keys/")
+        .to_owned();
+    assert!(key_id.starts_with("key_"), "{key_id}");
+    // Shown once: never again.
+    assert!(!c.source().await.expect("source").contains(&plaintext));
+    let referrers = text(&c, "#referrers-view").await;
+    assert!(
+        referrers.contains("https://shop.example.com"),
+        "{referrers:?}"
+    );
+    shot(&c, "06-key-detail").await;
+
+    // Find it in the list: by name, by start, and with filters.
+    c.goto(&format!("{base}/console/projects/{project_id}?q=checkout"))
+        .await
+        .expect("goto");
+    assert!(text(&c, "#keys").await.contains("Checkout web app"));
+    let start = &plaintext[..("acme_pk_live_".len() + 4)];
+    c.goto(&format!(
+        "{base}/console/projects/{project_id}?q={start}&status=active&environment=live"
+    ))
+    .await
+    .expect("goto");
+    assert_eq!(count(&c, "#keys tbody tr").await, 1);
+    shot(&c, "07-key-list").await;
+    c.goto(&format!(
+        "{base}/console/projects/{project_id}?environment=test"
+    ))
+    .await
+    .expect("goto");
+    assert_eq!(count(&c, "#no-keys").await, 1);
+    c.goto(&format!(
+        "{base}/console/projects/{project_id}?q=nothing-like-this"
+    ))
+    .await
+    .expect("goto");
+    assert_eq!(count(&c, "#no-keys").await, 1);
+
+    // Edit a restriction: a malformed one is refused inline, then a good one is saved.
+    c.goto(&format!("{base}/console/keys/{key_id}"))
+        .await
+        .expect("goto");
+    fill(&c, "#referrers", "https://shop.example.com/*\n*.com").await;
+    click(&c, "#key-edit button[type=submit]").await;
+    assert!(text(&c, "#referrers-error").await.contains("referrers"));
+    fill(
+        &c,
+        "#referrers",
+        "https://shop.example.com/*\n*.example.org",
+    )
+    .await;
+    click(&c, "#key-edit button[type=submit]").await;
+    assert!(text(&c, ".notice").await.contains("saved"));
+    assert!(text(&c, "#referrers-view").await.contains("*.example.org"));
+
+    // Rotate with a grace period.
+    c.find(Locator::Css("#grace_seconds"))
+        .await
+        .expect("grace")
+        .select_by_value("86400")
+        .await
+        .expect("select");
+    click(&c, "#rotate-form button[type=submit]").await;
+    let rotated = c
+        .find(Locator::Css("#plaintext"))
+        .await
+        .expect("plaintext")
+        .prop("value")
+        .await
+        .expect("value")
+        .expect("a value");
+    assert!(rotated.starts_with("acme_pk_live_") && rotated != plaintext);
+    assert!(text(&c, "#previous-note")
+        .await
+        .contains("keeps working until"));
+    shot(&c, "08-key-rotated").await;
+    click(&c, "#to-key").await;
+    let new_key_id = c
+        .current_url()
+        .await
+        .expect("url")
+        .path()
+        .trim_start_matches("/console/keys/")
+        .to_owned();
+    assert_ne!(new_key_id, key_id);
+
+    // Revoke with a reason: the confirmation is required.
+    fill(&c, "#reason", "laptop lost").await;
+    click(&c, "#revoke-form button[type=submit]").await;
+    // The browser refuses to submit without the required confirmation.
+    assert_eq!(text(&c, "#key-status").await, "active");
+    click(&c, "#confirm").await;
+    click(&c, "#revoke-form button[type=submit]").await;
+    assert_eq!(text(&c, "#key-status").await, "revoked");
+    assert_eq!(text(&c, "#revoked-reason").await, "laptop lost");
+    assert_eq!(count(&c, "#revoke-form").await, 0);
+    shot(&c, "09-key-revoked").await;
+
+    // Each change is in the audit log, by this admin.
+    let old = audit_actions(&c, &base, &key_id).await;
+    let actions: Vec<&str> = old.iter().map(|(_, a)| a.as_str()).collect();
+    for a in ["key.create", "key.update", "key.rotate"] {
+        assert!(actions.contains(&a), "{a} missing in {actions:?}");
+    }
+    assert!(
+        old.iter().all(|(actor, _)| *actor == app.owner_id),
+        "{old:?}"
+    );
+    let new = audit_actions(&c, &base, &new_key_id).await;
+    assert!(
+        new.iter()
+            .any(|(actor, a)| a == "key.revoke" && *actor == app.owner_id),
+        "{new:?}"
+    );
+    c.goto(&format!("{base}/console/audit?action=project"))
+        .await
+        .expect("goto");
+    assert!(text(&c, "#audit").await.contains("project.create"));
+    c.goto(&format!("{base}/console/audit"))
+        .await
+        .expect("goto");
+    shot(&c, "10-audit").await;
+
+    // Snapshot status and the owner's pages.
+    c.goto(&format!("{base}/console/snapshot"))
+        .await
+        .expect("goto");
+    assert!(!text(&c, "#signing-key").await.is_empty());
+    shot(&c, "11-snapshot").await;
+    c.goto(&format!("{base}/console/admins"))
+        .await
+        .expect("goto");
+    assert!(text(&c, "#admins").await.contains(VIEWER_EMAIL));
+    fill(&c, "#token_name", "ci").await;
+    click(&c, "#token-form button[type=submit]").await;
+    let token = c
+        .find(Locator::Css("#plaintext"))
+        .await
+        .expect("token")
+        .prop("value")
+        .await
+        .expect("value")
+        .expect("a value");
+    assert!(token.starts_with("kgt_"), "{token}");
+    shot(&c, "12-admins").await;
+
+    // Narrow screen.
+    c.set_window_size(390, 844).await.expect("resize");
+    c.goto(&format!("{base}/console/keys/{key_id}"))
+        .await
+        .expect("goto");
+    shot(&c, "13-key-detail-narrow").await;
+    c.set_window_size(1280, 1000).await.expect("resize");
+
+    // Log out, then in as a viewer: no write controls, and forged writes are refused.
+    click(&c, ".who button[type=submit]").await;
+    assert_eq!(c.current_url().await.expect("url").path(), "/console/login");
+    login(&c, &base, VIEWER_EMAIL).await;
+    assert_eq!(count(&c, "#project-form").await, 0);
+    c.goto(&format!("{base}/console/projects/{project_id}"))
+        .await
+        .expect("goto");
+    assert_eq!(count(&c, "#project-edit").await, 0);
+    assert_eq!(count(&c, "#new-key").await, 0);
+    c.goto(&format!("{base}/console/keys/{key_id}"))
+        .await
+        .expect("goto");
+    for form in ["#key-edit", "#rotate-form", "#revoke-form"] {
+        assert_eq!(count(&c, form).await, 0, "{form} shown to a viewer");
+    }
+    // Only the logout form posts anything.
+    assert_eq!(count(&c, "form[method=post]").await, 1);
+    shot(&c, "14-viewer-key").await;
+    let csrf = c
+        .find(Locator::Css(".who input[name=csrf_token]"))
+        .await
+        .expect("csrf")
+        .prop("value")
+        .await
+        .expect("value")
+        .expect("a value");
+    let status = post_from_page(
+        &c,
+        &format!("/console/keys/{key_id}/revoke"),
+        json!({"csrf_token": csrf, "reason": "forged", "confirm": "yes"}),
+    )
+    .await;
+    assert_eq!(status, 403, "a viewer's forged revoke must be refused");
+    let status = post_from_page(
+        &c,
+        "/console/projects",
+        json!({"csrf_token": csrf, "name": "Forged", "key_prefix": "forged"}),
+    )
+    .await;
+    assert_eq!(status, 403, "a viewer's forged project must be refused");
+    c.goto(&format!("{base}/console/admins"))
+        .await
+        .expect("goto");
+    assert!(c.source().await.expect("source").contains("only owners"));
+    c.goto(&format!("{base}/console/keys/{key_id}"))
+        .await
+        .expect("goto");
+    assert_eq!(text(&c, "#key-status").await, "active");
+    c.goto(&format!("{base}/console/projects"))
+        .await
+        .expect("goto");
+    assert!(!c.source().await.expect("source").contains("Forged"));
+
+    c.close().await.expect("close");
+}
