@@ -7,10 +7,9 @@ use serde_json::json;
 
 use super::layout::{self, FieldErrors};
 use super::session::{self, ConsoleError, Session};
-use super::{field, field_error, html_response, post_session, redirect, Form};
+use super::{field, field_error, html_response, post_session, redirect, submit, Form};
 use crate::domain::accounts::{self as domain, CreateAdmin, CreateToken};
 use crate::domain::audit::{self, AuditQuery};
-use crate::extract::parse_json;
 use crate::routes::db;
 use crate::state::AppState;
 
@@ -199,16 +198,11 @@ pub async fn create_admin(
     let s = post_session(&req, &state, &form).await?;
     s.require_owner()?;
     let body = json!({"email": field(&form, "email"), "role": field(&form, "role"), "password": form.get("password").cloned().unwrap_or_default()});
-    let result = match parse_json::<CreateAdmin>(body.to_string().as_bytes()) {
-        Ok(input) => {
-            let actor = s.admin_id.clone();
-            db(&state, move |c, now| {
-                domain::create_admin(c, now, &actor, input)
-            })
-            .await
-        }
-        Err(e) => Err(e),
-    };
+    let actor = s.admin_id.clone();
+    let result = submit(&state, &body, move |c, now, input: CreateAdmin| {
+        domain::create_admin(c, now, &actor, input)
+    })
+    .await;
     match result {
         Ok(_) => Ok(redirect("/console/admins")),
         Err(e) => {
@@ -230,16 +224,11 @@ pub async fn create_token(
     let s = post_session(&req, &state, &form).await?;
     s.require_owner()?;
     let body = json!({"name": field(&form, "token_name"), "role": field(&form, "token_role")});
-    let result = match parse_json::<CreateToken>(body.to_string().as_bytes()) {
-        Ok(input) => {
-            let actor = s.admin_id.clone();
-            db(&state, move |c, now| {
-                domain::create_token(c, now, &actor, input)
-            })
-            .await
-        }
-        Err(e) => Err(e),
-    };
+    let actor = s.admin_id.clone();
+    let result = submit(&state, &body, move |c, now, input: CreateToken| {
+        domain::create_token(c, now, &actor, input)
+    })
+    .await;
     match result {
         Ok(t) => Ok(html_response(
             StatusCode::CREATED,

@@ -10,11 +10,10 @@ use serde_json::{json, Map, Value};
 
 use super::layout::{self, FieldErrors};
 use super::session::{self, ConsoleError, Session};
-use super::{field, field_error, html_response, post_session, redirect, Form};
+use super::{field, field_error, html_response, post_session, redirect, submit, Form};
 use crate::domain::keys::{self as domain, KeySpec, KeyView, RevokeKey, RotateKey, UpdateKey};
 use crate::domain::usage::{self, UsageQuery};
 use crate::error::ApiError;
-use crate::extract::parse_json;
 use crate::routes::db;
 use crate::state::AppState;
 
@@ -282,17 +281,12 @@ pub async fn create(
     let mut errors = FieldErrors::default();
     let body = spec_json(&form, true, &mut errors);
     if errors.is_empty() {
-        let result = match parse_json::<KeySpec>(body.to_string().as_bytes()) {
-            Ok(spec) => {
-                let actor = s.admin_id.clone();
-                let pid = project_id.clone();
-                db(&state, move |c, now| {
-                    domain::create(c, now, &actor, &pid, spec)
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
+        let actor = s.admin_id.clone();
+        let pid = project_id.clone();
+        let result = submit(&state, &body, move |c, now, spec: KeySpec| {
+            domain::create(c, now, &actor, &pid, spec)
+        })
+        .await;
         match result {
             Ok(created) => {
                 return Ok(html_response(
@@ -524,17 +518,12 @@ pub async fn update(
     let mut errors = FieldErrors::default();
     let body = spec_json(&form, false, &mut errors);
     if errors.is_empty() {
-        let result = match parse_json::<UpdateKey>(body.to_string().as_bytes()) {
-            Ok(input) => {
-                let actor = s.admin_id.clone();
-                let id = k.id.clone();
-                db(&state, move |c, now| {
-                    domain::update(c, now, &actor, &id, input)
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
+        let actor = s.admin_id.clone();
+        let id = k.id.clone();
+        let result = submit(&state, &body, move |c, now, input: UpdateKey| {
+            domain::update(c, now, &actor, &id, input)
+        })
+        .await;
         match result {
             Ok(k) => return Ok(redirect(&format!("/console/keys/{}?saved=1", k.id))),
             Err(e) => errors = field_error(e, key_field)?,
@@ -558,17 +547,12 @@ pub async fn rotate(
     s.require_writer()?;
     let k = load_key(&state, &path).await?;
     let body = json!({"grace_seconds": field(&form, "grace_seconds").parse::<u64>().unwrap_or(0)});
-    let result = match parse_json::<RotateKey>(body.to_string().as_bytes()) {
-        Ok(input) => {
-            let actor = s.admin_id.clone();
-            let id = k.id.clone();
-            db(&state, move |c, now| {
-                domain::rotate(c, now, &actor, &id, input)
-            })
-            .await
-        }
-        Err(e) => Err(e),
-    };
+    let actor = s.admin_id.clone();
+    let id = k.id.clone();
+    let result = submit(&state, &body, move |c, now, input: RotateKey| {
+        domain::rotate(c, now, &actor, &id, input)
+    })
+    .await;
     match result {
         Ok(r) => {
             let extra = html! {
@@ -612,17 +596,12 @@ pub async fn revoke(
     } else {
         let reason = field(&form, "reason");
         let body = json!({"reason": if reason.is_empty() { Value::Null } else { json!(reason) }});
-        let result = match parse_json::<RevokeKey>(body.to_string().as_bytes()) {
-            Ok(input) => {
-                let actor = s.admin_id.clone();
-                let id = k.id.clone();
-                db(&state, move |c, now| {
-                    domain::revoke(c, now, &actor, &id, input)
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
+        let actor = s.admin_id.clone();
+        let id = k.id.clone();
+        let result = submit(&state, &body, move |c, now, input: RevokeKey| {
+            domain::revoke(c, now, &actor, &id, input)
+        })
+        .await;
         match result {
             Ok(k) => return Ok(redirect(&format!("/console/keys/{}?revoked=1", k.id))),
             Err(e) => errors = field_error(e, key_field)?,

@@ -105,6 +105,22 @@ pub fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
     form.get(name).map_or("", |v| v.trim())
 }
 
+/// Runs a form through the API's own JSON validation (the same errors, naming the same fields)
+/// and, when it passes, hands the input to `f` on the blocking pool, as the JSON routes do.
+pub(crate) async fn submit<I, T, F>(
+    state: &web::Data<AppState>,
+    body: &serde_json::Value,
+    f: F,
+) -> Result<T, ApiError>
+where
+    I: serde::de::DeserializeOwned + Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&mut crate::db::DbConn, i64, I) -> Result<T, ApiError> + Send + 'static,
+{
+    let input = crate::extract::parse_json::<I>(body.to_string().as_bytes())?;
+    crate::routes::db(state, move |c, now| f(c, now, input)).await
+}
+
 /// Splits a validation error into the form field it belongs to; other errors pass through.
 pub fn field_error(e: ApiError, map: fn(&str) -> String) -> Result<FieldErrors, ConsoleError> {
     let mut errors = FieldErrors::default();

@@ -8,10 +8,9 @@ use serde_json::{json, Value};
 
 use super::layout::{self, FieldErrors};
 use super::session::{self, ConsoleError, Session};
-use super::{field, field_error, html_response, post_session, redirect, Form};
+use super::{field, field_error, html_response, post_session, redirect, submit, Form};
 use crate::domain::keys::{self as key_domain, KeyListQuery, KeyView};
 use crate::domain::projects::{self as domain, CreateProject, ProjectView, UpdateProject};
-use crate::extract::parse_json;
 use crate::routes::db;
 use crate::state::AppState;
 
@@ -162,13 +161,11 @@ pub async fn create(
             "routes": routes,
             "default_route_policy": field(&form, "default_route_policy"),
         });
-        let result = match parse_json::<CreateProject>(body.to_string().as_bytes()) {
-            Ok(input) => {
-                let actor = s.admin_id.clone();
-                db(&state, move |c, now| domain::create(c, now, &actor, input)).await
-            }
-            Err(e) => Err(e),
-        };
+        let actor = s.admin_id.clone();
+        let result = submit(&state, &body, move |c, now, input: CreateProject| {
+            domain::create(c, now, &actor, input)
+        })
+        .await;
         match result {
             Ok(p) => return Ok(redirect(&format!("/console/projects/{}?created=1", p.id))),
             Err(e) => errors = field_error(e, project_field)?,
@@ -408,17 +405,12 @@ pub async fn update(
             "routes": routes,
             "default_route_policy": field(&form, "default_route_policy"),
         });
-        let result = match parse_json::<UpdateProject>(body.to_string().as_bytes()) {
-            Ok(input) => {
-                let actor = s.admin_id.clone();
-                let id = p.id.clone();
-                db(&state, move |c, now| {
-                    domain::update(c, now, &actor, &id, input)
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
+        let actor = s.admin_id.clone();
+        let id = p.id.clone();
+        let result = submit(&state, &body, move |c, now, input: UpdateProject| {
+            domain::update(c, now, &actor, &id, input)
+        })
+        .await;
         match result {
             Ok(p) => return Ok(redirect(&format!("/console/projects/{}?saved=1", p.id))),
             Err(e) => errors = field_error(e, project_field)?,
