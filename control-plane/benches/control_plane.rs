@@ -206,6 +206,7 @@ fn seed(state: &keygate_control_plane::state::AppState, project_id: &str, n: usi
                     revoked_reason: None,
                     rotated_to: None,
                     rotated_from: None,
+                    last_used_at: None,
                 }
             })
             .collect();

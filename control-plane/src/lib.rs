@@ -26,6 +26,7 @@ pub mod error;
 pub mod extract;
 pub mod files;
 pub mod ids;
+pub mod jobs;
 pub mod keyring;
 pub mod metrics;
 pub mod routes;

@@ -134,8 +134,13 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until stopped.
+    /// Serves until stopped; the background jobs run as long as the server does.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let jobs = crate::jobs::spawn_all(&self.state);
+        let result = self.server.await;
+        for job in jobs {
+            job.abort();
+        }
+        result
     }
 }

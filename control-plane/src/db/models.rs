@@ -38,6 +38,8 @@ pub struct KeyRow {
     pub revoked_reason: Option<String>,
     pub rotated_to: Option<String>,
     pub rotated_from: Option<String>,
+    /// Start of the latest minute with a `valid` verdict reported for the key.
+    pub last_used_at: Option<i64>,
 }
 
 /// The mutable part of a key row.

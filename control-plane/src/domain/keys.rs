@@ -457,6 +457,7 @@ pub fn create(
             revoked_reason: None,
             rotated_to: None,
             rotated_from: None,
+            last_used_at: None,
         };
         diesel::insert_into(api_keys::table)
             .values(&row)
@@ -684,6 +685,7 @@ pub fn rotate(
             revoked_reason: None,
             rotated_to: None,
             rotated_from: Some(old.id.clone()),
+            last_used_at: None,
             ..old.clone()
         };
         diesel::insert_into(api_keys::table)

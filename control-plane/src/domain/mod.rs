@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod events;
 pub mod keys;
 pub mod leaks;
 pub mod projects;

@@ -1,0 +1,10 @@
+DROP TABLE webhook_attempts;
+DROP TABLE webhook_deliveries;
+DROP TABLE events;
+DROP TABLE webhook_endpoints;
+DROP TABLE alerts;
+DROP TABLE alert_rules;
+DROP TABLE key_sightings;
+DROP TABLE key_usage_daily;
+DROP TABLE key_usage_hourly;
+ALTER TABLE api_keys DROP COLUMN last_used_at;
