@@ -12,6 +12,8 @@ use crate::clock::Clock;
 pub const DEFAULT_SNAPSHOT_VALIDITY_SECONDS: i64 = 86_400;
 /// Default session (JWT) lifetime: twelve hours.
 pub const DEFAULT_SESSION_TTL_SECONDS: i64 = 12 * 3600;
+/// Default interval of the alert rules' evaluation.
+pub const DEFAULT_ALERT_INTERVAL_SECONDS: u64 = 15;
 /// Shortest accepted `KEYGATE_BOOTSTRAP_TOKEN`.
 pub const MIN_BOOTSTRAP_TOKEN_LEN: usize = 32;
 
@@ -42,6 +44,8 @@ pub struct Config {
     /// backend: two per core for PostgreSQL (each connection is a server process competing for
     /// the same cores when the database is local), four per core for SQLite.
     pub db_pool_size: Option<u32>,
+    /// How often the alert rules are evaluated (`KEYGATE_ALERT_INTERVAL_SECONDS`, default 15).
+    pub alert_interval_ms: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -60,6 +64,7 @@ impl std::fmt::Debug for Config {
             .field("snapshot_validity_seconds", &self.snapshot_validity_seconds)
             .field("host_environments", &self.host_environments)
             .field("workers", &self.workers)
+            .field("alert_interval_ms", &self.alert_interval_ms)
             .finish()
     }
 }
@@ -79,13 +84,14 @@ impl Config {
             clock: Clock::system(),
             workers: None,
             db_pool_size: None,
+            alert_interval_ms: DEFAULT_ALERT_INTERVAL_SECONDS * 1000,
         }
     }
 
     /// Reads the optional settings that have no CLI flag from the environment:
     /// `KEYGATE_BOOTSTRAP_TOKEN`, `KEYGATE_JWT_SECRET`, `KEYGATE_SESSION_TTL_SECONDS`,
     /// `KEYGATE_SNAPSHOT_VALIDITY_SECONDS`, `KEYGATE_HOST_ENVIRONMENTS`, `KEYGATE_WORKERS`,
-    /// `KEYGATE_DB_POOL_SIZE`.
+    /// `KEYGATE_DB_POOL_SIZE`, `KEYGATE_ALERT_INTERVAL_SECONDS`.
     pub fn apply_env(mut self) -> anyhow::Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         if let Some(v) = var("KEYGATE_BOOTSTRAP_TOKEN") {
@@ -113,6 +119,10 @@ impl Config {
                 u32::try_from(parse_positive("KEYGATE_DB_POOL_SIZE", &v)?)
                     .map_err(|_| anyhow::anyhow!("KEYGATE_DB_POOL_SIZE is too large"))?,
             );
+        }
+        if let Some(v) = var("KEYGATE_ALERT_INTERVAL_SECONDS") {
+            self.alert_interval_ms =
+                parse_positive("KEYGATE_ALERT_INTERVAL_SECONDS", &v)? as u64 * 1000;
         }
         if let Some(v) = var("KEYGATE_WORKERS") {
             self.workers = Some(parse_positive("KEYGATE_WORKERS", &v)? as usize);

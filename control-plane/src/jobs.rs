@@ -14,7 +14,11 @@ pub type Tick = fn(&AppState, i64) -> anyhow::Result<()>;
 
 /// Starts every job of the control plane.
 pub(crate) fn spawn_all(state: &web::Data<AppState>) -> Vec<JoinHandle<()>> {
-    let jobs: Vec<(&'static str, Duration, Tick)> = Vec::new();
+    let jobs: Vec<(&'static str, Duration, Tick)> = vec![(
+        "alerts.evaluate",
+        state.alert_interval,
+        crate::domain::alerts::tick,
+    )];
     jobs.into_iter()
         .map(|(name, interval, tick)| every(state.clone(), name, interval, tick))
         .collect()

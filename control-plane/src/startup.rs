@@ -86,6 +86,7 @@ impl Application {
             token_cache: Default::default(),
             policy_cache: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
+            alert_interval: std::time::Duration::from_millis(config.alert_interval_ms.max(100)),
         });
         let listener = TcpListener::bind(&config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

@@ -417,6 +417,7 @@ fn key_page(
         Some(s),
         html! {
             p { a href=(format!("/console/projects/{}", k.project_id)) { "← Back to the project" } }
+            p { a href=(format!("/console/alerts?key_id={}&status=all", k.id)) #key-alerts { "Alerts for this key" } }
             @if let Some(n) = note { (layout::notice("ok", n)) }
             @if let Some(e) = errors.get("form") { p.error role="alert" { (e) } }
             dl.facts #key-facts {

@@ -5,6 +5,7 @@
 //! them. See docs/console.md.
 
 pub mod accounts;
+pub mod alerts;
 pub mod keys;
 pub mod layout;
 pub mod projects;
@@ -62,6 +63,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/keys/{id}", web::post().to(keys::update))
             .route("/keys/{id}/rotate", web::post().to(keys::rotate))
             .route("/keys/{id}/revoke", web::post().to(keys::revoke))
+            .route("/alerts", web::get().to(alerts::list))
+            .route(
+                "/alerts/{id}/acknowledge",
+                web::post().to(alerts::acknowledge),
+            )
+            .route("/projects/{id}/alert-rules", web::get().to(alerts::rules))
+            .route(
+                "/projects/{id}/alert-rules/{rule}",
+                web::post().to(alerts::update_rule),
+            )
             .route("/audit", web::get().to(accounts::audit))
             .route("/snapshot", web::get().to(accounts::snapshot))
             .route("/admins", web::get().to(accounts::admins))

@@ -253,6 +253,11 @@ fn project_page(
                 dt { "Key prefix" } dd { code { (p.key_prefix) } }
                 dt { "Default route policy" } dd { (policy_now) }
                 dt { "Created" } dd { (layout::ts(p.created_at)) }
+                dt { "Alerts" } dd {
+                    a href=(format!("/console/alerts?project_id={}&status=all", p.id)) #project-alerts { "Alerts" }
+                    " · "
+                    a href=(format!("/console/projects/{}/alert-rules", p.id)) #alert-rules { "Alert rules" }
+                }
             }
             section aria-labelledby="keys-h" {
                 h2 #keys-h { "Keys" }

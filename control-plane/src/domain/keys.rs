@@ -20,7 +20,8 @@ use crate::ids::new_id;
 pub const MAX_GRACE_SECONDS: u32 = 30 * 86_400;
 const MAX_LIST_ITEMS: usize = 100;
 const MAX_METADATA_BYTES: usize = 4096;
-const MAX_REASON_CHARS: usize = 500;
+/// Longest revocation reason.
+pub const MAX_REASON_CHARS: usize = 500;
 
 type Metadata = serde_json::Map<String, serde_json::Value>;
 

@@ -3,6 +3,7 @@
 //! change.
 
 pub mod accounts;
+pub mod alerts;
 pub mod audit;
 pub mod events;
 pub mod keys;

@@ -2,6 +2,7 @@
 //! argument, run database work in `web::block`, and answer errors as problem+json.
 
 pub mod accounts;
+pub mod alerts;
 pub mod keys;
 pub mod leaks;
 pub mod projects;
@@ -37,6 +38,11 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(keys::rotate)
             .service(keys::revoke)
             .service(leaks::report)
+            .service(alerts::list)
+            .service(alerts::get)
+            .service(alerts::acknowledge)
+            .service(alerts::list_rules)
+            .service(alerts::update_rule)
             .service(usage::series)
             .service(usage::record)
             .service(accounts::create_admin)

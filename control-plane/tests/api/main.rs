@@ -5,6 +5,7 @@
 mod helpers;
 
 mod accounts;
+mod alerts;
 mod cli;
 mod golden;
 mod keys;
