@@ -3,6 +3,7 @@
 //! The edge tests run the Worker that `cargo xtask build-edge` left in `edge/build/` in the real
 //! runtime (`workerd`, installed by `npm ci`); `cargo xtask test` builds it first.
 
+mod alerts;
 mod edge_runtime;
 mod pipeline;
 mod snapshot_trust;
