@@ -38,6 +38,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(keys::revoke)
             .service(leaks::report)
             .service(usage::series)
+            .service(usage::project_series)
+            .service(usage::sightings)
             .service(usage::record)
             .service(accounts::create_admin)
             .service(accounts::list_admins)

@@ -14,5 +14,6 @@ mod roles;
 mod scan;
 mod snapshot;
 mod system;
+mod usage;
 mod validation;
 mod verify;
