@@ -14,6 +14,14 @@ pub const DEFAULT_SNAPSHOT_VALIDITY_SECONDS: i64 = 86_400;
 pub const DEFAULT_SESSION_TTL_SECONDS: i64 = 12 * 3600;
 /// Default interval of the alert rules' evaluation.
 pub const DEFAULT_ALERT_INTERVAL_SECONDS: u64 = 15;
+/// Default retention of per-minute usage counts, in days.
+pub const DEFAULT_USAGE_MINUTE_RETENTION_DAYS: i64 = 7;
+/// Default retention of per-hour usage counts, in days.
+pub const DEFAULT_USAGE_HOUR_RETENTION_DAYS: i64 = 90;
+/// Default retention of per-day usage counts, in days.
+pub const DEFAULT_USAGE_DAY_RETENTION_DAYS: i64 = 730;
+/// Default retention of key sightings (client IPs, referrer origins), in days since last seen.
+pub const DEFAULT_SIGHTING_RETENTION_DAYS: i64 = 90;
 /// Shortest accepted `KEYGATE_BOOTSTRAP_TOKEN`.
 pub const MIN_BOOTSTRAP_TOKEN_LEN: usize = 32;
 
@@ -46,6 +54,14 @@ pub struct Config {
     pub db_pool_size: Option<u32>,
     /// How often the alert rules are evaluated (`KEYGATE_ALERT_INTERVAL_SECONDS`, default 15).
     pub alert_interval_ms: u64,
+    /// Days per-minute usage counts are kept (`KEYGATE_USAGE_MINUTE_RETENTION_DAYS`).
+    pub usage_minute_retention_days: i64,
+    /// Days per-hour usage counts are kept (`KEYGATE_USAGE_HOUR_RETENTION_DAYS`).
+    pub usage_hour_retention_days: i64,
+    /// Days per-day usage counts are kept (`KEYGATE_USAGE_DAY_RETENTION_DAYS`).
+    pub usage_day_retention_days: i64,
+    /// Days a key sighting is kept after it was last seen (`KEYGATE_SIGHTING_RETENTION_DAYS`).
+    pub sighting_retention_days: i64,
 }
 
 impl std::fmt::Debug for Config {
@@ -65,6 +81,13 @@ impl std::fmt::Debug for Config {
             .field("host_environments", &self.host_environments)
             .field("workers", &self.workers)
             .field("alert_interval_ms", &self.alert_interval_ms)
+            .field(
+                "usage_minute_retention_days",
+                &self.usage_minute_retention_days,
+            )
+            .field("usage_hour_retention_days", &self.usage_hour_retention_days)
+            .field("usage_day_retention_days", &self.usage_day_retention_days)
+            .field("sighting_retention_days", &self.sighting_retention_days)
             .finish()
     }
 }
@@ -85,13 +108,19 @@ impl Config {
             workers: None,
             db_pool_size: None,
             alert_interval_ms: DEFAULT_ALERT_INTERVAL_SECONDS * 1000,
+            usage_minute_retention_days: DEFAULT_USAGE_MINUTE_RETENTION_DAYS,
+            usage_hour_retention_days: DEFAULT_USAGE_HOUR_RETENTION_DAYS,
+            usage_day_retention_days: DEFAULT_USAGE_DAY_RETENTION_DAYS,
+            sighting_retention_days: DEFAULT_SIGHTING_RETENTION_DAYS,
         }
     }
 
     /// Reads the optional settings that have no CLI flag from the environment:
     /// `KEYGATE_BOOTSTRAP_TOKEN`, `KEYGATE_JWT_SECRET`, `KEYGATE_SESSION_TTL_SECONDS`,
     /// `KEYGATE_SNAPSHOT_VALIDITY_SECONDS`, `KEYGATE_HOST_ENVIRONMENTS`, `KEYGATE_WORKERS`,
-    /// `KEYGATE_DB_POOL_SIZE`, `KEYGATE_ALERT_INTERVAL_SECONDS`.
+    /// `KEYGATE_DB_POOL_SIZE`, `KEYGATE_ALERT_INTERVAL_SECONDS`, `KEYGATE_USAGE_MINUTE_RETENTION_DAYS`,
+    /// `KEYGATE_USAGE_HOUR_RETENTION_DAYS`, `KEYGATE_USAGE_DAY_RETENTION_DAYS`,
+    /// `KEYGATE_SIGHTING_RETENTION_DAYS`.
     pub fn apply_env(mut self) -> anyhow::Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         if let Some(v) = var("KEYGATE_BOOTSTRAP_TOKEN") {
@@ -127,7 +156,40 @@ impl Config {
         if let Some(v) = var("KEYGATE_WORKERS") {
             self.workers = Some(parse_positive("KEYGATE_WORKERS", &v)? as usize);
         }
+        for (name, field) in [
+            (
+                "KEYGATE_USAGE_MINUTE_RETENTION_DAYS",
+                &mut self.usage_minute_retention_days,
+            ),
+            (
+                "KEYGATE_USAGE_HOUR_RETENTION_DAYS",
+                &mut self.usage_hour_retention_days,
+            ),
+            (
+                "KEYGATE_USAGE_DAY_RETENTION_DAYS",
+                &mut self.usage_day_retention_days,
+            ),
+            (
+                "KEYGATE_SIGHTING_RETENTION_DAYS",
+                &mut self.sighting_retention_days,
+            ),
+        ] {
+            if let Some(v) = var(name) {
+                *field = parse_positive(name, &v)?;
+            }
+        }
         Ok(self)
+    }
+
+    /// The usage retention in force, for the `usage.prune` job.
+    pub fn usage_retention(&self) -> crate::domain::usage::Retention {
+        const DAY_MS: i64 = 86_400_000;
+        crate::domain::usage::Retention {
+            minute_ms: self.usage_minute_retention_days * DAY_MS,
+            hour_ms: self.usage_hour_retention_days * DAY_MS,
+            day_ms: self.usage_day_retention_days * DAY_MS,
+            sighting_ms: self.sighting_retention_days * DAY_MS,
+        }
     }
 
     /// Checks settings that would otherwise fail later and less clearly.
@@ -152,6 +214,29 @@ impl Config {
         if self.snapshot_validity_seconds < 10 {
             anyhow::bail!("KEYGATE_SNAPSHOT_VALIDITY_SECONDS must be at least 10");
         }
+        for (name, days) in [
+            (
+                "KEYGATE_USAGE_MINUTE_RETENTION_DAYS",
+                self.usage_minute_retention_days,
+            ),
+            (
+                "KEYGATE_USAGE_HOUR_RETENTION_DAYS",
+                self.usage_hour_retention_days,
+            ),
+            (
+                "KEYGATE_USAGE_DAY_RETENTION_DAYS",
+                self.usage_day_retention_days,
+            ),
+            (
+                "KEYGATE_SIGHTING_RETENTION_DAYS",
+                self.sighting_retention_days,
+            ),
+        ] {
+            // Beyond 100 years the milliseconds would only risk overflow, not keep more.
+            if !(1..=36_500).contains(&days) {
+                anyhow::bail!("{name} must be between 1 and 36500 days");
+            }
+        }
         Ok(())
     }
 }
@@ -160,5 +245,25 @@ fn parse_positive(name: &str, v: &str) -> anyhow::Result<i64> {
     match v.trim().parse::<i64>() {
         Ok(n) if n > 0 => Ok(n),
         _ => anyhow::bail!("{name} must be a positive integer, not {v:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_retention_defaults_and_bounds() {
+        let mut c = Config::new("/tmp/x");
+        let r = c.usage_retention();
+        assert_eq!(r.minute_ms, 7 * 86_400_000);
+        assert_eq!(r.hour_ms, 90 * 86_400_000);
+        assert_eq!(r.day_ms, 730 * 86_400_000);
+        assert_eq!(r.sighting_ms, 90 * 86_400_000);
+        assert!(c.validate().is_ok());
+        c.usage_hour_retention_days = 0;
+        assert!(c.validate().is_err());
+        c.usage_hour_retention_days = 36_501;
+        assert!(c.validate().is_err());
     }
 }

@@ -13,12 +13,14 @@ use crate::error::ApiError;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
+/// Largest body of `POST /v1/usage`: room for its 5000 items and 5000 sightings.
+pub const USAGE_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
-/// A JSON body parsed with field-path errors.
+/// A JSON body of at most `LIMIT` bytes, parsed with field-path errors.
 #[derive(Debug)]
-pub struct Json<T>(pub T);
+pub struct Json<T, const LIMIT: usize = BODY_LIMIT>(pub T);
 
-impl<T> Json<T> {
+impl<T, const LIMIT: usize> Json<T, LIMIT> {
     /// The value.
     pub fn into_inner(self) -> T {
         self.0
@@ -43,7 +45,7 @@ fn is_json(req: &HttpRequest) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+impl<T: DeserializeOwned + 'static, const LIMIT: usize> FromRequest for Json<T, LIMIT> {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
@@ -58,17 +60,17 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > BODY_LIMIT) {
-            return Box::pin(ready(Err(ApiError::PayloadTooLarge(BODY_LIMIT))));
+        if declared.is_some_and(|n| n > LIMIT) {
+            return Box::pin(ready(Err(ApiError::PayloadTooLarge(LIMIT))));
         }
         let mut stream = payload.take();
         Box::pin(async move {
-            let mut body = Vec::with_capacity(declared.unwrap_or(256).min(BODY_LIMIT));
+            let mut body = Vec::with_capacity(declared.unwrap_or(256).min(LIMIT));
             while let Some(chunk) = stream.next().await {
                 let chunk =
                     chunk.map_err(|e| ApiError::MalformedJson(format!("cannot read body: {e}")))?;
-                if body.len() + chunk.len() > BODY_LIMIT {
-                    return Err(ApiError::PayloadTooLarge(BODY_LIMIT));
+                if body.len() + chunk.len() > LIMIT {
+                    return Err(ApiError::PayloadTooLarge(LIMIT));
                 }
                 body.extend_from_slice(&chunk);
             }

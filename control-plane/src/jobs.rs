@@ -14,11 +14,18 @@ pub type Tick = fn(&AppState, i64) -> anyhow::Result<()>;
 
 /// Starts every job of the control plane.
 pub(crate) fn spawn_all(state: &web::Data<AppState>) -> Vec<JoinHandle<()>> {
-    let jobs: Vec<(&'static str, Duration, Tick)> = vec![(
-        "alerts.evaluate",
-        state.alert_interval,
-        crate::domain::alerts::tick,
-    )];
+    let jobs: Vec<(&'static str, Duration, Tick)> = vec![
+        (
+            "alerts.evaluate",
+            state.alert_interval,
+            crate::domain::alerts::tick,
+        ),
+        (
+            "usage.prune",
+            Duration::from_secs(600),
+            crate::domain::usage::prune_tick,
+        ),
+    ];
     jobs.into_iter()
         .map(|(name, interval, tick)| every(state.clone(), name, interval, tick))
         .collect()

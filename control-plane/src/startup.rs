@@ -87,6 +87,7 @@ impl Application {
             policy_cache: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
             alert_interval: std::time::Duration::from_millis(config.alert_interval_ms.max(100)),
+            usage_retention: config.usage_retention(),
         });
         let listener = TcpListener::bind(&config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

@@ -38,4 +38,6 @@ pub struct AppState {
     pub metrics: Metrics,
     /// How often the alert rules are evaluated.
     pub alert_interval: std::time::Duration,
+    /// How long usage rows are kept (the `usage.prune` job).
+    pub usage_retention: crate::domain::usage::Retention,
 }

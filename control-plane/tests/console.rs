@@ -24,6 +24,7 @@ struct TestApp {
     base: String,
     _dir: tempfile::TempDir,
     owner_id: String,
+    state: actix_web::web::Data<keygate_control_plane::state::AppState>,
 }
 
 async fn start() -> TestApp {
@@ -58,6 +59,7 @@ async fn start() -> TestApp {
         base,
         _dir: dir,
         owner_id,
+        state,
     }
 }
 
@@ -139,6 +141,133 @@ async fn security_headers_and_session_cookie() {
     assert_eq!(resp.status(), 200);
     assert!(header(&resp, "content-type").starts_with("text/css"));
     assert!(!resp.body().await.expect("css body").is_empty());
+}
+
+/// Logs in over plain HTTP and returns the session cookie (`name=value`).
+async fn session_cookie(client: &awc::Client, base: &str) -> String {
+    let resp = client
+        .post(format!("{base}/console/login"))
+        .send_form(&[("email", OWNER_EMAIL), ("password", PASSWORD)])
+        .await
+        .expect("login");
+    assert_eq!(resp.status(), 303);
+    header(&resp, "set-cookie")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+async fn page(client: &awc::Client, base: &str, cookie: &str, path: &str) -> String {
+    let mut resp = client
+        .get(format!("{base}{path}"))
+        .insert_header(("cookie", cookie))
+        .send()
+        .await
+        .expect("get page");
+    assert_eq!(resp.status(), 200, "{path}");
+    String::from_utf8(resp.body().await.expect("body").to_vec()).expect("utf-8")
+}
+
+#[actix_web::test]
+async fn usage_charts_and_last_used() {
+    use keygate_control_plane::domain::{keys, projects, usage};
+    let app = start().await;
+    let state = app.state.clone();
+    let now = state.clock.now_ms();
+    let mut conn = state.pool.get().expect("connection");
+    let project = projects::create(
+        &mut conn,
+        now,
+        "system",
+        serde_json::from_value(json!({"name": "Shop", "key_prefix": "shop"})).expect("spec"),
+    )
+    .expect("project");
+    let spec = || {
+        serde_json::from_value(json!({"name": "server", "kind": "secret", "environment": "live"}))
+            .expect("spec")
+    };
+    let used = keys::create(&mut conn, now, "system", &project.id, spec()).expect("key");
+    let unused = keys::create(&mut conn, now, "system", &project.id, spec()).expect("key");
+    let minute = now.div_euclid(60_000) * 60_000;
+    let report = serde_json::from_value(json!({"items": [
+        {"key_id": used.view.id, "minute": keygate_control_plane::timefmt::format_ms(minute), "code": "valid", "count": 7},
+        {"key_id": used.view.id, "minute": keygate_control_plane::timefmt::format_ms(minute), "code": "rate_limited", "count": 2}
+    ]}))
+    .expect("report");
+    usage::record(&mut conn, report).expect("record usage");
+    drop(conn);
+
+    let client = awc::Client::builder().disable_redirects().finish();
+    let cookie = session_cookie(&client, &app.base).await;
+    let stamp = keygate_control_plane::timefmt::format_ms(minute);
+
+    // The key page: last use, and the chart at each granularity with links to the others.
+    let key_path = format!("/console/keys/{}", used.view.id);
+    for (g, current, caption) in [
+        ("", "per hour", "Per hour, last 24 hours: "),
+        (
+            "?granularity=minute",
+            "per minute",
+            "Per minute, last 60 minutes: ",
+        ),
+        ("?granularity=day", "per day", "Per day, last 30 days: "),
+    ] {
+        let html = page(&client, &app.base, &cookie, &format!("{key_path}{g}")).await;
+        assert!(html.contains(&stamp), "last used shown: {g}");
+        assert!(html.contains(r#"<svg id="usage-chart""#), "{g}");
+        assert!(html.contains(caption), "{g}: {html}");
+        assert!(
+            html.contains("valid: 7") && html.contains("rate_limited: 2"),
+            "{g}"
+        );
+        assert!(
+            html.contains(&format!(
+                r#"aria-current="true"><strong>{current}</strong>"#
+            )),
+            "{g}"
+        );
+        for other in ["minute", "hour", "day"] {
+            assert!(
+                html.contains(&format!(
+                    r##"href="{key_path}?granularity={other}#usage-h""##
+                )),
+                "{g}: link to {other}"
+            );
+        }
+        assert!(html.contains("<rect "), "{g}: bars drawn");
+        assert!(!html.contains("<script>"), "no inline script");
+    }
+    let html = page(
+        &client,
+        &app.base,
+        &cookie,
+        &format!("/console/keys/{}", unused.view.id),
+    )
+    .await;
+    assert!(html.contains(r#"<dd id="last-used">never</dd>"#), "{html}");
+    assert!(html.contains("No requests in the last 24 hours."));
+
+    // The project page: the sum over its keys, links that keep the filters, last use per key.
+    let html = page(
+        &client,
+        &app.base,
+        &cookie,
+        &format!(
+            "/console/projects/{}?status=active&granularity=day",
+            project.id
+        ),
+    )
+    .await;
+    assert!(html.contains(r#"<svg id="project-usage-chart""#), "{html}");
+    assert!(html.contains("Per day, last 30 days: "));
+    assert!(html.contains("valid: 7"));
+    assert!(html.contains(&format!(
+        r##"href="/console/projects/{}?status=active&amp;granularity=minute#project-usage-h""##,
+        project.id
+    )));
+    assert!(html.contains(&stamp), "last used in the key list");
+    assert!(html.contains("<td>never</td>"), "the unused key");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -290,6 +290,34 @@ pub fn any_matches(
     }
 }
 
+/// The site a request comes from, as an origin `scheme://host[:port]`: lowercase, IDNs in
+/// punycode, the port only when it is not the scheme's default. Taken from `Origin` when
+/// present, else from `Referer` (the header that matching uses); `false` when that header does
+/// not parse. Written into `out` (cleared first), so a caller that checks the value against a
+/// set it already holds allocates nothing.
+pub fn write_request_origin(origin: Option<&str>, referer: Option<&str>, out: &mut String) -> bool {
+    out.clear();
+    match RequestSite::parse(origin, referer, false) {
+        Some(r) => {
+            r.site.write_origin(out);
+            true
+        }
+        None => false,
+    }
+}
+
+/// `value` in the canonical form of [`write_request_origin`], if it is an origin: `http` or
+/// `https`, a valid host, an optional port, and nothing after them (no path, query or
+/// fragment; no userinfo).
+pub fn canonical_origin(value: &str) -> Option<String> {
+    let (_, rest) = value.split_once("://")?;
+    if rest.contains(['/', '?', '#']) {
+        return None;
+    }
+    let mut out = String::with_capacity(value.len());
+    write_request_origin(Some(value), None, &mut out).then_some(out)
+}
+
 /// Percent-encodes what browsers percent-encode in a URL path (non-ASCII, controls, and
 /// `"` `<` `>` `` ` `` `{` `}`), so that a pattern path written as text (`/café/*`) matches the
 /// `Referer` a browser sends (`/caf%C3%A9/...`). Existing escapes are kept as written.
@@ -561,6 +589,19 @@ impl<'a> RequestUrl<'a> {
         })
     }
 
+    fn write_origin(&self, out: &mut String) {
+        out.push_str(match self.scheme {
+            Scheme::Http => "http://",
+            Scheme::Https => "https://",
+        });
+        // The host is ASCII (punycode or a bracketed IPv6 literal) once parsed.
+        out.extend(self.host.chars().map(|c| c.to_ascii_lowercase()));
+        if self.port != self.scheme.default_port() {
+            use core::fmt::Write as _;
+            let _ = write!(out, ":{}", self.port);
+        }
+    }
+
     fn same_origin(&self, other: &RequestUrl<'_>) -> bool {
         self.scheme == other.scheme
             && self.port == other.port
@@ -630,6 +671,63 @@ impl<'de> Deserialize<'de> for ReferrerPattern {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn request_origin_is_reduced_and_lowercased() {
+        let origin = |o: Option<&str>, r: Option<&str>| {
+            let mut out = String::from("stale");
+            write_request_origin(o, r, &mut out).then_some(out)
+        };
+        assert_eq!(
+            origin(Some("HTTPS://Shop.Example.COM"), None).as_deref(),
+            Some("https://shop.example.com")
+        );
+        assert_eq!(
+            origin(None, Some("http://Example.com:8080/app/page?q=1#f")).as_deref(),
+            Some("http://example.com:8080")
+        );
+        // The scheme's default port is left out; Origin wins over Referer.
+        assert_eq!(
+            origin(Some("https://a.example:443"), Some("https://b.example/x")).as_deref(),
+            Some("https://a.example")
+        );
+        assert_eq!(
+            origin(Some("http://[::1]:3000"), None).as_deref(),
+            Some("http://[::1]:3000")
+        );
+        for bad in [
+            "null",
+            "ftp://example.com",
+            "https://user@example.com/",
+            "https://",
+        ] {
+            assert_eq!(
+                origin(Some(bad), Some("https://ok.example/")),
+                None,
+                "{bad}"
+            );
+        }
+        assert_eq!(origin(None, None), None);
+
+        assert_eq!(
+            canonical_origin("HTTPS://Example.com:443").as_deref(),
+            Some("https://example.com")
+        );
+        assert_eq!(
+            canonical_origin("http://localhost:3000").as_deref(),
+            Some("http://localhost:3000")
+        );
+        for bad in [
+            "https://example.com/",
+            "https://example.com/app",
+            "https://example.com?x",
+            "example.com",
+            "ftp://example.com",
+            "https://exa mple.com",
+        ] {
+            assert_eq!(canonical_origin(bad), None, "{bad}");
+        }
+    }
 
     fn both(rest: &str) -> (Option<RequestUrl<'_>>, Option<RequestUrl<'_>>) {
         (

@@ -1,8 +1,6 @@
 //! Keys: create (the plaintext shown once), detail with the restrictions editor, rotate,
 //! revoke, and the usage chart.
 
-use std::collections::BTreeMap;
-
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup};
@@ -10,9 +8,9 @@ use serde_json::{json, Map, Value};
 
 use super::layout::{self, FieldErrors};
 use super::session::{self, ConsoleError, Session};
-use super::{field, field_error, html_response, post_session, redirect, submit, Form};
+use super::{field, field_error, html_response, post_session, redirect, submit, usage, Form};
 use crate::domain::keys::{self as domain, KeySpec, KeyView, RevokeKey, RotateKey, UpdateKey};
-use crate::domain::usage::{self, UsageQuery};
+use crate::domain::usage::Granularity;
 use crate::error::ApiError;
 use crate::routes::db;
 use crate::state::AppState;
@@ -314,85 +312,28 @@ async fn load_key(state: &web::Data<AppState>, id: &str) -> Result<KeyView, Cons
         })
 }
 
-/// Requests per hour by outcome over the last 24 hours, as an inline SVG bar chart.
-async fn usage_chart(state: &web::Data<AppState>, key_id: &str) -> Result<Markup, ConsoleError> {
-    let id = key_id.to_owned();
-    let (series, now) = db(state, move |c, now| {
-        usage::series(
-            c,
-            now,
-            &id,
-            UsageQuery {
-                from: None,
-                to: None,
-            },
-        )
-        .map(|s| (s, now))
-    })
-    .await?;
-    const HOUR: i64 = 3_600_000;
-    let end = now.div_euclid(HOUR) * HOUR + HOUR;
-    let start = end - 24 * HOUR;
-    let mut buckets: Vec<BTreeMap<String, i64>> = vec![BTreeMap::new(); 24];
-    let mut totals: BTreeMap<String, i64> = BTreeMap::new();
-    for p in &series.items {
-        let i = (p.minute - start).div_euclid(HOUR);
-        if let Some(b) = usize::try_from(i).ok().and_then(|i| buckets.get_mut(i)) {
-            *b.entry(p.code.clone()).or_default() += p.count;
-            *totals.entry(p.code.clone()).or_default() += p.count;
-        }
-    }
-    let max = buckets
-        .iter()
-        .map(|b| b.values().sum::<i64>())
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let color = |code: &str| match code {
-        "valid" => "#2e7d32",
-        "rate_limited" | "quota_exceeded" => "#ef6c00",
-        _ => "#c62828",
-    };
-    let (w, h, bw) = (480.0_f64, 160.0_f64, 20.0_f64);
-    // (x, y, height, outcome, tooltip) of each stacked segment.
-    let mut bars: Vec<(f64, f64, f64, String, String)> = Vec::new();
-    for (i, b) in buckets.iter().enumerate() {
-        let mut y = h;
-        for (code, n) in b {
-            let bar = (*n as f64) / (max as f64) * (h - 10.0);
-            y -= bar;
-            let label = format!("{}: {n} {code}", layout::ts(start + i as i64 * HOUR));
-            bars.push((i as f64 * bw + 1.0, y, bar, code.clone(), label));
-        }
-    }
-    Ok(html! {
-        figure.chart {
-            svg #usage-chart viewBox=(format!("0 0 {w} {}", h + 20.0)) role="img" aria-labelledby="usage-title" {
-                title #usage-title { "Requests per hour by outcome, last 24 hours" }
-                line x1="0" y1=(h) x2=(w) y2=(h) stroke="#888" {}
-                @for (x, y, bar, code, label) in &bars {
-                    rect x=(format!("{x:.1}")) y=(format!("{y:.1}")) width=(format!("{:.1}", bw - 2.0)) height=(format!("{bar:.1}")) fill=(color(code)) {
-                        title { (label) }
-                    }
-                }
-                text x="0" y=(h + 15.0) font-size="10" fill="#555" { "-24 h" }
-                text x=(w - 30.0) y=(h + 15.0) font-size="10" fill="#555" { "now" }
-            }
-            figcaption {
-                @if totals.is_empty() { "No requests in the last 24 hours." }
-                @else {
-                    "Last 24 hours: "
-                    @for (code, n) in &totals { span.legend { (code) ": " (n) " " } }
-                }
-            }
-        }
-    })
+/// The key's usage chart at `g`, with links to the key page at the other granularities.
+async fn usage_chart(
+    state: &web::Data<AppState>,
+    key_id: &str,
+    g: Granularity,
+) -> Result<Markup, ConsoleError> {
+    let page = format!("/console/keys/{key_id}");
+    usage::chart(
+        state,
+        usage::Whose::Key(key_id.to_owned()),
+        g,
+        "usage-chart",
+        |choice| format!("{page}?granularity={}#usage-h", choice.as_str()),
+    )
+    .await
 }
 
 #[derive(Debug, serde::Deserialize)]
 struct KeyNote {
     saved: Option<String>,
     revoked: Option<String>,
+    granularity: Option<String>,
 }
 
 fn key_page(
@@ -427,6 +368,7 @@ fn key_page(
                 dt { "Environment" } dd { (k.environment.as_str()) }
                 dt { "Status" } dd #key-status { span class=(format!("badge {status}")) { (status) } }
                 dt { "Created" } dd { (layout::ts(k.created_at)) }
+                dt { "Last used" } dd #last-used { (layout::last_used(k.last_used_at)) }
                 @if let Some(t) = k.expires_at { dt { "Expires" } dd { (layout::ts(t)) } }
                 @if let Some(t) = k.revoked_at { dt { "Revoked" } dd { (layout::ts(t)) } }
                 @if let Some(r) = &k.revoked_reason { dt { "Revocation reason" } dd #revoked-reason { (r) } }
@@ -488,11 +430,13 @@ pub async fn show(
 ) -> Result<HttpResponse, ConsoleError> {
     let s = session::current(&req, &state).await?;
     let k = load_key(&state, &path).await?;
-    let chart = usage_chart(&state, &k.id).await?;
     let note: KeyNote = serde_urlencoded::from_str(req.query_string()).unwrap_or(KeyNote {
         saved: None,
         revoked: None,
+        granularity: None,
     });
+    let g = usage::granularity(note.granularity.as_deref());
+    let chart = usage_chart(&state, &k.id, g).await?;
     let note = if note.saved.is_some() {
         Some("Changes saved.")
     } else if note.revoked.is_some() {
@@ -530,7 +474,7 @@ pub async fn update(
             Err(e) => errors = field_error(e, key_field)?,
         }
     }
-    let chart = usage_chart(&state, &k.id).await?;
+    let chart = usage_chart(&state, &k.id, Granularity::Hour).await?;
     Ok(html_response(
         StatusCode::UNPROCESSABLE_ENTITY,
         key_page(&s, &k, &form, &errors, chart, None),
@@ -572,7 +516,7 @@ pub async fn rotate(
         }
         Err(e) => {
             let errors = field_error(e, key_field)?;
-            let chart = usage_chart(&state, &k.id).await?;
+            let chart = usage_chart(&state, &k.id, Granularity::Hour).await?;
             Ok(html_response(
                 StatusCode::CONFLICT,
                 key_page(&s, &k, &form_of(&k), &errors, chart, None),
@@ -608,7 +552,7 @@ pub async fn revoke(
             Err(e) => errors = field_error(e, key_field)?,
         }
     }
-    let chart = usage_chart(&state, &k.id).await?;
+    let chart = usage_chart(&state, &k.id, Granularity::Hour).await?;
     Ok(html_response(
         StatusCode::UNPROCESSABLE_ENTITY,
         key_page(&s, &k, &form_of(&k), &errors, chart, None),

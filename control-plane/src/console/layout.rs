@@ -205,6 +205,11 @@ pub fn ts(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// A key's last use: its minute, or "never".
+pub fn last_used(ms: Option<i64>) -> String {
+    ms.map_or_else(|| "never".to_owned(), ts)
+}
+
 /// A notice box (success or warning).
 pub fn notice(kind: &str, text: &str) -> Markup {
     html! { p class=(format!("notice {kind}")) role="status" { (text) } }

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod layout;
 pub mod projects;
 pub mod session;
+pub mod usage;
 
 use std::collections::HashMap;
 

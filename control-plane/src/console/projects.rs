@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::layout::{self, FieldErrors};
 use super::session::{self, ConsoleError, Session};
-use super::{field, field_error, html_response, post_session, redirect, submit, Form};
+use super::{field, field_error, html_response, post_session, redirect, submit, usage, Form};
 use crate::domain::keys::{self as key_domain, KeyListQuery, KeyView};
 use crate::domain::projects::{self as domain, CreateProject, ProjectView, UpdateProject};
 use crate::routes::db;
@@ -220,8 +220,41 @@ struct KeyFilters {
     q: Option<String>,
     created: Option<String>,
     saved: Option<String>,
+    granularity: Option<String>,
 }
 
+/// The project's usage chart at the page's granularity; its links keep the key filters.
+async fn usage_chart(
+    state: &web::Data<AppState>,
+    p: &ProjectView,
+    f: &KeyFilters,
+) -> Result<Markup, ConsoleError> {
+    let g = usage::granularity(f.granularity.as_deref());
+    let page = format!("/console/projects/{}", p.id);
+    let kept: Vec<(&str, &str)> = [
+        ("status", f.status.as_deref()),
+        ("environment", f.environment.as_deref()),
+        ("q", f.q.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| (k, v)))
+    .collect();
+    usage::chart(
+        state,
+        usage::Whose::Project(p.id.clone()),
+        g,
+        "project-usage-chart",
+        |choice| {
+            let mut pairs = kept.clone();
+            pairs.push(("granularity", choice.as_str()));
+            let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+            format!("{page}?{query}#project-usage-h")
+        },
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
 fn project_page(
     s: &Session,
     p: &ProjectView,
@@ -230,6 +263,7 @@ fn project_page(
     form: Option<&Form>,
     errors: &FieldErrors,
     note: Option<&str>,
+    chart: Markup,
 ) -> String {
     let status = filters.status.as_deref().unwrap_or("");
     let env = filters.environment.as_deref().unwrap_or("");
@@ -259,6 +293,10 @@ fn project_page(
                     a href=(format!("/console/projects/{}/alert-rules", p.id)) #alert-rules { "Alert rules" }
                 }
             }
+            section aria-labelledby="project-usage-h" {
+                h2 #project-usage-h { "Usage (all keys)" }
+                (chart)
+            }
             section aria-labelledby="keys-h" {
                 h2 #keys-h { "Keys" }
                 @if s.can_write() {
@@ -286,7 +324,7 @@ fn project_page(
                 @else {
                     div.table-wrap { table #keys {
                         caption { (keys.len()) " keys" }
-                        thead { tr { th scope="col" { "Name" } th scope="col" { "Start" } th scope="col" { "Kind" } th scope="col" { "Env" } th scope="col" { "Status" } th scope="col" { "Created" } } }
+                        thead { tr { th scope="col" { "Name" } th scope="col" { "Start" } th scope="col" { "Kind" } th scope="col" { "Env" } th scope="col" { "Status" } th scope="col" { "Created" } th scope="col" { "Last used" } } }
                         tbody {
                             @for k in keys {
                                 tr {
@@ -296,6 +334,7 @@ fn project_page(
                                     td { (k.environment.as_str()) }
                                     td { (status_badge(k.status)) }
                                     td { (layout::ts(k.created_at)) }
+                                    td { (layout::last_used(k.last_used_at)) }
                                 }
                             }
                         }
@@ -328,6 +367,7 @@ fn parse_filters(req: &HttpRequest) -> KeyFilters {
         q: None,
         created: None,
         saved: None,
+        granularity: None,
     })
 }
 
@@ -379,6 +419,7 @@ pub async fn show(
     let p = load_project(&state, &path).await?;
     let filters = parse_filters(&req);
     let keys = filtered_keys(&state, &p, &filters).await?;
+    let chart = usage_chart(&state, &p, &filters).await?;
     let note = if filters.created.is_some() {
         Some("Project created.")
     } else if filters.saved.is_some() {
@@ -388,7 +429,16 @@ pub async fn show(
     };
     Ok(html_response(
         StatusCode::OK,
-        project_page(&s, &p, &keys, &filters, None, &FieldErrors::default(), note),
+        project_page(
+            &s,
+            &p,
+            &keys,
+            &filters,
+            None,
+            &FieldErrors::default(),
+            note,
+            chart,
+        ),
     ))
 }
 
@@ -423,8 +473,9 @@ pub async fn update(
     }
     let filters = parse_filters(&req);
     let keys = filtered_keys(&state, &p, &filters).await?;
+    let chart = usage_chart(&state, &p, &filters).await?;
     Ok(html_response(
         StatusCode::UNPROCESSABLE_ENTITY,
-        project_page(&s, &p, &keys, &filters, Some(&form), &errors, None),
+        project_page(&s, &p, &keys, &filters, Some(&form), &errors, None, chart),
     ))
 }

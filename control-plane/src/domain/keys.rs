@@ -173,9 +173,11 @@ pub struct KeyView {
     pub rotated_to: Option<String>,
     /// The key this one replaced.
     pub rotated_from: Option<String>,
-    /// Not tracked yet: always `null`.
+    /// RFC 3339: start of the latest minute in which the edge reported a `valid` request
+    /// with this key; `null` if none was reported.
+    #[serde(with = "crate::timefmt::opt_rfc3339")]
     #[schema(value_type = Option<String>, format = DateTime)]
-    pub last_used_at: Option<String>,
+    pub last_used_at: Option<i64>,
 }
 
 /// A created key: its view plus the plaintext, shown this once.
@@ -314,7 +316,7 @@ impl KeyView {
             revoked_reason: r.revoked_reason.clone(),
             rotated_to: r.rotated_to.clone(),
             rotated_from: r.rotated_from.clone(),
-            last_used_at: None,
+            last_used_at: r.last_used_at,
         })
     }
 }

@@ -44,6 +44,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(alerts::list_rules)
             .service(alerts::update_rule)
             .service(usage::series)
+            .service(usage::project_series)
+            .service(usage::sightings)
             .service(usage::record)
             .service(accounts::create_admin)
             .service(accounts::list_admins)

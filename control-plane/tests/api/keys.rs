@@ -507,12 +507,17 @@ async fn usage_roundtrip(app: TestApp) {
     assert_eq!(r.body["accepted"], 3);
     let series = app.get(&format!("/v1/keys/{id}/usage"), OWNER_TOKEN).await;
     assert_eq!(series.status, 200, "{:?}", series.body);
+    assert_eq!(series.body["granularity"], "minute");
     assert_eq!(
         series.body["items"],
         json!([
-            {"minute": minute, "code": "rate_limited", "count": 1},
-            {"minute": minute, "code": "valid", "count": 5}
+            {"start": minute, "code": "rate_limited", "count": 1},
+            {"start": minute, "code": "valid", "count": 5}
         ])
+    );
+    assert_eq!(
+        series.body["totals"],
+        json!({"rate_limited": 1, "valid": 5})
     );
     let r = app
         .post(

@@ -15,5 +15,6 @@ mod roles;
 mod scan;
 mod snapshot;
 mod system;
+mod usage;
 mod validation;
 mod verify;

@@ -134,6 +134,8 @@ async fn unknown_ids_are_404(app: TestApp) {
         (Method::GET, format!("/v1/projects/{missing}/keys")),
         (Method::GET, "/v1/keys/key_nope".to_owned()),
         (Method::GET, "/v1/keys/key_nope/usage".to_owned()),
+        (Method::GET, format!("/v1/projects/{missing}/usage")),
+        (Method::GET, "/v1/keys/key_nope/sightings".to_owned()),
     ] {
         let r = app.request(m, &path, Some(OWNER_TOKEN), None).await;
         assert_eq!(r.status, 404, "{path}");

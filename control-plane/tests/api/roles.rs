@@ -113,6 +113,18 @@ async fn role_matrix(app: TestApp) {
             vec![O, A, V],
         ),
         (
+            Method::GET,
+            format!("/v1/projects/{pid}/usage"),
+            None,
+            vec![O, A, V],
+        ),
+        (
+            Method::GET,
+            format!("/v1/keys/{kid}/sightings"),
+            None,
+            vec![O, A, V],
+        ),
+        (
             Method::POST,
             "/v1/usage".into(),
             Some(

@@ -35,6 +35,8 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/v1/snapshot/public-keys"),
     ("post", "/v1/usage"),
     ("get", "/v1/keys/{key_id}/usage"),
+    ("get", "/v1/projects/{project_id}/usage"),
+    ("get", "/v1/keys/{key_id}/sightings"),
     ("get", "/metrics"),
     ("post", "/v1/leaks"),
 ];
