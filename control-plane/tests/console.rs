@@ -748,3 +748,154 @@ async fn console_in_a_browser() {
 
     c.close().await.expect("close");
 }
+
+#[actix_web::test]
+async fn alerts_in_a_browser() {
+    use keygate_control_plane::domain::{alerts, keys, projects, usage};
+    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        eprintln!(
+            "SKIPPED alerts_in_a_browser: {CHROMIUM} or {CHROMEDRIVER} is missing (cargo xtask install installs them)"
+        );
+        return;
+    }
+    let app = start().await;
+    let base = app.base.clone();
+    // A key that someone hammers from where it may not be used.
+    let (project_id, key_id) = {
+        let mut conn = app.state.pool.get().expect("connection");
+        let now = app.state.clock.now_ms();
+        let p = projects::create(
+            &mut conn,
+            now,
+            &app.owner_id,
+            serde_json::from_value(json!({"name": "Shop", "key_prefix": "shop"})).expect("input"),
+        )
+        .expect("project");
+        let k = keys::create(
+            &mut conn,
+            now,
+            &app.owner_id,
+            &p.id,
+            serde_json::from_value(
+                json!({"name": "backend", "kind": "secret", "environment": "live", "restrictions": {"ips": ["192.0.2.0/24"]}}),
+            )
+            .expect("spec"),
+        )
+        .expect("key");
+        let minute = keygate_control_plane::timefmt::format_ms(now - now % 60_000);
+        usage::record(
+            &mut conn,
+            serde_json::from_value(json!({"items": [
+                {"key_id": k.view.id, "minute": minute, "code": "ip_not_allowed", "count": 25}
+            ]}))
+            .expect("report"),
+        )
+        .expect("usage");
+        let report = alerts::evaluate(&mut conn, now).expect("evaluate");
+        assert_eq!(report.raised.len(), 1, "{report:?}");
+        (p.id, k.view.id)
+    };
+    let driver = start_chromedriver().await;
+    let profile = tempfile::tempdir().expect("profile dir");
+    let c = browser(&driver, profile.path()).await;
+    login(&c, &base, OWNER_EMAIL).await;
+
+    // The open alert is listed with its explanation, and acknowledged from the list.
+    c.goto(&format!("{base}/console/alerts"))
+        .await
+        .expect("goto");
+    assert_eq!(count(&c, "#alerts tbody tr").await, 1);
+    let summary = text(&c, "#alerts td.summary").await;
+    assert!(summary.contains("25 requests refused"), "{summary}");
+    assert!(summary.contains("25 ip_not_allowed"), "{summary}");
+    shot(&c, "20-alerts-open").await;
+    click(&c, "#alerts form button[type=submit]").await;
+    assert_eq!(
+        c.current_url().await.expect("url").path(),
+        "/console/alerts"
+    );
+    assert_eq!(count(&c, "#no-alerts").await, 1, "no open alert is left");
+    c.goto(&format!("{base}/console/alerts?status=all&key_id={key_id}"))
+        .await
+        .expect("goto");
+    let row = text(&c, "#alerts tbody tr").await;
+    assert!(row.contains("acknowledged by"), "{row}");
+    assert!(row.contains(&app.owner_id), "{row}");
+    shot(&c, "21-alerts-acknowledged").await;
+
+    // The key's page links to its alerts; the project's to its rules.
+    c.goto(&format!("{base}/console/keys/{key_id}"))
+        .await
+        .expect("goto");
+    click(&c, "#key-alerts").await;
+    assert_eq!(count(&c, "#alerts tbody tr").await, 1);
+    c.goto(&format!("{base}/console/projects/{project_id}"))
+        .await
+        .expect("goto");
+    click(&c, "#alert-rules").await;
+    assert_eq!(count(&c, "section.rule").await, 7);
+
+    // A bad threshold is refused next to its field; a good one is saved with revocation on.
+    fill(&c, "#new_ips-threshold", "0").await;
+    click(&c, "#rule-new_ips button[type=submit]").await;
+    let err = text(&c, "#new_ips-threshold-error").await;
+    assert!(err.contains("threshold"), "{err}");
+    assert_eq!(
+        c.find(Locator::Css("#new_ips-threshold"))
+            .await
+            .expect("field")
+            .prop("value")
+            .await
+            .expect("value")
+            .as_deref(),
+        Some("0"),
+        "the refused value is kept for correction"
+    );
+    shot(&c, "22-alert-rule-error").await;
+    fill(&c, "#new_ips-threshold", "4").await;
+    let revoke = c
+        .find(Locator::Css("#rule-new_ips input[name=auto_revoke]"))
+        .await
+        .expect("auto_revoke");
+    revoke.click().await.expect("check");
+    click(&c, "#rule-new_ips button[type=submit]").await;
+    shot(&c, "23-alert-rules").await;
+    let rules = {
+        let mut conn = app.state.pool.get().expect("connection");
+        alerts::list_rules(&mut conn, &project_id).expect("rules")
+    };
+    let new_ips = rules
+        .items
+        .iter()
+        .find(|r| r.rule == alerts::Rule::NewIps)
+        .expect("new_ips");
+    assert_eq!(new_ips.threshold, 4);
+    assert!(new_ips.auto_revoke);
+    assert!(new_ips.enabled);
+    // near_quota cannot revoke keys, so it offers no such box.
+    assert_eq!(
+        count(&c, "#rule-near_quota input[name=auto_revoke]").await,
+        0
+    );
+    let actions = audit_actions(&c, &base, &project_id).await;
+    assert!(
+        actions
+            .iter()
+            .any(|(actor, action)| actor == &app.owner_id && action == "alert_rule.update"),
+        "{actions:?}"
+    );
+
+    // A viewer sees alerts and rules but no controls.
+    click(&c, ".who button[type=submit]").await;
+    login(&c, &base, VIEWER_EMAIL).await;
+    c.goto(&format!("{base}/console/alerts?status=all"))
+        .await
+        .expect("goto");
+    assert_eq!(count(&c, "#alerts tbody tr").await, 1);
+    c.goto(&format!("{base}/console/projects/{project_id}/alert-rules"))
+        .await
+        .expect("goto");
+    assert_eq!(count(&c, "section.rule").await, 7);
+    assert_eq!(count(&c, "form[method=post]").await, 1, "only logout posts");
+    c.close().await.expect("close");
+}

@@ -124,13 +124,13 @@ impl Rule {
     /// What the rule flags.
     pub fn description(self) -> &'static str {
         match self {
-            Rule::NewIps => "A secret key is used from at least `threshold` client IPs it was never used from before, within the window. Publishable keys are exempt: every browser brings a new IP.",
-            Rule::NewReferrers => "A key is used from at least `threshold` referrer origins it was never used from before, within the window.",
-            Rule::Rejections => "At least `threshold` requests with the key are refused as referrer_not_allowed or ip_not_allowed within the window.",
-            Rule::TrafficSpike => "Requests with the key within the window reach `threshold` times the key's own average for a window of that length over the previous 7 days (and at least 100). Needs a day of history.",
-            Rule::TestKeyOnLive => "A test key is presented at least `threshold` times on a host that serves live traffic, within the window.",
-            Rule::NearQuota => "A key has used at least `threshold` percent of its quota in the current period.",
-            Rule::NearExpiry => "A key expires within `threshold` days (keys replaced by a rotation are exempt).",
+            Rule::NewIps => "A secret key is used, within the window, from at least the threshold number of client IPs never seen with it before. Publishable keys are exempt: every browser brings a new IP.",
+            Rule::NewReferrers => "A key is used, within the window, from at least the threshold number of referrer origins never seen with it before.",
+            Rule::Rejections => "Requests with the key refused as referrer_not_allowed or ip_not_allowed reach the threshold within the window.",
+            Rule::TrafficSpike => "Requests with the key within the window reach the threshold times the key's own average for a window of that length over the previous 7 days (and at least 100). Needs a day of history.",
+            Rule::TestKeyOnLive => "A test key is presented on hosts that serve live traffic as many times as the threshold, within the window.",
+            Rule::NearQuota => "A key has used the threshold's percentage of its quota in the current period.",
+            Rule::NearExpiry => "A key expires within the threshold's number of days (keys replaced by a rotation are exempt).",
         }
     }
 
