@@ -63,6 +63,16 @@ async fn start() -> TestApp {
     }
 }
 
+/// A client that does not follow redirects. Logins hash passwords with Argon2, which takes
+/// seconds on a busy machine while the browser test runs alongside: wait longer than awc's
+/// default 5 s.
+fn http_client() -> awc::Client {
+    awc::Client::builder()
+        .disable_redirects()
+        .timeout(Duration::from_secs(60))
+        .finish()
+}
+
 fn header(resp: &awc::ClientResponse<impl Sized>, name: &str) -> String {
     resp.headers()
         .get(name)
@@ -74,7 +84,7 @@ fn header(resp: &awc::ClientResponse<impl Sized>, name: &str) -> String {
 #[actix_web::test]
 async fn security_headers_and_session_cookie() {
     let app = start().await;
-    let client = awc::Client::builder().disable_redirects().finish();
+    let client = http_client();
 
     let resp = client
         .get(format!("{}/console/login", app.base))
@@ -198,7 +208,7 @@ async fn usage_charts_and_last_used() {
     usage::record(&mut conn, report).expect("record usage");
     drop(conn);
 
-    let client = awc::Client::builder().disable_redirects().finish();
+    let client = http_client();
     let cookie = session_cookie(&client, &app.base).await;
     let stamp = keygate_control_plane::timefmt::format_ms(minute);
 

@@ -9,7 +9,7 @@ use keygate_shared::{
     evaluate, origin, Code, Evaluation, LimitDecision, LimitInfo, RequestFacts, SnapshotIndex,
 };
 use worker::{
-    console_error, Context, Date, Env, Fetch, Headers, Method, Request, RequestInit,
+    console_error, console_log, Context, Date, Env, Fetch, Headers, Method, Request, RequestInit,
     RequestRedirect, Response, Result,
 };
 
@@ -19,7 +19,7 @@ use crate::config::EdgeConfig;
 use crate::holder::{self, Plan};
 use crate::request::{self, KeySource};
 use crate::respond::{self, Answer};
-use crate::usage::{UsageBuffer, UsageItem};
+use crate::usage::{Batch, Caller, UsageBuffer};
 
 thread_local! {
     static CONFIG: RefCell<Option<Rc<EdgeConfig>>> = const { RefCell::new(None) };
@@ -200,7 +200,12 @@ async fn handle_inner(
     };
 
     if let Some((key_id, _, _)) = &decided.key {
-        record_usage(key_id, decided.code, now, cfg, ctx);
+        let caller = Caller {
+            ip,
+            origin: origin_h.as_deref(),
+            referer: referer_h.as_deref(),
+        };
+        record_usage(key_id, decided.code, &caller, now, cfg, ctx);
     }
     if decided.code != Code::Valid {
         return refuse(
@@ -400,41 +405,68 @@ fn unavailable(origin: Option<&str>, referer: Option<&str>) -> Result<Response> 
     refuse(Code::SnapshotUnavailable, None, origin, cors)
 }
 
-fn record_usage(key_id: &str, code: Code, now: i64, cfg: &Rc<EdgeConfig>, ctx: &Context) {
+fn record_usage(
+    key_id: &str,
+    code: Code,
+    caller: &Caller<'_>,
+    now: i64,
+    cfg: &Rc<EdgeConfig>,
+    ctx: &Context,
+) {
     let due = USAGE.with(|u| {
         let mut u = u.borrow_mut();
-        u.record(key_id, code, now);
+        u.record(key_id, code, caller, now);
         u.take_if_due(now, cfg.usage_flush_ms)
     });
-    if let Some(items) = due {
+    if let Some(batch) = due {
         let c = Rc::clone(cfg);
-        ctx.wait_until(async move { post_usage(&c, items, now).await });
+        ctx.wait_until(async move { post_usage(&c, batch, now).await });
     }
 }
 
-async fn post_usage(cfg: &EdgeConfig, items: Vec<UsageItem>, now: i64) {
+/// Whether a post that got `status` may succeed later: not for a request the control plane
+/// refuses as such (400, 413, 422), which would otherwise be retried forever.
+fn worth_retrying(status: u16) -> bool {
+    !matches!(status, 400 | 413 | 422)
+}
+
+async fn post_usage(cfg: &EdgeConfig, batch: Batch, now: i64) {
+    if batch.dropped > 0 {
+        console_log!(
+            "keygate-edge: {} sighting values over the cap of {} per key and kind were not reported",
+            batch.dropped,
+            crate::usage::MAX_VALUES_PER_KIND
+        );
+    }
     let send = async {
         let headers = Headers::new();
         headers.set("Authorization", &format!("Bearer {}", cfg.edge_token))?;
         headers.set("Content-Type", "application/json")?;
-        let body = serde_json::json!({ "items": &items }).to_string();
+        let body =
+            serde_json::to_string(&batch).map_err(|e| worker::Error::RustError(e.to_string()))?;
         let mut init = RequestInit::new();
         init.with_method(Method::Post)
             .with_headers(headers)
             .with_body(Some(body.into()));
         let req = Request::new_with_init(&format!("{}/v1/usage", cfg.control_plane_url), &init)?;
         let resp = Fetch::Request(req).send().await?;
-        if resp.status_code() >= 300 {
-            return Err(worker::Error::RustError(format!(
-                "control plane answered {}",
-                resp.status_code()
-            )));
-        }
-        Ok(())
+        Ok::<u16, worker::Error>(resp.status_code())
     };
-    if let Err(e) = send.await {
-        console_error!("keygate-edge: usage post failed, keeping counts: {e}");
-        USAGE.with(|u| u.borrow_mut().restore(items, now));
+    match send.await {
+        Ok(status) if status < 300 => {}
+        Ok(status) if !worth_retrying(status) => {
+            console_error!(
+                "keygate-edge: control plane refused a usage report ({status}); dropped it"
+            );
+        }
+        Ok(status) => {
+            console_error!("keygate-edge: usage post answered {status}, keeping counts");
+            USAGE.with(|u| u.borrow_mut().restore(batch, now));
+        }
+        Err(e) => {
+            console_error!("keygate-edge: usage post failed, keeping counts: {e}");
+            USAGE.with(|u| u.borrow_mut().restore(batch, now));
+        }
     }
 }
 

@@ -1,145 +1,613 @@
-//! Verification counts per key, minute and outcome, buffered in the isolate and posted to the
-//! control plane in batches, never on the response path.
+//! What the edge reports to `POST /v1/usage`: verdict counts per key, minute and outcome, and
+//! per key the distinct client IPs and referrer origins it saw, with when each was first and
+//! last seen. Buffered in the isolate and posted in batches, never on the response path.
+//!
+//! Each key keeps at most [`MAX_VALUES_PER_KIND`] distinct IPs and as many referrer origins
+//! per flush interval; values beyond that are counted in [`Batch::dropped`] and not reported, so
+//! a key called from a botnet cannot grow the buffer or the report without bound.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::net::IpAddr;
 
-use keygate_shared::limits::{civil_from_days, days_from_civil};
+use keygate_shared::limits::civil_from_days;
+use keygate_shared::referrer::write_request_origin;
 use keygate_shared::Code;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-/// One row of `POST /v1/usage`.
+/// Distinct values kept per key and kind between two flushes.
+pub const MAX_VALUES_PER_KIND: usize = 64;
+/// Rows (counts, or sightings) past which a flush is due whatever the time.
+const MAX_ROWS: usize = 500;
+/// Most counts, and most sightings, in one post; the rest waits for the next one. Keeps every
+/// post well inside the control plane's limits (5000 of each, 2 MiB).
+const MAX_POST_ROWS: usize = 1000;
+
+/// One count of `POST /v1/usage`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UsageItem {
     /// Key id.
     pub key_id: String,
-    /// Start of the minute, RFC 3339 UTC.
-    pub minute: String,
-    /// Outcome code.
-    pub code: &'static str,
-    /// Number of requests.
+    /// Start of the minute (Unix ms); sent as RFC 3339.
+    #[serde(serialize_with = "ser_minute")]
+    pub minute: i64,
+    /// Outcome.
+    pub code: Code,
+    /// Requests.
     pub count: u64,
 }
 
-/// Counts waiting to be posted.
+/// What a sighting is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SightingKind {
+    /// `CF-Connecting-IP`.
+    Ip,
+    /// The origin of `Origin`, else of `Referer`.
+    Referrer,
+}
+
+/// One sighting of `POST /v1/usage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sighting {
+    /// Key id.
+    pub key_id: String,
+    /// IP or referrer.
+    pub kind: SightingKind,
+    /// The address, or the origin `scheme://host[:port]`.
+    pub value: String,
+    /// Unix ms; sent as RFC 3339.
+    #[serde(serialize_with = "ser_ms")]
+    pub first_seen: i64,
+    /// Unix ms; sent as RFC 3339.
+    #[serde(serialize_with = "ser_ms")]
+    pub last_seen: i64,
+    /// Requests.
+    pub count: u64,
+}
+
+/// One post's worth of usage.
+#[derive(Debug, Default, Serialize)]
+pub struct Batch {
+    /// Counts.
+    pub items: Vec<UsageItem>,
+    /// Sightings.
+    pub sightings: Vec<Sighting>,
+    /// Distinct values seen beyond [`MAX_VALUES_PER_KIND`] since the last flush, not reported.
+    #[serde(skip)]
+    pub dropped: u64,
+}
+
+/// The facts of one request that sightings are made of.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caller<'a> {
+    /// `CF-Connecting-IP`, parsed.
+    pub ip: Option<IpAddr>,
+    /// `Origin`.
+    pub origin: Option<&'a str>,
+    /// `Referer`.
+    pub referer: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    first: i64,
+    last: i64,
+    count: u64,
+}
+
+impl Seen {
+    fn at(now: i64) -> Self {
+        Seen {
+            first: now,
+            last: now,
+            count: 1,
+        }
+    }
+    fn merge(&mut self, other: Seen) {
+        self.first = self.first.min(other.first);
+        self.last = self.last.max(other.last);
+        self.count += other.count;
+    }
+}
+
+/// Everything buffered for one key.
+#[derive(Debug, Default)]
+struct KeyUsage {
+    counts: HashMap<(i64, Code), u64>,
+    ips: HashMap<IpAddr, Seen>,
+    referrers: HashMap<String, Seen>,
+}
+
+/// Counts and sightings waiting to be posted.
 #[derive(Debug, Default)]
 pub struct UsageBuffer {
-    counts: HashMap<(String, i64, Code), u64>,
+    keys: HashMap<String, KeyUsage>,
+    /// Count rows buffered.
+    rows: usize,
+    /// Sighting rows buffered.
+    sighting_rows: usize,
+    dropped: u64,
+    /// Reused for each request's referrer origin, so a known origin costs no allocation.
+    origin: String,
     last_flush_ms: i64,
 }
 
-/// Rows past which a flush is due whatever the time.
-const MAX_ROWS: usize = 500;
+/// Adds `seen` under `value` unless the set is full; whether a new row was added.
+fn add_seen<K: Eq + std::hash::Hash>(
+    set: &mut HashMap<K, Seen>,
+    value: K,
+    seen: Seen,
+    dropped: &mut u64,
+) -> bool {
+    let len = set.len();
+    match set.entry(value) {
+        Entry::Occupied(mut e) => {
+            e.get_mut().merge(seen);
+            false
+        }
+        Entry::Vacant(e) if len < MAX_VALUES_PER_KIND => {
+            e.insert(seen);
+            true
+        }
+        Entry::Vacant(_) => {
+            *dropped += 1;
+            false
+        }
+    }
+}
 
 impl UsageBuffer {
-    /// Counts one verdict at `now_ms`.
-    pub fn record(&mut self, key_id: &str, code: Code, now_ms: i64) {
+    /// Counts one verdict for `key_id` at `now_ms`, and what the request showed of its caller.
+    /// Allocates only for a key, minute, IP or origin not yet in the buffer.
+    pub fn record(&mut self, key_id: &str, code: Code, caller: &Caller<'_>, now_ms: i64) {
         let minute = now_ms.div_euclid(60_000) * 60_000;
-        *self
-            .counts
-            .entry((key_id.to_owned(), minute, code))
-            .or_insert(0) += 1;
+        let has_origin = write_request_origin(caller.origin, caller.referer, &mut self.origin);
+        if !self.keys.contains_key(key_id) {
+            self.keys.insert(key_id.to_owned(), KeyUsage::default());
+        }
+        let Some(k) = self.keys.get_mut(key_id) else {
+            return;
+        };
+        match k.counts.entry((minute, code)) {
+            Entry::Occupied(mut e) => *e.get_mut() += 1,
+            Entry::Vacant(e) => {
+                e.insert(1);
+                self.rows += 1;
+            }
+        }
+        if let Some(ip) = caller.ip {
+            match k.ips.get_mut(&ip) {
+                Some(s) => s.merge(Seen::at(now_ms)),
+                None => {
+                    if add_seen(&mut k.ips, ip, Seen::at(now_ms), &mut self.dropped) {
+                        self.sighting_rows += 1;
+                    }
+                }
+            }
+        }
+        if has_origin {
+            match k.referrers.get_mut(self.origin.as_str()) {
+                Some(s) => s.merge(Seen::at(now_ms)),
+                None => {
+                    let origin = self.origin.clone();
+                    if add_seen(
+                        &mut k.referrers,
+                        origin,
+                        Seen::at(now_ms),
+                        &mut self.dropped,
+                    ) {
+                        self.sighting_rows += 1;
+                    }
+                }
+            }
+        }
         if self.last_flush_ms == 0 {
             self.last_flush_ms = now_ms;
         }
     }
 
-    /// Takes the buffered rows when a flush is due (`interval_ms` since the last one, or the
-    /// buffer is large).
-    pub fn take_if_due(&mut self, now_ms: i64, interval_ms: i64) -> Option<Vec<UsageItem>> {
-        if self.counts.is_empty() {
+    /// Takes a batch when a flush is due (`interval_ms` since the last one, or the buffer is
+    /// large). A batch holds at most 1000 counts and 1000 sightings; the rest stays buffered.
+    pub fn take_if_due(&mut self, now_ms: i64, interval_ms: i64) -> Option<Batch> {
+        if self.rows == 0 && self.sighting_rows == 0 {
             return None;
         }
-        if now_ms - self.last_flush_ms < interval_ms && self.counts.len() < MAX_ROWS {
+        let large = self.rows >= MAX_ROWS || self.sighting_rows >= MAX_ROWS;
+        if now_ms - self.last_flush_ms < interval_ms && !large {
             return None;
         }
         self.last_flush_ms = now_ms;
-        let items = self
-            .counts
-            .drain()
-            .map(|((key_id, minute, code), count)| UsageItem {
-                key_id,
-                minute: rfc3339_minute(minute),
-                code: code.as_str(),
-                count,
-            })
-            .collect();
-        Some(items)
+        let mut batch = Batch {
+            items: Vec::with_capacity(self.rows.min(MAX_POST_ROWS)),
+            sightings: Vec::with_capacity(self.sighting_rows.min(MAX_POST_ROWS)),
+            dropped: std::mem::take(&mut self.dropped),
+        };
+        for (key_id, k) in self.keys.drain() {
+            for ((minute, code), count) in k.counts {
+                batch.items.push(UsageItem {
+                    key_id: key_id.clone(),
+                    minute,
+                    code,
+                    count,
+                });
+            }
+            let ips = k
+                .ips
+                .into_iter()
+                .map(|(ip, s)| (SightingKind::Ip, ip.to_string(), s));
+            let referrers = k
+                .referrers
+                .into_iter()
+                .map(|(o, s)| (SightingKind::Referrer, o, s));
+            for (kind, value, s) in ips.chain(referrers) {
+                batch.sightings.push(Sighting {
+                    key_id: key_id.clone(),
+                    kind,
+                    value,
+                    first_seen: s.first,
+                    last_seen: s.last,
+                    count: s.count,
+                });
+            }
+        }
+        self.rows = 0;
+        self.sighting_rows = 0;
+        // Rare (after failed posts piled up): keep the excess for the next flush.
+        let extra = Batch {
+            items: split_off(&mut batch.items, MAX_POST_ROWS),
+            sightings: split_off(&mut batch.sightings, MAX_POST_ROWS),
+            dropped: 0,
+        };
+        if !extra.items.is_empty() || !extra.sightings.is_empty() {
+            self.restore(extra, now_ms);
+        }
+        Some(batch)
     }
 
-    /// Puts rows back after a failed post, so a control-plane outage loses no counts.
-    pub fn restore(&mut self, items: Vec<UsageItem>, now_ms: i64) {
-        for item in items {
-            let Some(minute) = parse_minute(&item.minute) else {
-                continue;
-            };
-            let Some(code) = code_from_str(item.code) else {
-                continue;
-            };
-            *self.counts.entry((item.key_id, minute, code)).or_insert(0) += item.count;
+    /// Puts a batch back after a failed post, so a control-plane outage loses nothing (but
+    /// sightings beyond the per-key cap).
+    pub fn restore(&mut self, batch: Batch, now_ms: i64) {
+        for item in batch.items {
+            let k = self.keys.entry(item.key_id).or_default();
+            match k.counts.entry((item.minute, item.code)) {
+                Entry::Occupied(mut e) => *e.get_mut() += item.count,
+                Entry::Vacant(e) => {
+                    e.insert(item.count);
+                    self.rows += 1;
+                }
+            }
         }
+        for s in batch.sightings {
+            let k = self.keys.entry(s.key_id).or_default();
+            let seen = Seen {
+                first: s.first_seen,
+                last: s.last_seen,
+                count: s.count,
+            };
+            let added = match s.kind {
+                SightingKind::Ip => match s.value.parse::<IpAddr>() {
+                    Ok(ip) => add_seen(&mut k.ips, ip, seen, &mut self.dropped),
+                    Err(_) => false,
+                },
+                SightingKind::Referrer => {
+                    add_seen(&mut k.referrers, s.value, seen, &mut self.dropped)
+                }
+            };
+            if added {
+                self.sighting_rows += 1;
+            }
+        }
+        self.dropped += batch.dropped;
         if self.last_flush_ms == 0 {
             self.last_flush_ms = now_ms;
         }
     }
 }
 
-fn code_from_str(s: &str) -> Option<Code> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+fn split_off<T>(v: &mut Vec<T>, at: usize) -> Vec<T> {
+    if v.len() > at {
+        v.split_off(at)
+    } else {
+        Vec::new()
+    }
 }
 
-fn rfc3339_minute(ms: i64) -> String {
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` of Unix milliseconds.
+fn rfc3339_ms(ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);
-    let secs = ms.div_euclid(1000).rem_euclid(86_400);
+    let in_day = ms.rem_euclid(86_400_000);
     let (y, m, d) = civil_from_days(days);
+    let secs = in_day / 1000;
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:00Z",
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
         secs / 3600,
-        (secs / 60) % 60
+        (secs / 60) % 60,
+        secs % 60,
+        in_day % 1000
     )
 }
 
-fn parse_minute(s: &str) -> Option<i64> {
-    // Only our own format is read back: YYYY-MM-DDTHH:MM:00Z.
-    let b = s.as_bytes();
-    if b.len() != 20 {
-        return None;
-    }
-    let num = |r: core::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
-    let (y, m, d, h, mi) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-    );
-    let days = days_from_civil(i64::from(y), m, d);
-    Some((days * 86_400 + i64::from(h * 3600 + mi * 60)) * 1000)
+fn ser_ms<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339_ms(*ms))
+}
+
+fn ser_minute<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    // Whole minutes: the same instant without the `.000`.
+    let t = rfc3339_ms(*ms);
+    s.serialize_str(&format!("{}Z", t.get(..19).unwrap_or(&t)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const T: i64 = 1_764_307_230_000; // 2025-11-28T05:20:30Z
+
+    fn caller<'a>(ip: &str, origin: Option<&'a str>, referer: Option<&'a str>) -> Caller<'a> {
+        Caller {
+            ip: ip.parse().ok(),
+            origin,
+            referer,
+        }
+    }
+
+    fn sorted(mut b: Batch) -> Batch {
+        b.items
+            .sort_by_key(|i| (i.key_id.clone(), i.minute, i.code.as_str()));
+        b.sightings
+            .sort_by_key(|s| (s.key_id.clone(), s.kind as u8, s.value.clone()));
+        b
+    }
+
     #[test]
     fn aggregates_and_flushes() {
         let mut b = UsageBuffer::default();
-        let t = 1_764_307_230_000; // 2025-11-28T05:20:30Z
-        b.record("key_1", Code::Valid, t);
-        b.record("key_1", Code::Valid, t + 1000);
-        b.record("key_1", Code::RateLimited, t + 2000);
-        assert!(b.take_if_due(t + 5000, 10_000).is_none());
-        let mut items = b.take_if_due(t + 10_000, 10_000).expect("due");
-        items.sort_by_key(|i| i.code);
-        assert_eq!(items.len(), 2);
-        assert_eq!(items[0].minute, "2025-11-28T05:20:00Z");
-        let valid = items.iter().find(|i| i.code == "valid").expect("valid");
+        let none = Caller::default();
+        b.record("key_1", Code::Valid, &none, T);
+        b.record("key_1", Code::Valid, &none, T + 1000);
+        b.record("key_1", Code::RateLimited, &none, T + 2000);
+        assert!(b.take_if_due(T + 5000, 10_000).is_none());
+        let batch = sorted(b.take_if_due(T + 10_000, 10_000).expect("due"));
+        assert_eq!(batch.items.len(), 2);
+        assert!(batch.sightings.is_empty());
+        let valid = batch
+            .items
+            .iter()
+            .find(|i| i.code == Code::Valid)
+            .expect("valid");
         assert_eq!(valid.count, 2);
-        b.restore(items, t + 11_000);
-        let again = b.take_if_due(t + 30_000, 10_000).expect("restored");
-        assert_eq!(again.iter().map(|i| i.count).sum::<u64>(), 3);
+        assert_eq!(valid.minute, 1_764_307_200_000);
+        let json = serde_json::to_value(&batch).expect("json");
+        assert_eq!(json["items"][0]["minute"], "2025-11-28T05:20:00Z");
+        assert_eq!(json["items"][0]["code"], "rate_limited");
+        assert_eq!(json["sightings"], serde_json::json!([]));
+        assert!(json.get("dropped").is_none());
+        b.restore(batch, T + 11_000);
+        let again = b.take_if_due(T + 30_000, 10_000).expect("restored");
+        assert_eq!(again.items.iter().map(|i| i.count).sum::<u64>(), 3);
+        assert!(
+            b.take_if_due(T + 60_000, 10_000).is_none(),
+            "empty after take"
+        );
+    }
+
+    #[test]
+    fn collects_ips_and_referrer_origins_per_key() {
+        let mut b = UsageBuffer::default();
+        let app = "https://Shop.Example.com";
+        b.record(
+            "key_1",
+            Code::Valid,
+            &caller("203.0.113.7", Some(app), None),
+            T,
+        );
+        // Origin wins over Referer; a Referer alone is reduced to its origin.
+        b.record(
+            "key_1",
+            Code::ReferrerNotAllowed,
+            &caller("203.0.113.7", Some(app), Some("https://other.example/x")),
+            T + 500,
+        );
+        b.record(
+            "key_1",
+            Code::Valid,
+            &caller("2001:DB8::1", None, Some("http://localhost:3000/app?q=1")),
+            T + 900,
+        );
+        // Unparseable values are skipped; the verdict still counts.
+        b.record(
+            "key_2",
+            Code::Valid,
+            &caller("not an ip", Some("null"), None),
+            T + 100,
+        );
+        let batch = sorted(b.take_if_due(T + 10_000, 10_000).expect("due"));
+        let got: Vec<_> = batch
+            .sightings
+            .iter()
+            .map(|s| {
+                (
+                    s.key_id.as_str(),
+                    s.kind,
+                    s.value.as_str(),
+                    s.first_seen,
+                    s.last_seen,
+                    s.count,
+                )
+            })
+            .collect();
         assert_eq!(
-            parse_minute("2025-11-28T05:20:00Z"),
-            Some(1_764_307_200_000)
+            got,
+            vec![
+                (
+                    "key_1",
+                    SightingKind::Ip,
+                    "2001:db8::1",
+                    T + 900,
+                    T + 900,
+                    1
+                ),
+                ("key_1", SightingKind::Ip, "203.0.113.7", T, T + 500, 2),
+                (
+                    "key_1",
+                    SightingKind::Referrer,
+                    "http://localhost:3000",
+                    T + 900,
+                    T + 900,
+                    1
+                ),
+                (
+                    "key_1",
+                    SightingKind::Referrer,
+                    "https://shop.example.com",
+                    T,
+                    T + 500,
+                    2
+                ),
+            ]
+        );
+        assert_eq!(batch.items.iter().map(|i| i.count).sum::<u64>(), 4);
+        let json = serde_json::to_value(&batch).expect("json");
+        assert_eq!(
+            json["sightings"][1],
+            serde_json::json!({"key_id": "key_1", "kind": "ip", "value": "203.0.113.7",
+                "first_seen": "2025-11-28T05:20:30.000Z", "last_seen": "2025-11-28T05:20:30.500Z",
+                "count": 2})
+        );
+    }
+
+    #[test]
+    fn caps_distinct_values_per_key_and_kind() {
+        let mut b = UsageBuffer::default();
+        for i in 0..100u32 {
+            let ip = format!("10.0.0.{i}");
+            let origin = format!("https://s{i}.example.com");
+            b.record("key_1", Code::Valid, &caller(&ip, Some(&origin), None), T);
+        }
+        // A value already held still counts once the set is full.
+        b.record(
+            "key_1",
+            Code::Valid,
+            &caller("10.0.0.0", Some("https://s0.example.com"), None),
+            T + 1,
+        );
+        // Another key has its own sets.
+        b.record("key_2", Code::Valid, &caller("10.0.0.99", None, None), T);
+        let batch = b.take_if_due(T + 10_000, 10_000).expect("due");
+        let of = |key: &str, kind: SightingKind| {
+            batch
+                .sightings
+                .iter()
+                .filter(|s| s.key_id == key && s.kind == kind)
+                .count()
+        };
+        assert_eq!(of("key_1", SightingKind::Ip), MAX_VALUES_PER_KIND);
+        assert_eq!(of("key_1", SightingKind::Referrer), MAX_VALUES_PER_KIND);
+        assert_eq!(of("key_2", SightingKind::Ip), 1);
+        assert_eq!(batch.dropped, 2 * (100 - MAX_VALUES_PER_KIND as u64));
+        let first = batch
+            .sightings
+            .iter()
+            .find(|s| s.value == "10.0.0.0")
+            .expect("kept");
+        assert_eq!((first.count, first.last_seen), (2, T + 1));
+        // The next interval starts with empty sets.
+        b.record(
+            "key_1",
+            Code::Valid,
+            &caller("10.0.0.99", None, None),
+            T + 20_000,
+        );
+        let next = b.take_if_due(T + 30_000, 10_000).expect("due");
+        assert_eq!(next.sightings.len(), 1);
+        assert_eq!(next.dropped, 0);
+    }
+
+    #[test]
+    fn restore_keeps_sightings_and_merges_them() {
+        let mut b = UsageBuffer::default();
+        b.record(
+            "key_1",
+            Code::Valid,
+            &caller("10.0.0.1", Some("https://a.example"), None),
+            T,
+        );
+        let failed = b.take_if_due(T + 10_000, 10_000).expect("due");
+        // Meanwhile the same IP calls again, and a new one.
+        b.record(
+            "key_1",
+            Code::Valid,
+            &caller("10.0.0.1", None, None),
+            T + 12_000,
+        );
+        b.record(
+            "key_1",
+            Code::Valid,
+            &caller("10.0.0.2", None, None),
+            T + 13_000,
+        );
+        b.restore(failed, T + 14_000);
+        let batch = sorted(b.take_if_due(T + 30_000, 10_000).expect("due"));
+        let got: Vec<_> = batch
+            .sightings
+            .iter()
+            .map(|s| (s.value.as_str(), s.first_seen, s.last_seen, s.count))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("10.0.0.1", T, T + 12_000, 2),
+                ("10.0.0.2", T + 13_000, T + 13_000, 1),
+                ("https://a.example", T, T, 1),
+            ]
+        );
+        assert_eq!(batch.items.iter().map(|i| i.count).sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn a_flush_is_due_early_when_large_and_posts_are_bounded() {
+        let mut b = UsageBuffer::default();
+        let none = Caller::default();
+        for i in 0..MAX_ROWS as i64 {
+            b.record(&format!("key_{i}"), Code::Valid, &none, T);
+        }
+        let batch = b
+            .take_if_due(T + 1, 10_000)
+            .expect("large buffers flush early");
+        assert_eq!(batch.items.len(), MAX_ROWS);
+        // After failed posts pile up, each post still carries at most MAX_POST_ROWS rows.
+        let mut pile = Batch::default();
+        for i in 0..2500 {
+            pile.items.push(UsageItem {
+                key_id: format!("key_{i}"),
+                minute: 0,
+                code: Code::Valid,
+                count: 1,
+            });
+        }
+        b.restore(pile, T + 2);
+        let mut total = 0;
+        while let Some(batch) = b.take_if_due(T + 100_000, 10_000) {
+            assert!(batch.items.len() <= MAX_POST_ROWS);
+            total += batch.items.len();
+        }
+        assert_eq!(total, 2500);
+    }
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339_ms(T + 7), "2025-11-28T05:20:30.007Z");
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        let item = UsageItem {
+            key_id: "k".into(),
+            minute: 1_764_307_200_000,
+            code: Code::Valid,
+            count: 1,
+        };
+        assert_eq!(
+            serde_json::to_value(&item).expect("json")["minute"],
+            "2025-11-28T05:20:00Z"
         );
     }
 }

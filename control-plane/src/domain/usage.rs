@@ -219,7 +219,7 @@ pub struct UsageSeries {
     /// Non-zero counts, by bucket start, then code.
     pub items: Vec<UsagePoint>,
     /// Sum over the window per code.
-    #[schema(value_type = Object, example = json!({"valid": 120, "rate_limited": 3}))]
+    #[schema(example = json!({"valid": 120, "rate_limited": 3}))]
     pub totals: BTreeMap<String, i64>,
 }
 

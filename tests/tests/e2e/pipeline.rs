@@ -320,27 +320,90 @@ fn edge_enforces_every_check_and_forwards_signed_requests() {
         "preflight answered at the edge"
     );
 
-    // Usage reaches the control plane in batches.
-    let usage = || {
+    // Usage reaches the control plane in batches: counts per minute, hour and day, the key's
+    // last use, and the client IPs and referrer origins seen with the key, refusals included.
+    let r = get(
+        &[
+            ("Authorization", &bearer(&server)),
+            ("CF-Connecting-IP", "198.51.100.99"),
+        ],
+        "/admin/users",
+    );
+    assert_eq!(code(&r), "insufficient_scope");
+    let key_usage = |g: &str| {
         stack
-            .api("GET", &format!("/v1/keys/{server_id}/usage"), None)
+            .api(
+                "GET",
+                &format!("/v1/keys/{server_id}/usage?granularity={g}"),
+                None,
+            )
             .body
+    };
+    let sightings = || {
+        stack
+            .api("GET", &format!("/v1/keys/{server_id}/sightings"), None)
+            .body
+    };
+    let has_sighting = |body: &Value, kind: &str, value: &str| {
+        body["items"].as_array().is_some_and(|items| {
+            items
+                .iter()
+                .any(|i| i["kind"] == kind && i["value"] == value && i["count"].as_u64() >= Some(1))
+        })
     };
     let counted = Stack::wait_for(Duration::from_secs(15), || {
         // Flushes ride on later requests; keep some traffic going.
-        let _ = get(&[("Authorization", &bearer(&server))], "/orders/1");
-        usage()["items"].as_array().is_some_and(|items| {
-            items
-                .iter()
-                .any(|i| i["code"] == "valid" && i["count"].as_u64() >= Some(3))
-        })
+        let r = get(
+            &[
+                ("Authorization", &bearer(&server)),
+                ("CF-Connecting-IP", "198.51.100.23"),
+                ("Origin", "https://App.Example.net"),
+            ],
+            "/orders/1",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let valid = |body: Value| {
+            body["items"].as_array().is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|i| i["code"] == "valid" && i["count"].as_u64() >= Some(3))
+            })
+        };
+        let seen = sightings();
+        valid(key_usage("minute"))
+            && valid(key_usage("hour"))
+            && has_sighting(&seen, "ip", "198.51.100.23")
+            && has_sighting(&seen, "ip", "198.51.100.99")
+            && has_sighting(&seen, "referrer", "https://app.example.net")
     });
     assert!(
         counted.is_some(),
-        "usage not recorded: {}\n{}",
-        usage(),
+        "usage not recorded: {}\n{}\n{}",
+        key_usage("hour"),
+        sightings(),
         stack.edge_logs()
     );
+    let day = key_usage("day");
+    assert!(day["totals"]["valid"].as_i64() >= Some(3), "{day}");
+    assert!(
+        day["totals"]["insufficient_scope"].as_i64() >= Some(1),
+        "{day}"
+    );
+    let project_usage = stack
+        .api(
+            "GET",
+            &format!("/v1/projects/{project}/usage?granularity=hour"),
+            None,
+        )
+        .body;
+    assert!(
+        project_usage["totals"]["valid"].as_i64() >= day["totals"]["valid"].as_i64(),
+        "{project_usage}"
+    );
+    let key = stack
+        .api("GET", &format!("/v1/keys/{server_id}"), None)
+        .body;
+    assert!(key["last_used_at"].is_string(), "{key}");
 }
 
 #[test]
