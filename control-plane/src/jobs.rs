@@ -14,10 +14,18 @@ pub type Tick = fn(&AppState, i64) -> anyhow::Result<()>;
 
 /// Starts every job of the control plane.
 pub(crate) fn spawn_all(state: &web::Data<AppState>) -> Vec<JoinHandle<()>> {
-    let jobs: Vec<(&'static str, Duration, Tick)> = Vec::new();
-    jobs.into_iter()
+    let jobs: Vec<(&'static str, Duration, Tick)> = vec![(
+        "webhook-expiring",
+        Duration::from_secs(60),
+        crate::domain::webhooks::expiring_tick,
+    )];
+    let mut handles: Vec<JoinHandle<()>> = jobs
+        .into_iter()
         .map(|(name, interval, tick)| every(state.clone(), name, interval, tick))
-        .collect()
+        .collect();
+    // Sends HTTP requests, so it is an async loop of its own rather than a blocking tick.
+    handles.push(crate::delivery::spawn(state.clone()));
+    handles
 }
 
 /// Runs `tick` every `interval` on the blocking pool (jobs use the database). A failed tick is

@@ -86,6 +86,7 @@ impl Application {
             token_cache: Default::default(),
             policy_cache: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
+            webhooks: config.webhooks.clone(),
         });
         let listener = TcpListener::bind(&config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

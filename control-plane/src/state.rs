@@ -36,4 +36,6 @@ pub struct AppState {
     pub policy_cache: Mutex<HashMap<String, (i64, std::sync::Arc<keygate_shared::ProjectPolicy>)>>,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Webhook delivery settings.
+    pub webhooks: crate::config::WebhookSettings,
 }
