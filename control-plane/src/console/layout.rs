@@ -23,6 +23,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> String {
                     @if let Some(s) = session {
                         nav aria-label="Main" {
                             a href="/console/projects" { "Projects" }
+                            a href="/console/webhooks" { "Webhooks" }
                             a href="/console/audit" { "Audit log" }
                             a href="/console/snapshot" { "Snapshot" }
                             @if s.is_owner() {

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod layout;
 pub mod projects;
 pub mod session;
+pub mod webhooks;
 
 use std::collections::HashMap;
 
@@ -62,6 +63,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/keys/{id}", web::post().to(keys::update))
             .route("/keys/{id}/rotate", web::post().to(keys::rotate))
             .route("/keys/{id}/revoke", web::post().to(keys::revoke))
+            .route("/webhooks", web::get().to(webhooks::list))
+            .route("/webhooks", web::post().to(webhooks::create))
+            .route("/webhooks/{id}", web::get().to(webhooks::show))
+            .route("/webhooks/{id}/enable", web::post().to(webhooks::enable))
+            .route("/webhooks/{id}/disable", web::post().to(webhooks::disable))
+            .route("/webhooks/{id}/delete", web::post().to(webhooks::delete))
+            .route(
+                "/webhooks/{id}/deliveries/{delivery_id}/retry",
+                web::post().to(webhooks::retry),
+            )
             .route("/audit", web::get().to(accounts::audit))
             .route("/snapshot", web::get().to(accounts::snapshot))
             .route("/admins", web::get().to(accounts::admins))
