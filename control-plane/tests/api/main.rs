@@ -16,3 +16,4 @@ mod snapshot;
 mod system;
 mod validation;
 mod verify;
+mod webhooks;
