@@ -25,6 +25,35 @@ pub const DEFAULT_SIGHTING_RETENTION_DAYS: i64 = 90;
 /// Shortest accepted `KEYGATE_BOOTSTRAP_TOKEN`.
 pub const MIN_BOOTSTRAP_TOKEN_LEN: usize = 32;
 
+/// Webhook delivery settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Delay after the first failed attempt (`KEYGATE_WEBHOOK_RETRY_BASE_SECONDS`); it doubles
+    /// after each further failure.
+    pub retry_base_seconds: i64,
+    /// Longest delay between two attempts (`KEYGATE_WEBHOOK_RETRY_CAP_SECONDS`).
+    pub retry_cap_seconds: i64,
+    /// Attempts before a delivery is given up as failed (`KEYGATE_WEBHOOK_MAX_ATTEMPTS`).
+    pub max_attempts: i64,
+    /// Time allowed for one request, connect to response head
+    /// (`KEYGATE_WEBHOOK_TIMEOUT_SECONDS`).
+    pub timeout_seconds: i64,
+    /// How often the delivery worker looks for due deliveries.
+    pub poll_interval: std::time::Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            retry_base_seconds: 10,
+            retry_cap_seconds: 3600,
+            max_attempts: 12,
+            timeout_seconds: 10,
+            poll_interval: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
 /// Control plane configuration.
 #[derive(Clone)]
 pub struct Config {
@@ -62,6 +91,8 @@ pub struct Config {
     pub usage_day_retention_days: i64,
     /// Days a key sighting is kept after it was last seen (`KEYGATE_SIGHTING_RETENTION_DAYS`).
     pub sighting_retention_days: i64,
+    /// Webhook delivery: retries, timeout, polling.
+    pub webhooks: WebhookSettings,
 }
 
 impl std::fmt::Debug for Config {
@@ -88,6 +119,7 @@ impl std::fmt::Debug for Config {
             .field("usage_hour_retention_days", &self.usage_hour_retention_days)
             .field("usage_day_retention_days", &self.usage_day_retention_days)
             .field("sighting_retention_days", &self.sighting_retention_days)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -112,6 +144,7 @@ impl Config {
             usage_hour_retention_days: DEFAULT_USAGE_HOUR_RETENTION_DAYS,
             usage_day_retention_days: DEFAULT_USAGE_DAY_RETENTION_DAYS,
             sighting_retention_days: DEFAULT_SIGHTING_RETENTION_DAYS,
+            webhooks: WebhookSettings::default(),
         }
     }
 
@@ -120,7 +153,9 @@ impl Config {
     /// `KEYGATE_SNAPSHOT_VALIDITY_SECONDS`, `KEYGATE_HOST_ENVIRONMENTS`, `KEYGATE_WORKERS`,
     /// `KEYGATE_DB_POOL_SIZE`, `KEYGATE_ALERT_INTERVAL_SECONDS`, `KEYGATE_USAGE_MINUTE_RETENTION_DAYS`,
     /// `KEYGATE_USAGE_HOUR_RETENTION_DAYS`, `KEYGATE_USAGE_DAY_RETENTION_DAYS`,
-    /// `KEYGATE_SIGHTING_RETENTION_DAYS`.
+    /// `KEYGATE_SIGHTING_RETENTION_DAYS`, `KEYGATE_WEBHOOK_RETRY_BASE_SECONDS`,
+    /// `KEYGATE_WEBHOOK_RETRY_CAP_SECONDS`, `KEYGATE_WEBHOOK_MAX_ATTEMPTS`,
+    /// `KEYGATE_WEBHOOK_TIMEOUT_SECONDS`.
     pub fn apply_env(mut self) -> anyhow::Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         if let Some(v) = var("KEYGATE_BOOTSTRAP_TOKEN") {
@@ -177,6 +212,20 @@ impl Config {
             if let Some(v) = var(name) {
                 *field = parse_positive(name, &v)?;
             }
+        }
+        if let Some(v) = var("KEYGATE_WEBHOOK_RETRY_BASE_SECONDS") {
+            self.webhooks.retry_base_seconds =
+                parse_positive("KEYGATE_WEBHOOK_RETRY_BASE_SECONDS", &v)?;
+        }
+        if let Some(v) = var("KEYGATE_WEBHOOK_RETRY_CAP_SECONDS") {
+            self.webhooks.retry_cap_seconds =
+                parse_positive("KEYGATE_WEBHOOK_RETRY_CAP_SECONDS", &v)?;
+        }
+        if let Some(v) = var("KEYGATE_WEBHOOK_MAX_ATTEMPTS") {
+            self.webhooks.max_attempts = parse_positive("KEYGATE_WEBHOOK_MAX_ATTEMPTS", &v)?;
+        }
+        if let Some(v) = var("KEYGATE_WEBHOOK_TIMEOUT_SECONDS") {
+            self.webhooks.timeout_seconds = parse_positive("KEYGATE_WEBHOOK_TIMEOUT_SECONDS", &v)?;
         }
         Ok(self)
     }
@@ -236,6 +285,25 @@ impl Config {
             if !(1..=36_500).contains(&days) {
                 anyhow::bail!("{name} must be between 1 and 36500 days");
             }
+        }
+        let w = &self.webhooks;
+        if w.retry_base_seconds < 1 || w.retry_cap_seconds < w.retry_base_seconds {
+            anyhow::bail!(
+                "KEYGATE_WEBHOOK_RETRY_CAP_SECONDS must be at least KEYGATE_WEBHOOK_RETRY_BASE_SECONDS (at least 1)"
+            );
+        }
+        // Beyond a week between attempts a retry is no longer a retry.
+        if w.retry_cap_seconds > 7 * 86_400 {
+            anyhow::bail!("KEYGATE_WEBHOOK_RETRY_CAP_SECONDS must be at most 604800 (7 days)");
+        }
+        if !(1..=100).contains(&w.max_attempts) {
+            anyhow::bail!("KEYGATE_WEBHOOK_MAX_ATTEMPTS must be between 1 and 100");
+        }
+        if !(1..=300).contains(&w.timeout_seconds) {
+            anyhow::bail!("KEYGATE_WEBHOOK_TIMEOUT_SECONDS must be between 1 and 300");
+        }
+        if w.poll_interval.is_zero() {
+            anyhow::bail!("the webhook poll interval must not be zero");
         }
         Ok(())
     }

@@ -25,10 +25,19 @@ pub(crate) fn spawn_all(state: &web::Data<AppState>) -> Vec<JoinHandle<()>> {
             Duration::from_secs(600),
             crate::domain::usage::prune_tick,
         ),
+        (
+            "webhook-expiring",
+            Duration::from_secs(60),
+            crate::domain::webhooks::expiring_tick,
+        ),
     ];
-    jobs.into_iter()
+    let mut handles: Vec<JoinHandle<()>> = jobs
+        .into_iter()
         .map(|(name, interval, tick)| every(state.clone(), name, interval, tick))
-        .collect()
+        .collect();
+    // Sends HTTP requests, so it is an async loop of its own rather than a blocking tick.
+    handles.push(crate::delivery::spawn(state.clone()));
+    handles
 }
 
 /// Runs `tick` every `interval` on the blocking pool (jobs use the database). A failed tick is

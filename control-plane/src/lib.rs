@@ -21,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod console;
 pub mod db;
+pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod extract;

@@ -88,6 +88,7 @@ impl Application {
             metrics: Metrics::default(),
             alert_interval: std::time::Duration::from_millis(config.alert_interval_ms.max(100)),
             usage_retention: config.usage_retention(),
+            webhooks: config.webhooks.clone(),
         });
         let listener = TcpListener::bind(&config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

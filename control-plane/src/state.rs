@@ -40,4 +40,6 @@ pub struct AppState {
     pub alert_interval: std::time::Duration,
     /// How long usage rows are kept (the `usage.prune` job).
     pub usage_retention: crate::domain::usage::Retention,
+    /// Webhook delivery settings.
+    pub webhooks: crate::config::WebhookSettings,
 }

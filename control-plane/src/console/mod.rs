@@ -11,6 +11,7 @@ pub mod layout;
 pub mod projects;
 pub mod session;
 pub mod usage;
+pub mod webhooks;
 
 use std::collections::HashMap;
 
@@ -73,6 +74,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 "/projects/{id}/alert-rules/{rule}",
                 web::post().to(alerts::update_rule),
+            )
+            .route("/webhooks", web::get().to(webhooks::list))
+            .route("/webhooks", web::post().to(webhooks::create))
+            .route("/webhooks/{id}", web::get().to(webhooks::show))
+            .route("/webhooks/{id}/enable", web::post().to(webhooks::enable))
+            .route("/webhooks/{id}/disable", web::post().to(webhooks::disable))
+            .route("/webhooks/{id}/delete", web::post().to(webhooks::delete))
+            .route(
+                "/webhooks/{id}/deliveries/{delivery_id}/retry",
+                web::post().to(webhooks::retry),
             )
             .route("/audit", web::get().to(accounts::audit))
             .route("/snapshot", web::get().to(accounts::snapshot))

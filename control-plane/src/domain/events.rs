@@ -71,6 +71,71 @@ pub fn emit(
     Ok(id)
 }
 
+/// Records an event that must exist once: the first call with `dedupe_key` inserts it, later
+/// calls (from this or another replica) return the same id. Queues nothing; the caller picks
+/// the endpoints (see [`queue_delivery_once`]). Runs inside the caller's transaction.
+pub fn record_once(
+    conn: &mut DbConn,
+    now: i64,
+    event_type: &str,
+    dedupe_key: &str,
+    data: &impl Serialize,
+) -> Result<String, ApiError> {
+    if let Some(id) = find_by_dedupe_key(conn, dedupe_key)? {
+        return Ok(id);
+    }
+    let data = serde_json::to_string(data).map_err(ApiError::internal)?;
+    let id = new_id("evt");
+    // ON CONFLICT: another replica may have inserted it since the lookup.
+    let insert = diesel::insert_into(events::table)
+        .values((
+            events::id.eq(&id),
+            events::event_type.eq(event_type),
+            events::created_at.eq(now),
+            events::data.eq(&data),
+            events::dedupe_key.eq(Some(dedupe_key)),
+        ))
+        .on_conflict_do_nothing();
+    crate::with_backend!(conn, |c| insert.execute(c))?;
+    find_by_dedupe_key(conn, dedupe_key)?.ok_or_else(|| {
+        ApiError::internal(anyhow::anyhow!(
+            "event {dedupe_key:?} vanished after insert"
+        ))
+    })
+}
+
+fn find_by_dedupe_key(conn: &mut DbConn, dedupe_key: &str) -> Result<Option<String>, ApiError> {
+    Ok(events::table
+        .filter(events::dedupe_key.eq(dedupe_key))
+        .select(events::id)
+        .first(conn)
+        .optional()?)
+}
+
+/// Queues a delivery of an event to an endpoint unless it has one already (UNIQUE
+/// (endpoint_id, event_id)). Returns whether a delivery was queued.
+pub fn queue_delivery_once(
+    conn: &mut DbConn,
+    now: i64,
+    endpoint_id: &str,
+    event_id: &str,
+) -> Result<bool, ApiError> {
+    let id = new_id("dlv");
+    let insert = diesel::insert_into(webhook_deliveries::table)
+        .values((
+            webhook_deliveries::id.eq(&id),
+            webhook_deliveries::endpoint_id.eq(endpoint_id),
+            webhook_deliveries::event_id.eq(event_id),
+            webhook_deliveries::status.eq("pending"),
+            webhook_deliveries::attempts.eq(0_i64),
+            webhook_deliveries::next_attempt_at.eq(Some(now)),
+            webhook_deliveries::created_at.eq(now),
+        ))
+        .on_conflict_do_nothing();
+    let inserted = crate::with_backend!(conn, |c| insert.execute(c))?;
+    Ok(inserted == 1)
+}
+
 /// Queues one delivery of an event to an endpoint, due now.
 pub fn queue_delivery(
     conn: &mut DbConn,

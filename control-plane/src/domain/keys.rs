@@ -9,7 +9,7 @@ use keygate_shared::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{audit, bump_version, check_name, double_option, projects, Page};
+use super::{audit, bump_version, check_name, double_option, events, projects, Page};
 use crate::db::models::{KeyChanges, KeyRow};
 use crate::db::schema::api_keys;
 use crate::db::{write_tx, DbConn};
@@ -474,6 +474,12 @@ pub fn create(
             &view.id,
             serde_json::json!({ "before": null, "after": view }),
         )?;
+        events::emit(
+            conn,
+            now,
+            events::KEY_CREATED,
+            &serde_json::json!({ "key": view }),
+        )?;
         Ok(CreatedKey {
             view,
             key: key.into_string(),
@@ -726,6 +732,22 @@ pub fn rotate(
             &view.id,
             serde_json::json!({ "before": null, "after": view, "rotated_from": id }),
         )?;
+        events::emit(
+            conn,
+            now,
+            events::KEY_CREATED,
+            &serde_json::json!({ "key": view }),
+        )?;
+        events::emit(
+            conn,
+            now,
+            events::KEY_ROTATED,
+            &serde_json::json!({
+                "key": after_old,
+                "new_key": view,
+                "grace_seconds": input.grace_seconds,
+            }),
+        )?;
         Ok(RotatedKey {
             view,
             key: key.into_string(),
@@ -767,23 +789,61 @@ pub fn revoke(
                 detail: format!("key {id:?} is already revoked"),
             });
         }
-        let before = KeyView::from_row(&row, now)?;
-        diesel::update(api_keys::table.find(id))
-            .set((
-                api_keys::revoked_at.eq(Some(now)),
-                api_keys::revoked_reason.eq(reason.clone()),
-                api_keys::updated_at.eq(now),
-            ))
-            .execute(conn)?;
-        let after = KeyView::from_row(&find_row(conn, id)?, now)?;
-        audit::record(
+        mark_revoked(
             conn,
             now,
             actor,
-            "key.revoke",
-            id,
-            serde_json::json!({ "before": before, "after": after }),
-        )?;
-        Ok(after)
+            &row,
+            reason.clone(),
+            serde_json::Map::new(),
+        )
     })
+}
+
+/// Revokes a live key row inside the caller's transaction (which has bumped the snapshot
+/// version): sets `revoked_at`, writes the `key.revoke` audit entry (before/after views plus
+/// `audit_extra`) and emits `key.revoked`. Every revocation path goes through here, so none
+/// forgets the audit entry or the event.
+pub fn mark_revoked(
+    conn: &mut DbConn,
+    now: i64,
+    actor: &str,
+    row: &KeyRow,
+    reason: Option<String>,
+    audit_extra: serde_json::Map<String, serde_json::Value>,
+) -> Result<KeyView, ApiError> {
+    let before = KeyView::from_row(row, now)?;
+    diesel::update(api_keys::table.find(&row.id))
+        .set((
+            api_keys::revoked_at.eq(Some(now)),
+            api_keys::revoked_reason.eq(reason.clone()),
+            api_keys::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    let after = KeyView::from_row(&find_row(conn, &row.id)?, now)?;
+    let mut details = serde_json::Map::new();
+    details.insert(
+        "before".to_owned(),
+        serde_json::to_value(&before).map_err(ApiError::internal)?,
+    );
+    details.insert(
+        "after".to_owned(),
+        serde_json::to_value(&after).map_err(ApiError::internal)?,
+    );
+    details.extend(audit_extra);
+    audit::record(
+        conn,
+        now,
+        actor,
+        "key.revoke",
+        &row.id,
+        serde_json::Value::Object(details),
+    )?;
+    events::emit(
+        conn,
+        now,
+        events::KEY_REVOKED,
+        &serde_json::json!({ "key": after, "reason": reason, "actor": actor }),
+    )?;
+    Ok(after)
 }

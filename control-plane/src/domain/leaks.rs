@@ -6,8 +6,7 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::keys::KeyView;
-use super::{audit, bump_version};
+use super::bump_version;
 use crate::db::models::KeyRow;
 use crate::db::schema::api_keys;
 use crate::db::{write_tx, DbConn};
@@ -175,27 +174,12 @@ pub fn report(
                 bump_version(conn)?;
                 bumped = true;
             }
-            let before = KeyView::from_row(&row, now)?;
-            diesel::update(api_keys::table.find(&row.id))
-                .set((
-                    api_keys::revoked_at.eq(Some(now)),
-                    api_keys::revoked_reason.eq(Some(reason.clone())),
-                    api_keys::updated_at.eq(now),
-                ))
-                .execute(conn)?;
-            let after = KeyView::from_row(&super::keys::find_row(conn, &row.id)?, now)?;
-            audit::record(
-                conn,
-                now,
-                actor,
-                "key.revoke",
-                &row.id,
-                serde_json::json!({
-                    "before": before,
-                    "after": after,
-                    "leak": { "source": source, "url": url, "reported_by": actor },
-                }),
-            )?;
+            let mut extra = serde_json::Map::new();
+            extra.insert(
+                "leak".to_owned(),
+                serde_json::json!({ "source": source, "url": url, "reported_by": actor }),
+            );
+            super::keys::mark_revoked(conn, now, actor, &row, Some(reason.clone()), extra)?;
             items.push(LeakResult {
                 start: Some(start.clone()),
                 key_id: Some(row.id),

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod leaks;
 pub mod projects;
 pub mod usage;
+pub mod webhooks;
 
 use diesel::prelude::*;
 use serde::Deserialize;

@@ -9,6 +9,7 @@ pub mod projects;
 pub mod snapshot;
 pub mod system;
 pub mod usage;
+pub mod webhooks;
 
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -53,6 +54,15 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(accounts::list_tokens)
             .service(accounts::delete_token)
             .service(accounts::audit)
+            .service(webhooks::create)
+            .service(webhooks::list)
+            .service(webhooks::get)
+            .service(webhooks::update)
+            .service(webhooks::remove)
+            .service(webhooks::rotate_secret)
+            .service(webhooks::deliveries)
+            .service(webhooks::delivery)
+            .service(webhooks::retry)
             .service(snapshot::public_key)
             .service(snapshot::public_keys),
     )

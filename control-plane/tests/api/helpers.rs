@@ -98,6 +98,8 @@ pub struct TestApp {
     pub client: awc::Client,
     pub state: actix_web::web::Data<keygate_control_plane::state::AppState>,
     handle: ServerHandle,
+    config: Config,
+    running: Option<actix_web::rt::task::JoinHandle<std::io::Result<()>>>,
     _pg: Option<PgDatabase>,
 }
 
@@ -180,11 +182,11 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Op
     let mut config = test_config(backend, data_dir.path(), pg.as_ref());
     tweak(&mut config);
     let clock = config.clock.clone();
-    let app = Application::build(config).await.expect("build app");
+    let app = Application::build(config.clone()).await.expect("build app");
     let port = app.port();
     let handle = app.handle();
     let state = app.state();
-    actix_web::rt::spawn(app.run_until_stopped());
+    let running = actix_web::rt::spawn(app.run_until_stopped());
     let client = awc::Client::builder()
         .timeout(std::time::Duration::from_secs(60))
         .finish();
@@ -195,11 +197,30 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Op
         client,
         state,
         handle,
+        config,
+        running: Some(running),
         _pg: pg,
     })
 }
 
 impl TestApp {
+    /// Stops this control plane (server and background jobs) and starts a new one on the same
+    /// configuration: the same data directory or database, and the same clock.
+    pub async fn restart(&mut self) {
+        self.handle.stop(true).await;
+        if let Some(running) = self.running.take() {
+            // Returns once `run_until_stopped` has aborted the background jobs.
+            running.await.expect("join").expect("server result");
+        }
+        let app = Application::build(self.config.clone())
+            .await
+            .expect("rebuild app");
+        self.base = format!("http://127.0.0.1:{}", app.port());
+        self.handle = app.handle();
+        self.state = app.state();
+        self.running = Some(actix_web::rt::spawn(app.run_until_stopped()));
+    }
+
     pub async fn request(
         &self,
         method: Method,

@@ -18,3 +18,4 @@ mod system;
 mod usage;
 mod validation;
 mod verify;
+mod webhooks;

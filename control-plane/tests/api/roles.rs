@@ -46,6 +46,17 @@ async fn role_matrix(app: TestApp) {
         .await;
     assert_eq!(del.status, 204);
 
+    let hook = app
+        .post(
+            "/v1/webhooks",
+            OWNER_TOKEN,
+            json!({"url": "https://hooks.example.com/k", "events": ["alert.raised"]}),
+        )
+        .await;
+    assert_eq!(hook.status, 201, "{:?}", hook.body);
+    let wid = hook.body["id"].as_str().unwrap().to_owned();
+    let no_delivery = "dlv_01jd0000000000000000000000";
+
     let minute = keygate_control_plane::timefmt::format_ms(app.clock.now_ms() / 60_000 * 60_000);
     // (method, path, body, roles allowed). Bodies are valid, so an allowed role gets a 2xx
     // (or a 4xx from the resource's state, never 401/403).
@@ -161,6 +172,55 @@ async fn role_matrix(app: TestApp) {
             vec![O, A, V],
         ),
         (Method::GET, "/v1/audit".into(), None, vec![O, A, V]),
+        (
+            Method::POST,
+            "/v1/webhooks".into(),
+            Some(json!({"url": "https://hooks.example.com/m", "events": ["alert.raised"]})),
+            vec![O, A],
+        ),
+        (Method::GET, "/v1/webhooks".into(), None, vec![O, A, V]),
+        (
+            Method::GET,
+            format!("/v1/webhooks/{wid}"),
+            None,
+            vec![O, A, V],
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/webhooks/{wid}"),
+            Some(json!({"description": "matrix"})),
+            vec![O, A],
+        ),
+        (
+            Method::DELETE,
+            "/v1/webhooks/whk_01jd0000000000000000000000".into(),
+            None,
+            vec![O, A],
+        ),
+        (
+            Method::POST,
+            format!("/v1/webhooks/{wid}/rotate-secret"),
+            Some(json!({})),
+            vec![O, A],
+        ),
+        (
+            Method::GET,
+            format!("/v1/webhooks/{wid}/deliveries"),
+            None,
+            vec![O, A, V],
+        ),
+        (
+            Method::GET,
+            format!("/v1/webhooks/{wid}/deliveries/{no_delivery}"),
+            None,
+            vec![O, A, V],
+        ),
+        (
+            Method::POST,
+            format!("/v1/webhooks/{wid}/deliveries/{no_delivery}/retry"),
+            None,
+            vec![O, A],
+        ),
         (Method::GET, "/v1/snapshot".into(), None, vec![O, A, V, E]),
         (
             Method::GET,

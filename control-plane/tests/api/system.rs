@@ -39,6 +39,18 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/v1/keys/{key_id}/sightings"),
     ("get", "/metrics"),
     ("post", "/v1/leaks"),
+    ("post", "/v1/webhooks"),
+    ("get", "/v1/webhooks"),
+    ("get", "/v1/webhooks/{webhook_id}"),
+    ("patch", "/v1/webhooks/{webhook_id}"),
+    ("delete", "/v1/webhooks/{webhook_id}"),
+    ("post", "/v1/webhooks/{webhook_id}/rotate-secret"),
+    ("get", "/v1/webhooks/{webhook_id}/deliveries"),
+    ("get", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}"),
+    (
+        "post",
+        "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
+    ),
 ];
 
 async fn health_openapi_metrics(app: TestApp) {
@@ -70,7 +82,9 @@ async fn health_openapi_metrics(app: TestApp) {
                 .replace("{project_id}", "prj_x")
                 .replace("{key_id}", "key_x")
                 .replace("{token_id}", "tok_x")
-                .replace("{digest_hex}", "00");
+                .replace("{digest_hex}", "00")
+                .replace("{webhook_id}", "whk_x")
+                .replace("{delivery_id}", "dlv_x");
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let r = app
                 .request(m, &concrete, Some(OWNER_TOKEN), Some(&json!({})))

@@ -1,0 +1,251 @@
+//! `/v1/webhooks/...`: endpoints, their signing secrets and their delivery log.
+
+use actix_web::{delete, get, patch, post, web, HttpResponse};
+
+use super::db;
+use crate::auth::{Authed, Readers, Writers};
+use crate::domain::webhooks::{
+    self as domain, CreateWebhook, CreatedWebhook, DeliveryDetail, DeliveryPage, DeliveryQuery,
+    DeliveryView, RotateSecret, RotatedSecret, UpdateWebhook, WebhookList, WebhookView,
+};
+use crate::error::{ApiError, Problem};
+use crate::extract::{Json, Query};
+use crate::state::AppState;
+
+/// Create a webhook endpoint. The signing `secret` is in this response only.
+#[utoipa::path(
+    operation_id = "create_webhook",
+    tag = "webhooks",
+    request_body = CreateWebhook,
+    responses(
+        (status = 201, description = "Created; `secret` is shown only here", body = CreatedWebhook),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/webhooks")]
+pub async fn create(
+    state: web::Data<AppState>,
+    auth: Authed<Writers>,
+    body: Json<CreateWebhook>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = auth.principal.actor;
+    let created = db(&state, move |c, now| domain::create(c, now, &actor, body.0)).await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// List webhook endpoints, newest first.
+#[utoipa::path(
+    operation_id = "list_webhooks",
+    tag = "webhooks",
+    responses(
+        (status = 200, body = WebhookList),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/webhooks")]
+pub async fn list(
+    state: web::Data<AppState>,
+    _auth: Authed<Readers>,
+) -> Result<HttpResponse, ApiError> {
+    let list = db(&state, |c, _| domain::list(c)).await?;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// Get a webhook endpoint.
+#[utoipa::path(
+    operation_id = "get_webhook",
+    tag = "webhooks",
+    params(("webhook_id" = String, Path, description = "whk_...")),
+    responses(
+        (status = 200, body = WebhookView),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/webhooks/{webhook_id}")]
+pub async fn get(
+    state: web::Data<AppState>,
+    _auth: Authed<Readers>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let view = db(&state, move |c, _| domain::get(c, &id)).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Update a webhook endpoint (any of `url`, `events`, `description`, `expiring_days`,
+/// `enabled`).
+#[utoipa::path(
+    operation_id = "update_webhook",
+    tag = "webhooks",
+    params(("webhook_id" = String, Path, description = "whk_...")),
+    request_body = UpdateWebhook,
+    responses(
+        (status = 200, body = WebhookView),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[patch("/webhooks/{webhook_id}")]
+pub async fn update(
+    state: web::Data<AppState>,
+    auth: Authed<Writers>,
+    path: web::Path<String>,
+    body: Json<UpdateWebhook>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let actor = auth.principal.actor;
+    let view = db(&state, move |c, now| {
+        domain::update(c, now, &actor, &id, body.0)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Delete a webhook endpoint. Its pending deliveries become `failed` with
+/// `last_error: "endpoint deleted"`; nothing more is sent to it.
+#[utoipa::path(
+    operation_id = "delete_webhook",
+    tag = "webhooks",
+    params(("webhook_id" = String, Path, description = "whk_...")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/webhooks/{webhook_id}")]
+pub async fn remove(
+    state: web::Data<AppState>,
+    auth: Authed<Writers>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let actor = auth.principal.actor;
+    db(&state, move |c, now| domain::delete(c, now, &actor, &id)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Replace the signing secret. The new `secret` is in this response only; the old one keeps
+/// signing, next to it, for `grace_seconds`.
+#[utoipa::path(
+    operation_id = "rotate_webhook_secret",
+    tag = "webhooks",
+    params(("webhook_id" = String, Path, description = "whk_...")),
+    request_body = RotateSecret,
+    responses(
+        (status = 200, description = "The new secret, shown only here", body = RotatedSecret),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/webhooks/{webhook_id}/rotate-secret")]
+pub async fn rotate_secret(
+    state: web::Data<AppState>,
+    auth: Authed<Writers>,
+    path: web::Path<String>,
+    body: Json<RotateSecret>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let actor = auth.principal.actor;
+    let rotated = db(&state, move |c, now| {
+        domain::rotate_secret(c, now, &actor, &id, body.0)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(rotated))
+}
+
+/// An endpoint's delivery log, newest first.
+#[utoipa::path(
+    operation_id = "list_webhook_deliveries",
+    tag = "webhooks",
+    params(("webhook_id" = String, Path, description = "whk_..."), DeliveryQuery),
+    responses(
+        (status = 200, body = DeliveryPage),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/webhooks/{webhook_id}/deliveries")]
+pub async fn deliveries(
+    state: web::Data<AppState>,
+    _auth: Authed<Readers>,
+    path: web::Path<String>,
+    query: Query<DeliveryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let page = db(&state, move |c, _| domain::list_deliveries(c, &id, query.0)).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// One delivery: its attempts (status code, error, duration) and the event it carries.
+#[utoipa::path(
+    operation_id = "get_webhook_delivery",
+    tag = "webhooks",
+    params(
+        ("webhook_id" = String, Path, description = "whk_..."),
+        ("delivery_id" = String, Path, description = "dlv_..."),
+    ),
+    responses(
+        (status = 200, body = DeliveryDetail),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/webhooks/{webhook_id}/deliveries/{delivery_id}")]
+pub async fn delivery(
+    state: web::Data<AppState>,
+    _auth: Authed<Readers>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, delivery_id) = path.into_inner();
+    let detail = db(&state, move |c, _| {
+        domain::get_delivery(c, &id, &delivery_id)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(detail))
+}
+
+/// Send a delivery again now, whatever its state (a failed one gets one more attempt).
+#[utoipa::path(
+    operation_id = "retry_webhook_delivery",
+    tag = "webhooks",
+    params(
+        ("webhook_id" = String, Path, description = "whk_..."),
+        ("delivery_id" = String, Path, description = "dlv_..."),
+    ),
+    responses(
+        (status = 202, description = "Queued for an attempt now", body = DeliveryView),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "endpoint_disabled", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/webhooks/{webhook_id}/deliveries/{delivery_id}/retry")]
+pub async fn retry(
+    state: web::Data<AppState>,
+    _auth: Authed<Writers>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, delivery_id) = path.into_inner();
+    let view = db(&state, move |c, now| {
+        domain::retry_delivery(c, now, &id, &delivery_id)
+    })
+    .await?;
+    Ok(HttpResponse::Accepted().json(view))
+}
