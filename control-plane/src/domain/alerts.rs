@@ -16,8 +16,8 @@ use keygate_shared::{Environment, KeyStatus, Kind, QuotaPeriod};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::keys::{self, KeyView, RevokeKey};
-use super::{audit, events, projects, Page};
+use super::keys::{self, KeyView};
+use super::{audit, bump_version, events, projects, Page};
 use crate::db::models::KeyRow;
 use crate::db::schema::{
     alert_rules, alerts, api_keys, key_sightings, key_usage, key_usage_daily, key_usage_hourly,
@@ -905,7 +905,9 @@ fn already_alerted(
 }
 
 /// Raises an alert (with its audit entry and `alert.raised` event) unless one is already
-/// standing; returns its id.
+/// standing, and when `revoke` is set revokes the key in the same transaction, so the alert,
+/// the revocation and both events commit together or not at all. Returns the alert's id and
+/// whether the key was revoked.
 fn raise(
     conn: &mut DbConn,
     now: i64,
@@ -913,10 +915,21 @@ fn raise(
     s: RuleSettings,
     view: &KeyView,
     finding: &Finding,
-) -> Result<Option<String>, ApiError> {
+    revoke: bool,
+) -> Result<Option<(String, bool)>, ApiError> {
     write_tx(conn, |conn| {
+        if revoke {
+            // First statement of a transaction that changes a key: orders it among the other
+            // writers and gives the revocation its snapshot version.
+            bump_version(conn)?;
+        }
         // Checked again under the write lock: two replicas evaluating at once raise one alert.
         if already_alerted(conn, &view.id, rule, quiet_since(rule, s, view, now))? {
+            return Ok(None);
+        }
+        let row = keys::find_row(conn, &view.id)?;
+        // Revoked or expired meanwhile: nothing left to judge.
+        if KeyView::from_row(&row, now)?.status != KeyStatus::Active {
             return Ok(None);
         }
         let id = new_id("alr");
@@ -930,6 +943,7 @@ fn raise(
                 alerts::details.eq(finding.details.to_string()),
                 alerts::status.eq(AlertStatus::Open.as_str()),
                 alerts::raised_at.eq(now),
+                alerts::action.eq(revoke.then_some("revoked")),
             ))
             .execute(conn)?;
         audit::record(
@@ -940,52 +954,28 @@ fn raise(
             &view.id,
             serde_json::json!({ "alert_id": id, "rule": rule, "summary": finding.summary }),
         )?;
+        let mut key = view.clone();
+        if revoke {
+            let reason: String = format!(
+                "automatically revoked by alert rule {}: {}",
+                rule.as_str(),
+                finding.summary
+            )
+            .chars()
+            .take(keys::MAX_REASON_CHARS)
+            .collect();
+            let mut extra = serde_json::Map::new();
+            extra.insert("alert_id".to_owned(), serde_json::json!(id));
+            key = keys::mark_revoked(conn, now, &rule.actor(), &row, Some(reason), extra)?;
+        }
         let alert = get(conn, &id)?;
         events::emit(
             conn,
             now,
             events::ALERT_RAISED,
-            &serde_json::json!({ "alert": alert, "key": view }),
+            &serde_json::json!({ "alert": alert, "key": key }),
         )?;
-        Ok(Some(id))
-    })
-}
-
-/// Revokes the key of an alert on behalf of its rule and notes it on the alert.
-fn auto_revoke(
-    conn: &mut DbConn,
-    now: i64,
-    rule: Rule,
-    key_id: &str,
-    alert_id: &str,
-    summary: &str,
-) -> Result<(), ApiError> {
-    let reason: String = format!(
-        "automatically revoked by alert rule {}: {summary}",
-        rule.as_str()
-    )
-    .chars()
-    .take(keys::MAX_REASON_CHARS)
-    .collect();
-    match keys::revoke(
-        conn,
-        now,
-        &rule.actor(),
-        key_id,
-        RevokeKey {
-            reason: Some(reason),
-        },
-    ) {
-        Ok(_) => {}
-        // Revoked meanwhile by someone else: nothing left to do.
-        Err(ApiError::Conflict { .. }) => return Ok(()),
-        Err(e) => return Err(e),
-    }
-    write_tx(conn, |conn| {
-        diesel::update(alerts::table.find(alert_id))
-            .set(alerts::action.eq(Some("revoked")))
-            .execute(conn)?;
-        Ok(())
+        Ok(Some((id, revoke)))
     })
 }
 
@@ -1096,14 +1086,14 @@ pub fn evaluate(conn: &mut DbConn, now: i64) -> Result<EvaluationReport, ApiErro
             let Some(finding) = check(conn, rule, s, &row, &view, now)? else {
                 continue;
             };
-            let Some(alert_id) = raise(conn, now, rule, s, &view, &finding)? else {
+            let revoke = s.auto_revoke && rule.can_auto_revoke();
+            let Some((alert_id, revoked)) = raise(conn, now, rule, s, &view, &finding, revoke)?
+            else {
                 continue;
             };
-            tracing::warn!(key_id = %id, rule = rule.as_str(), alert_id = %alert_id, "alert raised");
-            report.raised.push(alert_id.clone());
-            if s.auto_revoke && rule.can_auto_revoke() {
-                auto_revoke(conn, now, rule, &id, &alert_id, &finding.summary)?;
-                tracing::warn!(key_id = %id, rule = rule.as_str(), "key revoked by alert rule");
+            tracing::warn!(key_id = %id, rule = rule.as_str(), alert_id = %alert_id, revoked, "alert raised");
+            report.raised.push(alert_id);
+            if revoked {
                 report.revoked.push(id.clone());
                 // A revoked key needs no further rules.
                 break;

@@ -92,6 +92,17 @@ async fn new_ips_rule_raises_once_and_revokes_the_key(app: TestApp) {
     assert_eq!(v["auto_revoke"], true);
     assert_eq!(v["customized"], true);
 
+    // An endpoint that wants alerts (nothing listens there: only the queued delivery counts).
+    let hook = app
+        .post(
+            "/v1/webhooks",
+            OWNER_TOKEN,
+            json!({"url": "http://127.0.0.1:9/alerts", "events": ["alert.raised"]}),
+        )
+        .await;
+    assert_eq!(hook.status, 201, "{:?}", hook.body);
+    let hook_id = hook.body["id"].as_str().unwrap().to_owned();
+
     let now = app.clock.now_ms();
     // The key's usual two servers, then below the threshold: nothing.
     sightings(&app, id, "ip", &ips(4, 100), now - 30_000).await;
@@ -134,6 +145,27 @@ async fn new_ips_rule_raises_once_and_revokes_the_key(app: TestApp) {
         .collect();
     assert!(by_rule.contains(&"key.revoke"), "{entries:?}");
     assert!(by_rule.contains(&"alert.raise"), "{entries:?}");
+
+    // One alert.raised went to the endpoint, with the alert and the revoked key.
+    let deliveries = app
+        .get(&format!("/v1/webhooks/{hook_id}/deliveries"), OWNER_TOKEN)
+        .await;
+    let items = deliveries.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{:?}", deliveries.body);
+    assert_eq!(items[0]["event_type"], "alert.raised");
+    let one = app
+        .get(
+            &format!(
+                "/v1/webhooks/{hook_id}/deliveries/{}",
+                items[0]["id"].as_str().unwrap()
+            ),
+            OWNER_TOKEN,
+        )
+        .await;
+    assert_eq!(one.status, 200, "{:?}", one.body);
+    let event = one.body.to_string();
+    assert!(event.contains(alert["id"].as_str().unwrap()), "{event}");
+    assert!(event.contains("\"status\":\"revoked\""), "{event}");
 
     // Evaluated again: the key is revoked and the alert stands; nothing new.
     let report = evaluate(&app);

@@ -221,6 +221,31 @@ async fn role_matrix(app: TestApp) {
             None,
             vec![O, A],
         ),
+        (Method::GET, "/v1/alerts".into(), None, vec![O, A, V]),
+        (
+            Method::GET,
+            "/v1/alerts/alr_01jd0000000000000000000000".into(),
+            None,
+            vec![O, A, V],
+        ),
+        (
+            Method::POST,
+            "/v1/alerts/alr_01jd0000000000000000000000/acknowledge".into(),
+            Some(json!({})),
+            vec![O, A],
+        ),
+        (
+            Method::GET,
+            format!("/v1/projects/{pid}/alert-rules"),
+            None,
+            vec![O, A, V],
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/projects/{pid}/alert-rules/rejections"),
+            Some(json!({"enabled": true})),
+            vec![O, A],
+        ),
         (Method::GET, "/v1/snapshot".into(), None, vec![O, A, V, E]),
         (
             Method::GET,
