@@ -23,6 +23,37 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     proxy::handle(req, env, ctx).await
 }
 
+/// The fast path of the entry module (`edge/shim.mjs`): one synchronous call that decides the
+/// common case and returns how to forward it, or `undefined` to take `fetch`. See
+/// [`proxy::fast_forward`].
+#[allow(clippy::too_many_arguments)]
+#[worker::wasm_bindgen::prelude::wasm_bindgen]
+pub fn keygate_forward(
+    url: String,
+    method: String,
+    authorization: Option<String>,
+    x_api_key: Option<String>,
+    origin: Option<String>,
+    referer: Option<String>,
+    ip: Option<String>,
+    host: Option<String>,
+    env: Env,
+    ctx: worker::worker_sys::Context,
+) -> Option<String> {
+    proxy::fast_forward(
+        &url,
+        &method,
+        authorization.as_deref(),
+        x_api_key.as_deref(),
+        origin.as_deref(),
+        referer.as_deref(),
+        ip.as_deref(),
+        host.as_deref(),
+        &env,
+        &Context::new(ctx),
+    )
+}
+
 /// The cron trigger keeps a copy of the snapshot in KV, so a cold isolate can start while the
 /// control plane is unreachable.
 #[event(scheduled)]

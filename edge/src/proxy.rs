@@ -516,3 +516,91 @@ fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
     // Constant time in the contents; the length of the edge token is not a secret.
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+/// How the entry module forwards a request that [`fast_forward`] accepted: newline-separated
+/// `source` (`authorization` or `x-api-key`: the header to remove), the origin URL, the key id,
+/// the project id, the environment and the `Keygate-Signature` value.
+pub type ForwardPlan = String;
+
+/// The common case decided in one synchronous call, so that the entry module can forward with
+/// the runtime's own `fetch`: a key in a header, a verdict of `valid` from the held snapshot with
+/// no shard to load and no counter to consult, no CORS headers to add. Anything else returns
+/// `None` before any side effect, and the request takes [`handle`], which decides it the same
+/// way. Usage is recorded and a due snapshot refresh or usage post is started exactly as there.
+#[allow(clippy::too_many_arguments)]
+pub fn fast_forward(
+    url: &str,
+    method: &str,
+    authorization: Option<&str>,
+    x_api_key: Option<&str>,
+    origin_h: Option<&str>,
+    referer_h: Option<&str>,
+    ip_h: Option<&str>,
+    host_h: Option<&str>,
+    env: &Env,
+    ctx: &Context,
+) -> Option<ForwardPlan> {
+    let cfg = CONFIG.with(|c| c.borrow().clone())?;
+    if method == "OPTIONS" {
+        return None;
+    }
+    let now = now_ms();
+    let index = holder::current(&cfg, now)?;
+    let url = worker::Url::parse(url).ok()?;
+    let path = url.path();
+    if path == STATUS_PATH || path == SYNC_PATH {
+        return None;
+    }
+    let (key, source) = request::extract_key(authorization, x_api_key, None)?;
+    let ip: Option<IpAddr> = ip_h.and_then(|v| v.trim().parse().ok());
+    let host = host_h.or_else(|| url.host_str()).unwrap_or_default();
+    let facts = RequestFacts {
+        key: Some(&key),
+        origin: origin_h,
+        referer: referer_h,
+        ip,
+        method: Some(method),
+        path: Some(path),
+        required_environment: cfg.environment_for_host(host),
+    };
+    let Evaluation::Done(verdict) = evaluate(&*index, &facts, now, None) else {
+        return None;
+    };
+    let record = verdict.record?;
+    if verdict.code != Code::Valid || verdict.limits.is_some() {
+        return None;
+    }
+    if origin_h.is_some() && respond::cors_allowed(origin_h, referer_h, Some(&record.referrers[..]))
+    {
+        return None;
+    }
+    // Decided: from here on, the same side effects as `handle`.
+    if let Plan::Use { refresh: true, .. } = holder::plan(&cfg, now) {
+        let (c, e) = (Rc::clone(&cfg), env.clone());
+        ctx.wait_until(async move { holder::refresh(&c, &e, now).await });
+    }
+    let caller = Caller {
+        ip,
+        origin: origin_h,
+        referer: referer_h,
+    };
+    record_usage(&record.key_id, Code::Valid, &caller, now, &cfg, ctx);
+    let target = request::forward_url(&cfg.origin_url, path, url.query());
+    let signature = origin::sign(
+        &cfg.origin_hmac_secret,
+        now.div_euclid(1000),
+        method,
+        request::url_path(&target),
+        &record.key_id,
+    );
+    let source = match source {
+        KeySource::Authorization => "authorization",
+        _ => "x-api-key",
+    };
+    Some(format!(
+        "{source}\n{target}\n{}\n{}\n{}\n{signature}",
+        record.key_id,
+        record.project_id,
+        record.environment.as_str()
+    ))
+}

@@ -135,6 +135,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_entry_module_strips_the_same_headers() {
+        // edge/shim.mjs forwards the common case itself and keeps its own copy of the list.
+        let shim = include_str!("../shim.mjs");
+        let list = FORWARD_STRIPPED
+            .iter()
+            .map(|h| format!("{h:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert!(
+            shim.contains(&format!("const FORWARD_STRIPPED = [{list}];")),
+            "edge/shim.mjs must list {list}"
+        );
+    }
+
+    #[test]
     fn precedence() {
         let q = Some("a=1&key=fromquery");
         assert_eq!(

@@ -5,12 +5,12 @@
 //! left in `edge/build/`, starts `workerd serve` on it, waits until the port accepts connections,
 //! and [`Workerd`] stops the process when dropped.
 //!
-//! `worker-build` 0.8.7 emits `build/index.js` (one ES module bundled by esbuild, which imports
-//! `./index_bg.wasm` and `cloudflare:workers`), `build/index_bg.wasm`, and `build/worker/shim.mjs`,
-//! which only re-exports `../index.js` for older configurations. The Worker is therefore the two
-//! modules `index.js` (main) and `index_bg.wasm`; they are copied into the state directory next to
-//! the configuration, because `embed` paths are relative to the configuration file, and so that a
-//! rebuild does not change a running process underneath it.
+//! `cargo xtask build-edge` runs `worker-build` 0.8.7 with the entry module `edge/shim.mjs`
+//! (`CUSTOM_SHIM`), which emits `build/index.js` (it only re-exports `./worker/shim.mjs`),
+//! `build/worker/shim.mjs` (the entry module bundled by esbuild, which imports `./index.wasm`) and
+//! `build/worker/index.wasm`. Those three modules ([`WORKER_MODULES`]) are copied into the state
+//! directory next to the configuration, because `embed` paths are relative to the configuration
+//! file, and so that a rebuild does not change a running process underneath it.
 //!
 //! The configuration gives the Worker:
 //!
@@ -47,6 +47,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::http;
+
+/// The Worker's modules in the build directory, as `worker-build` leaves them.
+pub const WORKER_MODULES: [&str; 3] = ["index.js", "worker/shim.mjs", "worker/index.wasm"];
 
 /// Compatibility date used when `wrangler.toml` does not name one.
 pub const DEFAULT_COMPATIBILITY_DATE: &str = "2026-04-26";
@@ -311,7 +314,8 @@ impl WorkerdConfig {
         let state_dir = self.state_dir.canonicalize()?;
         let worker_dir = state_dir.join("worker");
         fs::create_dir_all(&worker_dir)?;
-        for module in ["index.js", "index_bg.wasm"] {
+        fs::create_dir_all(worker_dir.join("worker"))?;
+        for module in WORKER_MODULES {
             let from = self.build_dir.join(module);
             fs::copy(&from, worker_dir.join(module)).map_err(|e| {
                 StartError::Other(format!(
@@ -453,7 +457,8 @@ impl WorkerdConfig {
         w("const edge :Workerd.Worker = (".into());
         w("  modules = [".into());
         w("    (name = \"index.js\", esModule = embed \"worker/index.js\"),".into());
-        w("    (name = \"index_bg.wasm\", wasm = embed \"worker/index_bg.wasm\"),".into());
+        w("    (name = \"worker/shim.mjs\", esModule = embed \"worker/worker/shim.mjs\"),".into());
+        w("    (name = \"worker/index.wasm\", wasm = embed \"worker/worker/index.wasm\"),".into());
         w("  ],".into());
         w(format!("  compatibilityDate = {},", text(compat)));
         w("  bindings = [".into());

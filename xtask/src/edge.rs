@@ -1,6 +1,7 @@
 //! `cargo xtask build-edge`: runs worker-build on `edge/` with the wasm-bindgen CLI, `wasm-opt`
 //! and `esbuild` installed by `cargo xtask install`, so that nothing is downloaded during a build.
-//! Output: `edge/build/index.js`, `edge/build/index_bg.wasm`, `edge/build/worker/shim.mjs`.
+//! Output: `edge/build/index.js`, `edge/build/worker/shim.mjs` (the entry module `edge/shim.mjs`
+//! bundled with the Wasm glue) and `edge/build/worker/index.wasm`.
 
 use std::fs;
 use std::path::Path;
@@ -41,21 +42,23 @@ pub fn build(root: &Path, release: bool) -> Result<()> {
         .current_dir(root)
         .env("WASM_BINDGEN_BIN", &wasm_bindgen)
         .env("WASM_OPT_BIN", &npm.wasm_opt)
-        .env("ESBUILD_BIN", &npm.esbuild);
+        .env("ESBUILD_BIN", &npm.esbuild)
+        // The entry module with the fast path (see edge/shim.mjs).
+        .env("CUSTOM_SHIM", root.join("edge/shim.mjs"));
     run(&mut cmd)?;
 
-    let wasm = root.join("edge/build/index_bg.wasm");
+    let wasm = root.join("edge/build/worker/index.wasm");
     let size = fs::metadata(&wasm)
         .with_context(|| format!("worker-build left no {}", wasm.display()))?
         .len();
     match gzipped_size(&wasm) {
         Some(gz) => eprintln!(
-            "xtask: edge/build/index_bg.wasm: {} raw, {} gzipped (Workers allow 3 MB gzipped on the free plan, 10 MB on paid plans)",
+            "xtask: edge/build/worker/index.wasm: {} raw, {} gzipped (Workers allow 3 MB gzipped on the free plan, 10 MB on paid plans)",
             kib(size),
             kib(gz)
         ),
         None => eprintln!(
-            "xtask: edge/build/index_bg.wasm: {} raw (gzip not found, compressed size unknown)",
+            "xtask: edge/build/worker/index.wasm: {} raw (gzip not found, compressed size unknown)",
             kib(size)
         ),
     }
