@@ -238,6 +238,34 @@ fn edge_enforces_every_check_and_forwards_signed_requests() {
     );
     assert_eq!(seen.signature_valid, Some(true));
 
+    // A request with a body: method and bytes reach the origin unchanged.
+    let (_, writer) = create_key(
+        &stack,
+        &project,
+        json!({"name": "writer", "kind": "secret", "environment": "live", "scopes": ["orders:write"]}),
+    );
+    let payload = br#"{"items":[{"sku":"A-1","qty":2}],"note":"caf\u00e9"}"#;
+    let sent = Stack::wait_for(Duration::from_secs(10), || {
+        stack
+            .edge(
+                "PUT",
+                "/orders/9",
+                &[
+                    ("Authorization", &bearer(&writer)),
+                    ("Content-Type", "application/json"),
+                ],
+                Some(payload),
+            )
+            .status
+            == 200
+    });
+    assert!(sent.is_some(), "the writer key was never accepted");
+    let seen = origin.recorded().pop().expect("forwarded");
+    assert_eq!(seen.request.method, "PUT");
+    assert_eq!(seen.request.body, payload.to_vec());
+    assert_eq!(seen.header("content-type"), Some("application/json"));
+    assert_eq!(seen.signature_valid, Some(true));
+
     let r = get(&[], &format!("/orders/3?a=1&key={server}&b=%20x+y&c"));
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = origin.recorded().pop().expect("forwarded");
