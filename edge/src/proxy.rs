@@ -241,22 +241,13 @@ async fn handle_inner(
         KeySource::Query => query.as_deref().and_then(request::strip_key_param),
         _ => query.clone(),
     };
-    let target = request::forward_url(&cfg.origin_url, &path, fwd_query.as_deref());
-    let signed_path = request::url_path(&target).to_owned();
+    let (target, signature) =
+        signed_target(cfg, &path, fwd_query.as_deref(), &method_s, &key_id, now);
     // `set` replaces any value a client sent, so these cannot be forged.
     fwd.set("Keygate-Key-Id", &key_id)?;
     fwd.set("Keygate-Project-Id", &project_id)?;
     fwd.set("Keygate-Environment", environment)?;
-    fwd.set(
-        "Keygate-Signature",
-        &origin::sign(
-            &cfg.origin_hmac_secret,
-            now.div_euclid(1000),
-            &method_s,
-            &signed_path,
-            &key_id,
-        ),
-    )?;
+    fwd.set("Keygate-Signature", &signature)?;
     // The body streams through untouched.
     let body = match method {
         Method::Get | Method::Head => None,
@@ -517,6 +508,27 @@ fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The origin URL of a forwarded request and its `Keygate-Signature`, which covers the path
+/// the origin receives.
+fn signed_target(
+    cfg: &EdgeConfig,
+    path: &str,
+    query: Option<&str>,
+    method: &str,
+    key_id: &str,
+    now: i64,
+) -> (String, String) {
+    let target = request::forward_url(&cfg.origin_url, path, query);
+    let signature = origin::sign(
+        &cfg.origin_hmac_secret,
+        now.div_euclid(1000),
+        method,
+        request::url_path(&target),
+        key_id,
+    );
+    (target, signature)
+}
+
 /// How the entry module forwards a request that [`fast_forward`] accepted: newline-separated
 /// `source` (`authorization` or `x-api-key`: the header to remove), the origin URL, the key id,
 /// the project id, the environment and the `Keygate-Signature` value.
@@ -585,14 +597,7 @@ pub fn fast_forward(
         referer: referer_h,
     };
     record_usage(&record.key_id, Code::Valid, &caller, now, &cfg, ctx);
-    let target = request::forward_url(&cfg.origin_url, path, url.query());
-    let signature = origin::sign(
-        &cfg.origin_hmac_secret,
-        now.div_euclid(1000),
-        method,
-        request::url_path(&target),
-        &record.key_id,
-    );
+    let (target, signature) = signed_target(&cfg, path, url.query(), method, &record.key_id, now);
     let source = match source {
         KeySource::Authorization => "authorization",
         _ => "x-api-key",

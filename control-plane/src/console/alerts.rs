@@ -83,9 +83,9 @@ pub fn alert_table(s: &Session, items: &[AlertView], back: &str) -> Markup {
                 } }
                 tbody {
                     @for a in items {
-                        tr.alert data-rule=(a.rule_name()) {
+                        tr.alert data-rule=(a.rule.as_str()) {
                             td { (layout::ts(a.raised_at)) }
-                            td { code { (a.rule_name()) } }
+                            td { code { (a.rule.as_str()) } }
                             td { a href=(format!("/console/keys/{}", a.key_id)) { code { (a.key_id) } } }
                             td.summary { (a.summary) }
                             td { @if let Some(act) = &a.action { strong.revoked { "key " (act) } } @else { "none" } }
@@ -109,12 +109,6 @@ pub fn alert_table(s: &Session, items: &[AlertView], back: &str) -> Markup {
                 }
             } }
         }
-    }
-}
-
-impl AlertView {
-    fn rule_name(&self) -> &'static str {
-        self.rule.as_str()
     }
 }
 

@@ -11,12 +11,13 @@
 use std::collections::HashMap;
 
 use diesel::prelude::*;
-use keygate_shared::limits::{civil_from_days, days_from_civil};
+use keygate_shared::limits::period_start;
 use keygate_shared::{Environment, KeyStatus, Kind, QuotaPeriod};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::keys::{self, KeyView};
+use super::usage::Granularity;
 use super::{audit, bump_version, events, projects, Page};
 use crate::db::models::KeyRow;
 use crate::db::schema::{
@@ -618,24 +619,6 @@ fn plural(n: i64, unit: &str) -> String {
     }
 }
 
-/// Start of the minute bucket that holds `ms`.
-fn minute_floor(ms: i64) -> i64 {
-    ms.div_euclid(MINUTE_MS) * MINUTE_MS
-}
-
-/// The start of the quota period holding `now` (UTC calendar), or `None` for `total`.
-pub fn quota_period_start(period: QuotaPeriod, now: i64) -> Option<i64> {
-    let day = now.div_euclid(DAY_MS);
-    match period {
-        QuotaPeriod::Day => Some(day * DAY_MS),
-        QuotaPeriod::Month => {
-            let (y, m, _) = civil_from_days(day);
-            Some(days_from_civil(y, m, 1) * DAY_MS)
-        }
-        QuotaPeriod::Total => None,
-    }
-}
-
 /// The `traffic_spike` decision: `recent` requests in the window against `baseline_total`
 /// requests over `baseline_span_ms` of history before it. Returns the ratio when it fires.
 pub fn spike_ratio(
@@ -663,7 +646,7 @@ fn usage_since(
 ) -> Result<i64, ApiError> {
     let mut q = key_usage::table
         .filter(key_usage::key_id.eq(key_id))
-        .filter(key_usage::minute.ge(minute_floor(since)))
+        .filter(key_usage::minute.ge(Granularity::Minute.floor(since)))
         .select(key_usage::count)
         .into_boxed();
     if !codes.is_empty() {
@@ -809,9 +792,7 @@ fn check(
                 .filter(key_usage_daily::code.eq("valid"))
                 .select(key_usage_daily::count)
                 .into_boxed();
-            if let Some(start) = quota_period_start(quota.period, now) {
-                q = q.filter(key_usage_daily::day.ge(start));
-            }
+            q = q.filter(key_usage_daily::day.ge(period_start(quota.period, now)));
             let used: i64 = q.load::<i64>(conn)?.iter().sum();
             let percent = used.saturating_mul(100) / limit.max(1);
             (percent >= s.threshold).then(|| Finding {
@@ -876,10 +857,7 @@ fn duration_text(ms: i64) -> String {
 /// current quota period, or for `near_expiry` the rest of the key's life.
 fn quiet_since(rule: Rule, s: RuleSettings, view: &KeyView, now: i64) -> i64 {
     match rule {
-        Rule::NearQuota => view
-            .quota
-            .and_then(|q| quota_period_start(q.period, now))
-            .unwrap_or(i64::MIN),
+        Rule::NearQuota => view.quota.map_or(i64::MIN, |q| period_start(q.period, now)),
         Rule::NearExpiry => i64::MIN,
         _ => now - s.window_seconds * 1000,
     }
@@ -988,7 +966,7 @@ fn candidates(
     expiry_ms: i64,
 ) -> Result<Vec<String>, ApiError> {
     let mut ids: Vec<String> = key_usage::table
-        .filter(key_usage::minute.ge(minute_floor(now - lookback_ms)))
+        .filter(key_usage::minute.ge(Granularity::Minute.floor(now - lookback_ms)))
         .select(key_usage::key_id)
         .distinct()
         .load(conn)?;
@@ -1126,21 +1104,6 @@ mod tests {
         assert_eq!(Rule::parse("nope"), None);
         assert!(!Rule::NearQuota.can_auto_revoke());
         assert!(Rule::NewIps.can_auto_revoke());
-    }
-
-    #[test]
-    fn quota_periods_start_on_utc_calendar_boundaries() {
-        // 2026-11-28T13:45:00Z
-        let now = days_from_civil(2026, 11, 28) * DAY_MS + 13 * HOUR_MS + 45 * MINUTE_MS;
-        assert_eq!(
-            quota_period_start(QuotaPeriod::Day, now),
-            Some(days_from_civil(2026, 11, 28) * DAY_MS)
-        );
-        assert_eq!(
-            quota_period_start(QuotaPeriod::Month, now),
-            Some(days_from_civil(2026, 11, 1) * DAY_MS)
-        );
-        assert_eq!(quota_period_start(QuotaPeriod::Total, now), None);
     }
 
     #[test]

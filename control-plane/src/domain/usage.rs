@@ -167,7 +167,8 @@ impl Granularity {
         }
     }
 
-    fn floor(self, ms: i64) -> i64 {
+    /// The start of the bucket that holds `ms`.
+    pub fn floor(self, ms: i64) -> i64 {
         ms.div_euclid(self.bucket_ms()) * self.bucket_ms()
     }
 }
