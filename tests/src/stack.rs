@@ -350,6 +350,22 @@ impl Stack {
         )
     }
 
+    /// Starts another edge with the same configuration from another `worker-build` output,
+    /// on a free port with its own state, e.g. to compare a candidate build with this one.
+    pub fn start_another_edge(
+        &self,
+        build_dir: impl Into<PathBuf>,
+        state_dir: impl Into<PathBuf>,
+    ) -> Result<Workerd, String> {
+        self.edge_config
+            .clone()
+            .build_dir(build_dir)
+            .state_dir(state_dir)
+            .port(0)
+            .start()
+            .map_err(|e| format!("workerd: {e}"))
+    }
+
     /// Sends a request to the edge.
     pub fn edge(
         &self,

@@ -204,6 +204,12 @@ impl WorkerdConfig {
         self
     }
 
+    /// Where its state (KV, Durable Objects, logs) lives.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = dir.into();
+        self
+    }
+
     /// The address to listen on (default `127.0.0.1`).
     pub fn host(mut self, host: Ipv4Addr) -> Self {
         self.host = host;

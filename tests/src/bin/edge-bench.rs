@@ -7,7 +7,9 @@
 //!    2-second refresh interval.
 //!
 //! Run: `cargo xtask build-edge --release && cargo run -p keygate-tests --bin edge-bench`
-//! (needs `wrk`: `apt-get install wrk`). `EDGE_BENCH_SECONDS` sets each wrk run's length.
+//! (needs `wrk`: `apt-get install wrk`). `EDGE_BENCH_SECONDS` sets each wrk run's length,
+//! `EDGE_BENCH_ROUNDS` the rounds of (a) and (b), `EDGE_BENCH_COLD_RUNS` the cold starts, and
+//! `EDGE_BENCH_ONLY` (a comma-separated subset of `throughput,cold,revocation`) what runs.
 
 use std::fs;
 use std::process::Command;
@@ -37,6 +39,7 @@ const EMPTY_WASM: &[u8] = b"\0asm\x01\0\0\0";
 
 struct WrkResult {
     rps: f64,
+    requests: f64,
     p50: String,
     p99: String,
     non_2xx: String,
@@ -63,6 +66,12 @@ fn wrk(url: &str, header: Option<&str>, seconds: u64) -> Result<WrkResult, Strin
     let rps = field("Requests/sec:")
         .parse::<f64>()
         .map_err(|_| format!("wrk output:\n{text}"))?;
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or(0.0);
     let non_2xx = text
         .lines()
         .find(|l| l.contains("Non-2xx"))
@@ -70,10 +79,41 @@ fn wrk(url: &str, header: Option<&str>, seconds: u64) -> Result<WrkResult, Strin
         .map_or("0".to_owned(), |v| v.trim().to_owned());
     Ok(WrkResult {
         rps,
+        requests,
         p50: field("50%"),
         p99: field("99%"),
         non_2xx,
     })
+}
+
+/// CPU time (user + system, all threads) a process has used so far, from `/proc/<pid>/stat`,
+/// in microseconds. Linux reports it in USER_HZ ticks, which are 1/100 s on x86_64 and arm64.
+fn cpu_micros(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after it start past the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) * 10_000.0)
+}
+
+/// Runs wrk and measures the CPU time the runtime process spent per request meanwhile: unlike
+/// requests/s, it hardly depends on what else the machine's cores are doing.
+fn measured(
+    url: &str,
+    header: Option<&str>,
+    seconds: u64,
+    pid: Option<u32>,
+) -> Result<(WrkResult, Option<f64>), String> {
+    let before = pid.and_then(cpu_micros);
+    let r = wrk(url, header, seconds)?;
+    let after = pid.and_then(cpu_micros);
+    let per_request = match (before, after) {
+        (Some(b), Some(a)) if r.requests > 0.0 => Some((a - b) / r.requests),
+        _ => None,
+    };
+    Ok((r, per_request))
 }
 
 fn throughput(seconds: u64) -> Result<(), String> {
@@ -129,38 +169,91 @@ fn throughput(seconds: u64) -> Result<(), String> {
     let invalid = "Authorization: Bearer bench_sk_live_0000000000000000000000000000000000000";
     let pass_url = format!("{}/bench", pass.url());
     let edge_url = format!("{}/bench", stack.edge_url);
-    println!("| run | requests/s | p50 | p99 | non-2xx |");
-    println!("|---|---|---|---|---|");
-    let row = |name: &str, r: &WrkResult| {
+    println!("| run | requests/s | p50 | p99 | non-2xx | runtime CPU per request |");
+    println!("|---|---|---|---|---|---|");
+    let row = |name: &str, (r, cpu): &(WrkResult, Option<f64>)| {
+        let cpu = cpu.map_or("-".to_owned(), |c| format!("{c:.0} µs"));
         println!(
-            "| {name} | {:.0} | {} | {} | {} |",
+            "| {name} | {:.0} | {} | {} | {} | {cpu} |",
             r.rps, r.p50, r.p99, r.non_2xx
         );
     };
+    let (pass_pid, edge_pid) = (pass.pid(), stack.edge.as_ref().and_then(|e| e.pid()));
+    // A candidate build of the edge (another `worker-build` output directory), measured in the
+    // same rounds, to compare a change with the current build under the same load.
+    let candidate = match std::env::var("EDGE_BENCH_CANDIDATE") {
+        Ok(build) => {
+            let edge = stack.start_another_edge(build, dir.path().join("candidate"))?;
+            let url = format!("{}/bench", edge.url());
+            Stack::wait_for(Duration::from_secs(10), || {
+                http::get(&url, &[("Authorization", &format!("Bearer {key}"))])
+                    .is_ok_and(|r| r.status == 200)
+            })
+            .ok_or("the candidate edge never accepted the bench key")?;
+            Some((edge, url))
+        }
+        Err(_) => None,
+    };
+    let mut candidate_ratios = Vec::new();
     // (a) and (b) alternate, so that a change in the machine's load hits both alike; the ratio
     // of each pair is reported, and their median.
     let mut ratios = Vec::new();
-    for round in 1..=ROUNDS {
-        let a = wrk(&pass_url, None, seconds)?;
+    let mut cpu_ratios = Vec::new();
+    for round in 1..=rounds() {
+        let a = measured(&pass_url, None, seconds, pass_pid)?;
         row(&format!("(a) empty pass-through Worker, round {round}"), &a);
-        let b = wrk(&edge_url, Some(auth.as_str()), seconds)?;
+        let b = measured(&edge_url, Some(auth.as_str()), seconds, edge_pid)?;
         row(&format!("(b) Keygate, valid key, round {round}"), &b);
-        ratios.push(b.rps / a.rps * 100.0);
+        ratios.push(b.0.rps / a.0.rps * 100.0);
+        if let (Some(ca), Some(cb)) = (a.1, b.1) {
+            cpu_ratios.push(ca / cb * 100.0);
+        }
+        if let Some((edge, url)) = &candidate {
+            let b2 = measured(url, Some(auth.as_str()), seconds, edge.pid())?;
+            row(
+                &format!("(b') candidate build, valid key, round {round}"),
+                &b2,
+            );
+            candidate_ratios.push(b2.0.rps / a.0.rps * 100.0);
+        }
     }
-    let c = wrk(&edge_url, Some(invalid), seconds)?;
+    let c = measured(&edge_url, Some(invalid), seconds, edge_pid)?;
     row("(c) Keygate, invalid key", &c);
-    let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.1} %")).collect();
-    ratios.sort_by(f64::total_cmp);
+    println!("\n(b)/(a) throughput per round: {}", summary(ratios));
+    if candidate.is_some() {
+        println!(
+            "(b')/(a) throughput per round: {}",
+            summary(candidate_ratios)
+        );
+    }
     println!(
-        "\n(b)/(a) per round: {}; median {:.1} %",
-        listed.join(", "),
-        ratios[ratios.len() / 2]
+        "(a)/(b) runtime CPU per request, per round: {}",
+        summary(cpu_ratios)
     );
     Ok(())
 }
 
-/// Rounds of (a) then (b).
-const ROUNDS: usize = 3;
+/// Each value, then their median.
+fn summary(mut values: Vec<f64>) -> String {
+    if values.is_empty() {
+        return "-".to_owned();
+    }
+    let listed: Vec<String> = values.iter().map(|r| format!("{r:.1} %")).collect();
+    values.sort_by(f64::total_cmp);
+    format!(
+        "{}; median {:.1} %",
+        listed.join(", "),
+        values[values.len() / 2]
+    )
+}
+
+/// Rounds of (a) then (b): `EDGE_BENCH_ROUNDS`, 3 by default.
+fn rounds() -> usize {
+    std::env::var("EDGE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+}
 
 #[allow(clippy::disallowed_methods)] // The benchmark plays the control plane's clock.
 fn now_ms() -> i64 {
@@ -297,18 +390,35 @@ fn revocation(runs: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Cold-start runs: `EDGE_BENCH_COLD_RUNS`, 5 by default.
+fn cold_runs() -> usize {
+    std::env::var("EDGE_BENCH_COLD_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5)
+}
+
 fn main() -> std::process::ExitCode {
     let seconds = std::env::var("EDGE_BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
     let result = (|| {
-        println!("## Throughput ({seconds} s per run, wrk -t2 -c16)\n");
-        throughput(seconds)?;
-        println!("\n## Cold isolate, 100,000-key snapshot\n");
-        cold_start(100_000, 5)?;
-        println!("\n## Revocation\n");
-        revocation(10)
+        let only = std::env::var("EDGE_BENCH_ONLY").unwrap_or_default();
+        let run = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
+        if run("throughput") {
+            println!("## Throughput ({seconds} s per run, wrk -t2 -c16)\n");
+            throughput(seconds)?;
+        }
+        if run("cold") {
+            println!("\n## Cold isolate, 100,000-key snapshot\n");
+            cold_start(100_000, cold_runs())?;
+        }
+        if run("revocation") {
+            println!("\n## Revocation\n");
+            revocation(10)?;
+        }
+        Ok::<(), String>(())
     })();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
