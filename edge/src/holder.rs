@@ -4,10 +4,13 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use keygate_shared::snapshot::{verify_snapshot, Digest32};
 use keygate_shared::SnapshotIndex;
-use worker::{console_error, console_log, Env, Fetch, Headers, Method, Request, RequestInit};
+use worker::{
+    console_error, console_log, Delay, Env, Fetch, Headers, Method, Request, RequestInit,
+};
 
 use crate::config::EdgeConfig;
 
@@ -17,6 +20,8 @@ pub const KV_SNAPSHOT: &str = "snapshot";
 pub const KV_STORED_SHARDS: &str = "snapshot:shards";
 /// After this long a refresh still marked as running is assumed lost.
 const REFRESH_TIMEOUT_MS: i64 = 30_000;
+/// How often a request waiting for another request's load checks whether it is done.
+pub const LOAD_POLL_MS: i64 = 5;
 /// Shards copied to KV per scheduled run, to stay within the subrequest budget.
 pub const KV_SHARDS_PER_RUN: usize = 200;
 
@@ -32,6 +37,8 @@ struct HolderState {
     held: Option<Held>,
     last_attempt_ms: i64,
     refreshing: bool,
+    /// When the running load for requests with nothing usable started.
+    loading_since: Option<i64>,
 }
 
 thread_local! {
@@ -86,13 +93,50 @@ pub fn plan(cfg: &EdgeConfig, now_ms: i64) -> Plan {
                 }
                 Plan::Use { index, refresh }
             }
-            None if due || s.held.is_none() => {
+            // Requests that arrive while a load runs wait for it rather than fail.
+            None if due || s.held.is_none() || s.loading_since.is_some() => {
                 s.last_attempt_ms = now_ms;
                 Plan::RefreshNow
             }
             None => Plan::Unavailable,
         }
     })
+}
+
+/// Loads a snapshot for a request that has nothing usable ([`Plan::RefreshNow`]). Requests that
+/// need one at the same time (a cold isolate under traffic) share a single load, so the control
+/// plane sees one manifest request and each shard is fetched and verified once: the first
+/// request loads, the others check every [`LOAD_POLL_MS`] until it is done. (They cannot await
+/// the first request's I/O: the runtime ties I/O to the request that started it.) A load still
+/// running after [`REFRESH_TIMEOUT_MS`] is assumed lost and a new one starts.
+pub async fn load_now(cfg: &EdgeConfig, env: &Env, now_ms: i64) {
+    let running = STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        match s.loading_since {
+            Some(since) if now_ms - since < REFRESH_TIMEOUT_MS => true,
+            _ => {
+                s.loading_since = Some(now_ms);
+                false
+            }
+        }
+    });
+    if !running {
+        // Cleared also when the loading request is canceled mid-load, so waiters move on.
+        struct Done;
+        impl Drop for Done {
+            fn drop(&mut self) {
+                STATE.with(|s| s.borrow_mut().loading_since = None);
+            }
+        }
+        let _done = Done;
+        refresh(cfg, env, now_ms).await;
+        return;
+    }
+    let mut waited = 0;
+    while waited < REFRESH_TIMEOUT_MS && STATE.with(|s| s.borrow().loading_since.is_some()) {
+        Delay::from(Duration::from_millis(LOAD_POLL_MS as u64)).await;
+        waited += LOAD_POLL_MS;
+    }
 }
 
 /// The held snapshot if it is usable at `now_ms`.

@@ -172,7 +172,7 @@ async fn handle_inner(
             index
         }
         Plan::RefreshNow => {
-            holder::refresh(cfg, env, now).await;
+            holder::load_now(cfg, env, now).await;
             match holder::current(cfg, now) {
                 Some(i) => i,
                 None => return unavailable(origin_h.as_deref(), referer_h.as_deref()),

@@ -146,3 +146,71 @@ fn tampered_foreign_and_rolled_back_snapshots_are_refused() {
     assert!(revoked.is_some(), "{}", edge.logs());
     assert_eq!(version(), 8);
 }
+
+/// A cold isolate that gets many requests at once loads the snapshot once: every request waits
+/// for the same load, all are decided from it, and the control plane sees one manifest request.
+#[test]
+fn concurrent_first_requests_share_one_snapshot_load() {
+    let signer = SnapshotSigner::from_seed(&[13u8; 32]);
+    let key = PlaintextKey::from_parts(
+        &KeyPrefix::parse("herd").expect("prefix"),
+        Kind::Secret,
+        Environment::Live,
+        "Herd0000000000000000000000000000",
+    )
+    .expect("key");
+    let published = publish(&signer, 3, &key, false);
+    let manifests = Arc::new(Mutex::new(0usize));
+    let counted = Arc::clone(&manifests);
+    let cp = StubServer::start(move |req| {
+        if req.path() == "/v1/snapshot" {
+            if let Ok(mut n) = counted.lock() {
+                *n += 1;
+            }
+            // Slow enough that every request below arrives while the first load runs.
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        published
+            .snapshot
+            .respond(req, &published.etag)
+            .unwrap_or_else(|| StubResponse::empty(404))
+    })
+    .expect("stub control plane");
+    let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).expect("origin");
+    let state = tempfile::tempdir().expect("temp");
+    let edge = WorkerdConfig::new(workspace_root(), state.path())
+        .scheduled_trigger(false)
+        .var("CONTROL_PLANE_URL", cp.url())
+        .var("ORIGIN_URL", origin.url())
+        .var("SNAPSHOT_REFRESH_SECONDS", "60")
+        .secret("EDGE_TOKEN", EDGE_TOKEN)
+        .secret("SNAPSHOT_PUBLIC_KEYS", signer.public_key_base64url())
+        .secret("ORIGIN_HMAC_SECRET", ORIGIN_SECRET)
+        .start()
+        .expect("workerd");
+
+    let url = format!("{}/herd", edge.url());
+    let auth = format!("Bearer {}", key.expose());
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| http::get(&url, &[("Authorization", &auth)]).map_or(0, |r| r.status))
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap_or(0)).collect()
+    });
+    assert_eq!(statuses, vec![200; 8], "{}", edge.logs());
+    assert_eq!(
+        *manifests.lock().expect("lock"),
+        1,
+        "one load for all the requests that arrived together\n{}",
+        edge.logs()
+    );
+    assert_eq!(origin.count(), 8);
+    // Waiting on a load another request started must not trip the runtime's checks.
+    assert!(
+        !edge.logs().contains("different request"),
+        "{}",
+        edge.logs()
+    );
+}
