@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use keygate_shared::origin::OriginSigner;
 use keygate_shared::{Environment, TrustedKeys};
 
 /// Parsed configuration.
@@ -26,7 +27,7 @@ pub struct EdgeConfig {
     /// Trusted snapshot signing keys (`SNAPSHOT_PUBLIC_KEYS`).
     pub trusted_keys: TrustedKeys,
     /// Secret shared with the origin for `Keygate-Signature` (`ORIGIN_HMAC_SECRET`).
-    pub origin_hmac_secret: Vec<u8>,
+    pub origin_signer: OriginSigner,
 }
 
 /// A configuration problem, named by its variable.
@@ -112,7 +113,7 @@ impl EdgeConfig {
             usage_flush_ms: seconds("USAGE_FLUSH_SECONDS", 10.0)?,
             edge_token: required("EDGE_TOKEN")?,
             trusted_keys,
-            origin_hmac_secret: required("ORIGIN_HMAC_SECRET")?.into_bytes(),
+            origin_signer: OriginSigner::new(required("ORIGIN_HMAC_SECRET")?.as_bytes()),
         })
     }
 

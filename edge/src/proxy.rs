@@ -6,10 +6,10 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 use keygate_shared::{
-    evaluate, origin, Code, Evaluation, LimitDecision, LimitInfo, RequestFacts, SnapshotIndex,
+    evaluate, Code, Evaluation, LimitDecision, LimitInfo, RequestFacts, SnapshotIndex,
 };
 use worker::{
-    console_error, console_log, Context, Date, Env, Fetch, Headers, Method, Request, RequestInit,
+    console_error, console_log, Context, Env, Fetch, Headers, Method, Request, RequestInit,
     RequestRedirect, Response, Result,
 };
 
@@ -33,7 +33,8 @@ pub const SYNC_PATH: &str = "/.well-known/keygate/sync-kv";
 
 /// Unix milliseconds from the runtime's clock.
 pub fn now_ms() -> i64 {
-    Date::now().as_millis() as i64
+    // The static `Date.now()`: no Date object per call.
+    worker::js_sys::Date::now() as i64
 }
 
 /// The isolate's configuration, read once.
@@ -519,8 +520,7 @@ fn signed_target(
     now: i64,
 ) -> (String, String) {
     let target = request::forward_url(&cfg.origin_url, path, query);
-    let signature = origin::sign(
-        &cfg.origin_hmac_secret,
+    let signature = cfg.origin_signer.sign(
         now.div_euclid(1000),
         method,
         request::url_path(&target),
@@ -558,14 +558,15 @@ pub fn fast_forward(
     }
     let now = now_ms();
     let index = holder::current(&cfg, now)?;
-    let url = worker::Url::parse(url).ok()?;
-    let path = url.path();
+    // The runtime hands over a normalised absolute URL, so its path and query are plain slices.
+    let (path, query) = request::split_normalised_url(url)?;
     if path == STATUS_PATH || path == SYNC_PATH {
         return None;
     }
     let (key, source) = request::extract_key(authorization, x_api_key, None)?;
     let ip: Option<IpAddr> = ip_h.and_then(|v| v.trim().parse().ok());
-    let host = host_h.or_else(|| url.host_str()).unwrap_or_default();
+    // Without a Host header the host comes from the URL: the full handler parses it.
+    let host = host_h?;
     let facts = RequestFacts {
         key: Some(&key),
         origin: origin_h,
@@ -597,15 +598,25 @@ pub fn fast_forward(
         referer: referer_h,
     };
     record_usage(&record.key_id, Code::Valid, &caller, now, &cfg, ctx);
-    let (target, signature) = signed_target(&cfg, path, url.query(), method, &record.key_id, now);
+    let (target, signature) = signed_target(&cfg, path, query, method, &record.key_id, now);
     let source = match source {
         KeySource::Authorization => "authorization",
         _ => "x-api-key",
     };
-    Some(format!(
-        "{source}\n{target}\n{}\n{}\n{}\n{signature}",
-        record.key_id,
-        record.project_id,
-        record.environment.as_str()
-    ))
+    let fields = [
+        source,
+        &target,
+        &record.key_id,
+        &record.project_id,
+        record.environment.as_str(),
+        &signature,
+    ];
+    let mut plan = String::with_capacity(fields.iter().map(|f| f.len() + 1).sum());
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            plan.push('\n');
+        }
+        plan.push_str(f);
+    }
+    Some(plan)
 }

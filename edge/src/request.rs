@@ -112,6 +112,22 @@ pub fn forward_url(origin_base: &str, path: &str, query: Option<&str>) -> String
     url
 }
 
+/// The path and query of an absolute URL as the runtime normalises a request's URL
+/// (`http://h:1/a/b?x=1` → `/a/b`, `x=1`), the same as a URL parser gives for it; `None` for
+/// anything else, which the caller then parses in full.
+pub fn split_normalised_url(url: &str) -> Option<(&str, Option<&str>)> {
+    let (_, rest) = url.split_once("://")?;
+    let rest = &rest[rest.find(['/', '?', '#'])?..];
+    if !rest.starts_with('/') {
+        return None;
+    }
+    let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
+    Some(match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    })
+}
+
 /// The path part of a URL (`http://h:1/a/b?x` → `/a/b`).
 pub fn url_path(url: &str) -> &str {
     let after_scheme = url.split_once("://").map_or(url, |(_, r)| r);
@@ -133,6 +149,29 @@ pub const FORWARD_STRIPPED: [&str; 4] = ["Host", "Connection", "Keep-Alive", "Pr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_normalised_url_splits_as_a_parser_reads_it() {
+        for raw in [
+            "http://127.0.0.1:8787/",
+            "http://example.com/orders/1",
+            "https://api.example.com/a/b/?x=1&y=%20z",
+            "http://h/a%2Fb?q=?&r=#frag",
+            "http://h/?",
+            "http://user:pw@h:1/p?q",
+            "http://h/ä ö?ü",
+            "http://[::1]:8080/v1/x?k=v",
+        ] {
+            let parsed = worker::Url::parse(raw).expect("url");
+            assert_eq!(
+                split_normalised_url(parsed.as_str()),
+                Some((parsed.path(), parsed.query())),
+                "{raw}"
+            );
+        }
+        assert_eq!(split_normalised_url("/relative"), None);
+        assert_eq!(split_normalised_url("http://h?q"), None);
+    }
 
     #[test]
     fn the_entry_module_strips_the_same_headers() {
