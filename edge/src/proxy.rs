@@ -603,20 +603,15 @@ pub fn fast_forward(
         KeySource::Authorization => "authorization",
         _ => "x-api-key",
     };
-    let fields = [
-        source,
-        &target,
-        &record.key_id,
-        &record.project_id,
-        record.environment.as_str(),
-        &signature,
-    ];
-    let mut plan = String::with_capacity(fields.iter().map(|f| f.len() + 1).sum());
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
-            plan.push('\n');
-        }
-        plan.push_str(f);
-    }
-    Some(plan)
+    Some(
+        [
+            source,
+            &target,
+            &record.key_id,
+            &record.project_id,
+            record.environment.as_str(),
+            &signature,
+        ]
+        .join("\n"),
+    )
 }

@@ -200,7 +200,7 @@ fn throughput(seconds: u64) -> Result<(), String> {
     // of each pair is reported, and their median.
     let mut ratios = Vec::new();
     let mut cpu_ratios = Vec::new();
-    for round in 1..=rounds() {
+    for round in 1..=env_number("EDGE_BENCH_ROUNDS", 3) {
         let a = measured(&pass_url, None, seconds, pass_pid)?;
         row(&format!("(a) empty pass-through Worker, round {round}"), &a);
         let b = measured(&edge_url, Some(auth.as_str()), seconds, edge_pid)?;
@@ -246,14 +246,6 @@ fn summary(mut values: Vec<f64>) -> String {
         listed.join(", "),
         values[values.len() / 2]
     )
-}
-
-/// Rounds of (a) then (b): `EDGE_BENCH_ROUNDS`, 3 by default.
-fn rounds() -> usize {
-    std::env::var("EDGE_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
 }
 
 #[allow(clippy::disallowed_methods)] // The benchmark plays the control plane's clock.
@@ -436,19 +428,16 @@ fn revocation(runs: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Cold-start runs: `EDGE_BENCH_COLD_RUNS`, 5 by default.
-fn cold_runs() -> usize {
-    std::env::var("EDGE_BENCH_COLD_RUNS")
+/// A number from the environment variable `name`, else `default`.
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5)
+        .unwrap_or(default)
 }
 
 fn main() -> std::process::ExitCode {
-    let seconds = std::env::var("EDGE_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let seconds = env_number("EDGE_BENCH_SECONDS", 10);
     let result = (|| {
         let only = std::env::var("EDGE_BENCH_ONLY").unwrap_or_default();
         let run = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
@@ -458,7 +447,7 @@ fn main() -> std::process::ExitCode {
         }
         if run("cold") {
             println!("\n## Cold isolate, 100,000-key snapshot\n");
-            cold_start(100_000, cold_runs())?;
+            cold_start(100_000, env_number("EDGE_BENCH_COLD_RUNS", 5))?;
         }
         if run("revocation") {
             println!("\n## Revocation\n");

@@ -1,6 +1,7 @@
 //! The edge accepts only snapshots that verify: a tampered one, one signed by an unknown key, and
 //! a rolled-back (older) one are refused, and the edge keeps enforcing the last good snapshot.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +38,23 @@ fn publish(signer: &SnapshotSigner, version: u64, key: &PlaintextKey, revoked: b
     }
 }
 
+/// An edge that takes its snapshots from the stub control plane `cp` and trusts `signer`.
+fn edge_config(
+    state: &Path,
+    cp: &StubServer,
+    origin: &Origin,
+    signer: &SnapshotSigner,
+    refresh_seconds: &str,
+) -> WorkerdConfig {
+    WorkerdConfig::new(workspace_root(), state)
+        .var("CONTROL_PLANE_URL", cp.url())
+        .var("ORIGIN_URL", origin.url())
+        .var("SNAPSHOT_REFRESH_SECONDS", refresh_seconds)
+        .secret("EDGE_TOKEN", EDGE_TOKEN)
+        .secret("SNAPSHOT_PUBLIC_KEYS", signer.public_key_base64url())
+        .secret("ORIGIN_HMAC_SECRET", ORIGIN_SECRET)
+}
+
 #[test]
 fn tampered_foreign_and_rolled_back_snapshots_are_refused() {
     let signer = SnapshotSigner::from_seed(&[11u8; 32]);
@@ -62,13 +80,7 @@ fn tampered_foreign_and_rolled_back_snapshots_are_refused() {
     .expect("stub control plane");
     let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).expect("origin");
     let state = tempfile::tempdir().expect("temp");
-    let edge = WorkerdConfig::new(workspace_root(), state.path())
-        .var("CONTROL_PLANE_URL", cp.url())
-        .var("ORIGIN_URL", origin.url())
-        .var("SNAPSHOT_REFRESH_SECONDS", "0.2")
-        .secret("EDGE_TOKEN", EDGE_TOKEN)
-        .secret("SNAPSHOT_PUBLIC_KEYS", signer.public_key_base64url())
-        .secret("ORIGIN_HMAC_SECRET", ORIGIN_SECRET)
+    let edge = edge_config(state.path(), &cp, &origin, &signer, "0.2")
         .start()
         .expect("workerd");
     let auth = format!("Bearer {}", key.expose());
@@ -178,14 +190,8 @@ fn concurrent_first_requests_share_one_snapshot_load() {
     .expect("stub control plane");
     let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).expect("origin");
     let state = tempfile::tempdir().expect("temp");
-    let edge = WorkerdConfig::new(workspace_root(), state.path())
+    let edge = edge_config(state.path(), &cp, &origin, &signer, "60")
         .scheduled_trigger(false)
-        .var("CONTROL_PLANE_URL", cp.url())
-        .var("ORIGIN_URL", origin.url())
-        .var("SNAPSHOT_REFRESH_SECONDS", "60")
-        .secret("EDGE_TOKEN", EDGE_TOKEN)
-        .secret("SNAPSHOT_PUBLIC_KEYS", signer.public_key_base64url())
-        .secret("ORIGIN_HMAC_SECRET", ORIGIN_SECRET)
         .start()
         .expect("workerd");
 
