@@ -117,7 +117,7 @@ fn measured(
     Ok((r, per_request))
 }
 
-fn throughput(seconds: u64) -> Result<(), String> {
+fn throughput(seconds: u64, rounds: usize) -> Result<(), String> {
     // A plain origin that answers 200 to everything, so every run measures the same origin work.
     let origin = StubServer::start(|_| StubResponse::json(200, r#"{"ok":true}"#))
         .map_err(|e| e.to_string())?;
@@ -200,7 +200,7 @@ fn throughput(seconds: u64) -> Result<(), String> {
     // of each pair is reported, and their median.
     let mut ratios = Vec::new();
     let mut cpu_ratios = Vec::new();
-    for round in 1..=env_number("EDGE_BENCH_ROUNDS", 3) {
+    for round in 1..=rounds {
         let a = measured(&pass_url, None, seconds, pass_pid)?;
         row(&format!("(a) empty pass-through Worker, round {round}"), &a);
         let b = measured(&edge_url, Some(auth.as_str()), seconds, edge_pid)?;
@@ -428,26 +428,43 @@ fn revocation(runs: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// A number from the environment variable `name`, else `default`.
-fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
+/// A positive whole number from the environment variable `name`, else `default`.
+fn env_number(name: &str, default: usize) -> Result<usize, String> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(v) => match v.trim().parse() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("{name}={v:?} is not a positive whole number")),
+        },
+    }
 }
 
+/// The parts `EDGE_BENCH_ONLY` can name.
+const PARTS: [&str; 3] = ["throughput", "cold", "revocation"];
+
 fn main() -> std::process::ExitCode {
-    let seconds = env_number("EDGE_BENCH_SECONDS", 10);
     let result = (|| {
+        let seconds = env_number("EDGE_BENCH_SECONDS", 10)? as u64;
+        let rounds = env_number("EDGE_BENCH_ROUNDS", 3)?;
+        let cold_runs = env_number("EDGE_BENCH_COLD_RUNS", 5)?;
         let only = std::env::var("EDGE_BENCH_ONLY").unwrap_or_default();
+        if let Some(p) = only
+            .split(',')
+            .find(|p| !p.is_empty() && !PARTS.contains(p))
+        {
+            return Err(format!(
+                "EDGE_BENCH_ONLY: unknown part {p:?} (parts: {})",
+                PARTS.join(",")
+            ));
+        }
         let run = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
         if run("throughput") {
             println!("## Throughput ({seconds} s per run, wrk -t2 -c16)\n");
-            throughput(seconds)?;
+            throughput(seconds, rounds)?;
         }
         if run("cold") {
             println!("\n## Cold isolate, 100,000-key snapshot\n");
-            cold_start(100_000, env_number("EDGE_BENCH_COLD_RUNS", 5))?;
+            cold_start(100_000, cold_runs)?;
         }
         if run("revocation") {
             println!("\n## Revocation\n");
