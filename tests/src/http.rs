@@ -1,6 +1,8 @@
 //! A minimal blocking HTTP/1.1 client and stub server on `std::net`, for talking to `workerd` and
 //! for standing in for the services the edge calls, without pulling an HTTP stack into the
-//! harness. Plain `http://` only, one request per connection (`Connection: close`).
+//! harness. Plain `http://` only. The client sends one request per connection
+//! (`Connection: close`); the stub server does the same unless started with
+//! [`StubServer::start_keep_alive`], which keeps connections open as a real origin does.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -210,11 +212,24 @@ impl StubServer {
         port: u16,
         handler: impl Fn(&StubRequest) -> StubResponse + Send + Sync + 'static,
     ) -> io::Result<StubServer> {
+        Self::spawn(port, false, Arc::new(handler))
+    }
+
+    /// Starts on a free port, serving many requests per connection (HTTP/1.1 keep-alive) until
+    /// the client closes it, asks to with `Connection: close`, or the server is dropped. A
+    /// runtime pools connections to such an origin, so benchmarks through it do not measure a
+    /// TCP handshake per request.
+    pub fn start_keep_alive(
+        handler: impl Fn(&StubRequest) -> StubResponse + Send + Sync + 'static,
+    ) -> io::Result<StubServer> {
+        Self::spawn(0, true, Arc::new(handler))
+    }
+
+    fn spawn(port: u16, keep_alive: bool, handler: Arc<Handler>) -> io::Result<StubServer> {
         let listener = TcpListener::bind(("127.0.0.1", port))?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let received = Arc::new(Mutex::new(Vec::new()));
-        let handler: Arc<Handler> = Arc::new(handler);
         let thread = {
             let (stop, received) = (Arc::clone(&stop), Arc::clone(&received));
             thread::Builder::new()
@@ -226,9 +241,10 @@ impl StubServer {
                         }
                         let Ok(conn) = conn else { continue };
                         let (handler, received) = (Arc::clone(&handler), Arc::clone(&received));
+                        let stop = Arc::clone(&stop);
                         thread::spawn(move || {
                             // A client that hangs up early is not the stub's problem.
-                            let _ = serve_one(conn, &*handler, &received);
+                            let _ = serve(conn, keep_alive, &stop, &*handler, &received);
                         });
                     }
                 })?
@@ -271,20 +287,42 @@ impl Drop for StubServer {
     }
 }
 
-fn serve_one(
-    stream: TcpStream,
+fn serve(
+    mut stream: TcpStream,
+    keep_alive: bool,
+    stop: &AtomicBool,
     handler: &Handler,
     received: &Mutex<Vec<StubRequest>>,
 ) -> io::Result<()> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
-    let (request_line, headers) = read_head(&mut reader)?;
+    loop {
+        let close = serve_one(&mut reader, &mut stream, keep_alive, handler, received)?;
+        if close || stop.load(Ordering::SeqCst) {
+            return stream.shutdown(Shutdown::Write);
+        }
+    }
+}
+
+/// Reads one request and answers it; true when the connection is to be closed afterwards.
+fn serve_one(
+    reader: &mut impl BufRead,
+    stream: &mut TcpStream,
+    keep_alive: bool,
+    handler: &Handler,
+    received: &Mutex<Vec<StubRequest>>,
+) -> io::Result<bool> {
+    let (request_line, headers) = read_head(reader)?;
     let mut parts = request_line.split(' ');
     let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
         return Err(invalid(format!("bad request line {request_line:?}")));
     };
-    let body = read_body(&mut reader, &headers, false)?;
+    let body = read_body(reader, &headers, false)?;
+    let close = !keep_alive
+        || !request_line.ends_with("HTTP/1.1")
+        || find_header(&headers, "connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
     let req = StubRequest {
         method: method.to_owned(),
         target: target.to_owned(),
@@ -301,14 +339,17 @@ fn serve_one(
         out.push_str(&format!("{k}: {v}\r\n"));
     }
     out.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        resp.body.len()
+        "Content-Length: {}\r\nConnection: {}\r\n\r\n",
+        resp.body.len(),
+        if close { "close" } else { "keep-alive" }
     ));
-    let mut stream = stream;
-    stream.write_all(out.as_bytes())?;
-    stream.write_all(&resp.body)?;
+    // One write: a head and a body sent apart on a kept-alive connection meet Nagle's
+    // algorithm and the peer's delayed ACK, a 40 ms stall per response.
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&resp.body);
+    stream.write_all(&bytes)?;
     stream.flush()?;
-    stream.shutdown(Shutdown::Write)
+    Ok(close)
 }
 
 fn reason(status: u16) -> &'static str {
@@ -449,6 +490,59 @@ mod tests {
         assert_eq!(got[0].target, "/a/b?c=d");
         assert_eq!(got[0].header("x-test"), Some("1"));
         assert_eq!(got[0].body, b"hello");
+    }
+
+    /// Sends raw requests on one connection and reads each response's status and
+    /// `Connection` header; `None` once the server has closed the connection.
+    fn exchange(stream: &mut TcpStream, raw: &str) -> Option<(String, String)> {
+        stream.write_all(raw.as_bytes()).ok()?;
+        let mut reader = BufReader::new(stream.try_clone().ok()?);
+        let (status, headers) = read_head(&mut reader).ok()?;
+        read_body(&mut reader, &headers, true).ok()?;
+        let connection = find_header(&headers, "connection")?.to_owned();
+        Some((status, connection))
+    }
+
+    #[test]
+    fn keep_alive_serves_many_requests_per_connection_until_asked_to_close() {
+        let server = StubServer::start_keep_alive(|req| StubResponse::json(200, req.path()))
+            .expect("start stub");
+        let mut conn = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+        conn.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        for path in ["/one", "/two"] {
+            let got = exchange(
+                &mut conn,
+                &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"),
+            );
+            assert_eq!(
+                got,
+                Some(("HTTP/1.1 200 OK".to_owned(), "keep-alive".to_owned()))
+            );
+        }
+        let last = "GET /three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        assert_eq!(
+            exchange(&mut conn, last),
+            Some(("HTTP/1.1 200 OK".to_owned(), "close".to_owned()))
+        );
+        assert_eq!(exchange(&mut conn, "GET /four HTTP/1.1\r\n\r\n"), None);
+        let paths: Vec<String> = server.received().iter().map(|r| r.target.clone()).collect();
+        assert_eq!(paths, ["/one", "/two", "/three"]);
+    }
+
+    #[test]
+    fn by_default_the_stub_closes_after_one_request() {
+        let server = StubServer::start(|_| StubResponse::empty(204)).expect("start stub");
+        let mut conn = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+        conn.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let raw = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(
+            exchange(&mut conn, raw),
+            Some(("HTTP/1.1 204 No Content".to_owned(), "close".to_owned()))
+        );
+        assert_eq!(exchange(&mut conn, raw), None);
+        assert_eq!(server.received().len(), 1);
     }
 
     #[test]

@@ -34,6 +34,28 @@ export default {
 export class Limiter { async fetch() { return new Response(null, { status: 204 }); } }
 "#;
 
+/// The pass-through plus exactly the header edits the contract asks of every forwarded request,
+/// made as `edge/shim.mjs` makes them, with fixed values of the real ones' lengths and no
+/// verification: the floor for any Worker that forwards as the contract says.
+const HEADER_EDITS_ONLY: &str = r#"
+export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    const headers = new Headers(request.headers);
+    headers.delete("Authorization");
+    headers.delete("Proxy-Authorization");
+    headers.set("Keygate-Key-Id", "key_01kb7m3x2f9q8w6e5r4t3y2u1i");
+    headers.set("Keygate-Project-Id", "prj_01kb7m3x2f9q8w6e5r4t3y2u1i");
+    headers.set("Keygate-Environment", "live");
+    headers.set("Keygate-Signature", "t=1764330000,v1=0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0");
+    const method = request.method;
+    const body = method === "GET" || method === "HEAD" ? null : request.body;
+    return fetch(env.ORIGIN_URL + url.pathname + url.search, { method, headers, body, redirect: "manual" });
+  },
+};
+export class Limiter { async fetch() { return new Response(null, { status: 204 }); } }
+"#;
+
 /// The smallest valid WebAssembly module: the harness loads `worker/index.wasm` beside the
 /// entry module.
 const EMPTY_WASM: &[u8] = b"\0asm\x01\0\0\0";
@@ -119,7 +141,9 @@ fn measured(
 
 fn throughput(seconds: u64, rounds: usize) -> Result<(), String> {
     // A plain origin that answers 200 to everything, so every run measures the same origin work.
-    let origin = StubServer::start(|_| StubResponse::json(200, r#"{"ok":true}"#))
+    // It keeps connections open, as real origins do: the runtime pools them, and no run pays a
+    // TCP handshake per request.
+    let origin = StubServer::start_keep_alive(|_| StubResponse::json(200, r#"{"ok":true}"#))
         .map_err(|e| e.to_string())?;
     let stack = Stack::start(StackOptions {
         refresh_seconds: 2.0,
@@ -154,21 +178,17 @@ fn throughput(seconds: u64, rounds: usize) -> Result<(), String> {
     ready.ok_or("the edge never accepted the bench key")?;
 
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let build = dir.path().join("build");
-    fs::create_dir_all(&build).map_err(|e| e.to_string())?;
-    fs::create_dir_all(build.join("worker")).map_err(|e| e.to_string())?;
-    fs::write(build.join("index.js"), PASS_THROUGH).map_err(|e| e.to_string())?;
-    fs::write(build.join("worker/shim.mjs"), "export {};\n").map_err(|e| e.to_string())?;
-    fs::write(build.join("worker/index.wasm"), EMPTY_WASM).map_err(|e| e.to_string())?;
-    let pass = WorkerdConfig::new(workspace_root(), dir.path().join("state"))
-        .build_dir(&build)
-        .scheduled_trigger(false)
-        .var("ORIGIN_URL", stack.origin_url.clone())
-        .start()
-        .map_err(|e| format!("pass-through workerd: {e}"))?;
+    let pass = js_worker(dir.path(), "pass-through", PASS_THROUGH, &stack.origin_url)?;
+    let edits = js_worker(
+        dir.path(),
+        "header-edits",
+        HEADER_EDITS_ONLY,
+        &stack.origin_url,
+    )?;
 
     let invalid = "Authorization: Bearer bench_sk_live_0000000000000000000000000000000000000";
     let pass_url = format!("{}/bench", pass.url());
+    let edits_url = format!("{}/bench", edits.url());
     let edge_url = format!("{}/bench", stack.edge_url);
     println!("| run | requests/s | p50 | p99 | non-2xx | runtime CPU per request |");
     println!("|---|---|---|---|---|---|");
@@ -179,7 +199,8 @@ fn throughput(seconds: u64, rounds: usize) -> Result<(), String> {
             r.rps, r.p50, r.p99, r.non_2xx
         );
     };
-    let (pass_pid, edge_pid) = (pass.pid(), stack.edge.as_ref().and_then(|e| e.pid()));
+    let (pass_pid, edits_pid) = (pass.pid(), edits.pid());
+    let edge_pid = stack.edge.as_ref().and_then(|e| e.pid());
     // A candidate build of the edge (another `worker-build` output directory), measured in the
     // same rounds, to compare a change with the current build under the same load.
     let candidate = match std::env::var("EDGE_BENCH_CANDIDATE") {
@@ -196,21 +217,26 @@ fn throughput(seconds: u64, rounds: usize) -> Result<(), String> {
         Err(_) => None,
     };
     let mut candidate_ratios = Vec::new();
-    // (a) and (b) alternate, so that a change in the machine's load hits both alike; the ratio
-    // of each pair is reported, and their median.
-    let mut ratios = Vec::new();
+    // (a), (a') and (b) alternate, so that a change in the machine's load hits them alike; the
+    // ratios of each round are reported, and their medians. Every run sends the same key header.
+    let (mut ratios, mut floor_ratios, mut over_floor) = (Vec::new(), Vec::new(), Vec::new());
     let mut cpu_ratios = Vec::new();
+    let auth = Some(auth.as_str());
     for round in 1..=rounds {
-        let a = measured(&pass_url, None, seconds, pass_pid)?;
+        let a = measured(&pass_url, auth, seconds, pass_pid)?;
         row(&format!("(a) empty pass-through Worker, round {round}"), &a);
-        let b = measured(&edge_url, Some(auth.as_str()), seconds, edge_pid)?;
+        let f = measured(&edits_url, auth, seconds, edits_pid)?;
+        row(&format!("(a') header edits only, round {round}"), &f);
+        let b = measured(&edge_url, auth, seconds, edge_pid)?;
         row(&format!("(b) Keygate, valid key, round {round}"), &b);
         ratios.push(b.0.rps / a.0.rps * 100.0);
+        floor_ratios.push(f.0.rps / a.0.rps * 100.0);
+        over_floor.push(b.0.rps / f.0.rps * 100.0);
         if let (Some(ca), Some(cb)) = (a.1, b.1) {
             cpu_ratios.push(ca / cb * 100.0);
         }
         if let Some((edge, url)) = &candidate {
-            let b2 = measured(url, Some(auth.as_str()), seconds, edge.pid())?;
+            let b2 = measured(url, auth, seconds, edge.pid())?;
             row(
                 &format!("(b') candidate build, valid key, round {round}"),
                 &b2,
@@ -221,6 +247,14 @@ fn throughput(seconds: u64, rounds: usize) -> Result<(), String> {
     let c = measured(&edge_url, Some(invalid), seconds, edge_pid)?;
     row("(c) Keygate, invalid key", &c);
     println!("\n(b)/(a) throughput per round: {}", summary(ratios));
+    println!(
+        "(a')/(a) throughput per round (the header edits alone): {}",
+        summary(floor_ratios)
+    );
+    println!(
+        "(b)/(a') throughput per round (verification alone): {}",
+        summary(over_floor)
+    );
     if candidate.is_some() {
         println!(
             "(b')/(a) throughput per round: {}",
@@ -232,6 +266,26 @@ fn throughput(seconds: u64, rounds: usize) -> Result<(), String> {
         summary(cpu_ratios)
     );
     Ok(())
+}
+
+/// Starts a JavaScript-only Worker (no Wasm) in its own `workerd`, forwarding to `origin`.
+fn js_worker(
+    dir: &std::path::Path,
+    name: &str,
+    source: &str,
+    origin: &str,
+) -> Result<keygate_tests::workerd::Workerd, String> {
+    let build = dir.join(name).join("build");
+    fs::create_dir_all(build.join("worker")).map_err(|e| e.to_string())?;
+    fs::write(build.join("index.js"), source).map_err(|e| e.to_string())?;
+    fs::write(build.join("worker/shim.mjs"), "export {};\n").map_err(|e| e.to_string())?;
+    fs::write(build.join("worker/index.wasm"), EMPTY_WASM).map_err(|e| e.to_string())?;
+    WorkerdConfig::new(workspace_root(), dir.join(name).join("state"))
+        .build_dir(&build)
+        .scheduled_trigger(false)
+        .var("ORIGIN_URL", origin.to_owned())
+        .start()
+        .map_err(|e| format!("{name} workerd: {e}"))
 }
 
 /// Each value, then their median.
