@@ -29,7 +29,7 @@ function recover(e) {
 }
 
 // Must match FORWARD_STRIPPED in edge/src/request.rs (a test checks).
-const FORWARD_STRIPPED = ["Host", "Connection", "Keep-Alive", "Proxy-Authorization"];
+const FORWARD_STRIPPED = ["Proxy-Authorization"];
 
 function originUnreachable() {
   const body = JSON.stringify({

@@ -203,15 +203,50 @@ fn edge_enforces_every_check_and_forwards_signed_requests() {
         "only the test-host request reached the origin"
     );
 
-    // Successes: the key in each of the three places, removed before forwarding.
-    let r = get(
-        &[("Authorization", &bearer(&server))],
-        "/orders/1?expand=items",
-    );
+    // Successes: the key in each of the three places, removed before forwarding. Headers that
+    // belong to the client's connection or name the edge never reach the origin, and the
+    // Keygate-* headers a client sends are replaced, on the fast path and the full handler alike.
+    let stray = [
+        ("Keep-Alive", "timeout=5"),
+        ("Proxy-Authorization", "Basic cHJveHk6c2VjcmV0"),
+        ("Keygate-Key-Id", "key_forged"),
+        ("Keygate-Environment", "test"),
+        ("X-Request-Id", "r-1"),
+    ];
+    let assert_clean = |seen: &keygate_tests::origin::Recorded| {
+        let names: Vec<String> = seen
+            .request
+            .headers
+            .iter()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .collect();
+        for name in ["keep-alive", "proxy-authorization"] {
+            assert!(
+                !names.iter().any(|n| n == name),
+                "{name} forwarded: {names:?}"
+            );
+        }
+        let host = seen.header("host").unwrap_or_default();
+        assert!(
+            host.starts_with("127.0.0.1:"),
+            "Host {host:?} is the edge's"
+        );
+        for name in ["keygate-key-id", "keygate-environment"] {
+            assert_eq!(names.iter().filter(|n| *n == name).count(), 1, "{name}");
+        }
+        assert_eq!(seen.header("keygate-key-id"), Some(server_id.as_str()));
+        assert_eq!(seen.header("keygate-environment"), Some("live"));
+        assert_eq!(seen.header("x-request-id"), Some("r-1"), "others kept");
+    };
+    let mut sent = vec![("Authorization", bearer(&server))];
+    sent.extend(stray.iter().map(|(k, v)| (*k, v.to_string())));
+    let sent: Vec<(&str, &str)> = sent.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = get(&sent, "/orders/1?expand=items");
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = origin.recorded().pop().expect("forwarded");
     assert_eq!(seen.target(), "/orders/1?expand=items");
     assert!(seen.header("authorization").is_none());
+    assert_clean(&seen);
     assert_eq!(seen.header("keygate-key-id"), Some(server_id.as_str()));
     assert_eq!(seen.header("keygate-project-id"), Some(project.as_str()));
     assert_eq!(seen.header("keygate-environment"), Some("live"));
@@ -266,9 +301,10 @@ fn edge_enforces_every_check_and_forwards_signed_requests() {
     assert_eq!(seen.header("content-type"), Some("application/json"));
     assert_eq!(seen.signature_valid, Some(true));
 
-    let r = get(&[], &format!("/orders/3?a=1&key={server}&b=%20x+y&c"));
+    let r = get(&stray, &format!("/orders/3?a=1&key={server}&b=%20x+y&c"));
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = origin.recorded().pop().expect("forwarded");
+    assert_clean(&seen);
     assert_eq!(
         seen.target(),
         "/orders/3?a=1&b=%20x+y&c",
