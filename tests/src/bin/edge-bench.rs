@@ -56,6 +56,14 @@ export default {
 export class Limiter { async fetch() { return new Response(null, { status: 204 }); } }
 "#;
 
+/// The headers Keygate adds to a forwarded request, with values of the real ones' lengths.
+const KEYGATE_HEADERS: &[&str] = &[
+    "Keygate-Key-Id: key_01kb7m3x2f9q8w6e5r4t3y2u1i",
+    "Keygate-Project-Id: prj_01kb7m3x2f9q8w6e5r4t3y2u1i",
+    "Keygate-Environment: live",
+    "Keygate-Signature: t=1764330000,v1=0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
+];
+
 /// The smallest valid WebAssembly module: the harness loads `worker/index.wasm` beside the
 /// entry module.
 const EMPTY_WASM: &[u8] = b"\0asm\x01\0\0\0";
@@ -68,10 +76,10 @@ struct WrkResult {
     non_2xx: String,
 }
 
-fn wrk(url: &str, header: Option<&str>, seconds: u64) -> Result<WrkResult, String> {
+fn wrk(url: &str, headers: &[&str], seconds: u64) -> Result<WrkResult, String> {
     let mut cmd = Command::new("wrk");
     cmd.args(["-t2", "-c16", &format!("-d{seconds}s"), "--latency"]);
-    if let Some(h) = header {
+    for h in headers {
         cmd.args(["-H", h]);
     }
     let out = cmd
@@ -125,12 +133,12 @@ fn cpu_micros(pid: u32) -> Option<f64> {
 /// requests/s, it hardly depends on what else the machine's cores are doing.
 fn measured(
     url: &str,
-    header: Option<&str>,
+    headers: &[&str],
     seconds: u64,
     pid: Option<u32>,
 ) -> Result<(WrkResult, Option<f64>), String> {
     let before = pid.and_then(cpu_micros);
-    let r = wrk(url, header, seconds)?;
+    let r = wrk(url, headers, seconds)?;
     let after = pid.and_then(cpu_micros);
     let per_request = match (before, after) {
         (Some(b), Some(a)) if r.requests > 0.0 => Some((a - b) / r.requests),
@@ -220,23 +228,32 @@ fn throughput(seconds: u64, rounds: usize) -> Result<(), String> {
     // (a), (a') and (b) alternate, so that a change in the machine's load hits them alike; the
     // ratios of each round are reported, and their medians. Every run sends the same key header.
     let (mut ratios, mut floor_ratios, mut over_floor) = (Vec::new(), Vec::new(), Vec::new());
-    let mut cpu_ratios = Vec::new();
-    let auth = Some(auth.as_str());
+    let (mut cpu_ratios, mut carried_ratios) = (Vec::new(), Vec::new());
+    let auth = [auth.as_str()];
+    // The four headers Keygate adds, with values of the real ones' lengths, sent by the client
+    // through the pass-through: what carrying them costs the runtime, with no edits at all.
+    let carried: Vec<&str> = auth.iter().chain(KEYGATE_HEADERS).copied().collect();
     for round in 1..=rounds {
-        let a = measured(&pass_url, auth, seconds, pass_pid)?;
+        let a = measured(&pass_url, &auth, seconds, pass_pid)?;
         row(&format!("(a) empty pass-through Worker, round {round}"), &a);
-        let f = measured(&edits_url, auth, seconds, edits_pid)?;
+        let a2 = measured(&pass_url, &carried, seconds, pass_pid)?;
+        row(
+            &format!("(a'') pass-through, client sends the four Keygate-* headers, round {round}"),
+            &a2,
+        );
+        let f = measured(&edits_url, &auth, seconds, edits_pid)?;
         row(&format!("(a') header edits only, round {round}"), &f);
-        let b = measured(&edge_url, auth, seconds, edge_pid)?;
+        let b = measured(&edge_url, &auth, seconds, edge_pid)?;
         row(&format!("(b) Keygate, valid key, round {round}"), &b);
         ratios.push(b.0.rps / a.0.rps * 100.0);
+        carried_ratios.push(a2.0.rps / a.0.rps * 100.0);
         floor_ratios.push(f.0.rps / a.0.rps * 100.0);
         over_floor.push(b.0.rps / f.0.rps * 100.0);
         if let (Some(ca), Some(cb)) = (a.1, b.1) {
             cpu_ratios.push(ca / cb * 100.0);
         }
         if let Some((edge, url)) = &candidate {
-            let b2 = measured(url, auth, seconds, edge.pid())?;
+            let b2 = measured(url, &auth, seconds, edge.pid())?;
             row(
                 &format!("(b') candidate build, valid key, round {round}"),
                 &b2,
@@ -244,9 +261,13 @@ fn throughput(seconds: u64, rounds: usize) -> Result<(), String> {
             candidate_ratios.push(b2.0.rps / a.0.rps * 100.0);
         }
     }
-    let c = measured(&edge_url, Some(invalid), seconds, edge_pid)?;
+    let c = measured(&edge_url, &[invalid], seconds, edge_pid)?;
     row("(c) Keygate, invalid key", &c);
     println!("\n(b)/(a) throughput per round: {}", summary(ratios));
+    println!(
+        "(a'')/(a) throughput per round (carrying the four headers): {}",
+        summary(carried_ratios)
+    );
     println!(
         "(a')/(a) throughput per round (the header edits alone): {}",
         summary(floor_ratios)
