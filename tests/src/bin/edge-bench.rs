@@ -1,14 +1,16 @@
 //! Edge benchmarks on loopback (docs/benchmarks.md, "Edge"):
 //!
 //! 1. Throughput and latency with `wrk` against workerd, same origin, one run each: an empty
-//!    pass-through Worker, Keygate with a valid key, Keygate with an invalid key.
+//!    pass-through Worker (also with the client sending the four `Keygate-*` headers), a Worker
+//!    making only the contract's header edits, Keygate with a valid key, Keygate with an invalid
+//!    key.
 //! 2. A cold isolate's first verdict against a 100,000-key snapshot (fresh workerd each time).
 //! 3. Revocation: time from the revoke API call until the edge answers 401, with the default
 //!    2-second refresh interval.
 //!
 //! Run: `cargo xtask build-edge --release && cargo run -p keygate-tests --bin edge-bench`
 //! (needs `wrk`: `apt-get install wrk`). `EDGE_BENCH_SECONDS` sets each wrk run's length,
-//! `EDGE_BENCH_ROUNDS` the rounds of (a) and (b), `EDGE_BENCH_COLD_RUNS` the cold starts, and
+//! `EDGE_BENCH_ROUNDS` the rounds of the valid-key comparison, `EDGE_BENCH_COLD_RUNS` the cold starts, and
 //! `EDGE_BENCH_ONLY` (a comma-separated subset of `throughput,cold,revocation`) what runs.
 
 use std::fs;
@@ -34,35 +36,42 @@ export default {
 export class Limiter { async fetch() { return new Response(null, { status: 204 }); } }
 "#;
 
+/// The headers Keygate adds to a forwarded request, with values of the real ones' lengths.
+const KEYGATE_HEADERS: &[(&str, &str)] = &[
+    ("Keygate-Key-Id", "key_01kb7m3x2f9q8w6e5r4t3y2u1i"),
+    ("Keygate-Project-Id", "prj_01kb7m3x2f9q8w6e5r4t3y2u1i"),
+    ("Keygate-Environment", "live"),
+    (
+        "Keygate-Signature",
+        "t=1764330000,v1=0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
+    ),
+];
+
 /// The pass-through plus exactly the header edits the contract asks of every forwarded request,
-/// made as `edge/shim.mjs` makes them, with fixed values of the real ones' lengths and no
-/// verification: the floor for any Worker that forwards as the contract says.
-const HEADER_EDITS_ONLY: &str = r#"
-export default {
-  async fetch(request, env) {
+/// made as `edge/shim.mjs` makes them, setting [`KEYGATE_HEADERS`], with no verification: the
+/// floor for any Worker that forwards as the contract says.
+fn header_edits_only() -> String {
+    let sets: String = KEYGATE_HEADERS
+        .iter()
+        .map(|(name, value)| format!("    headers.set({name:?}, {value:?});\n"))
+        .collect();
+    format!(
+        r#"
+export default {{
+  async fetch(request, env) {{
     const url = new URL(request.url);
     const headers = new Headers(request.headers);
     headers.delete("Authorization");
     headers.delete("Proxy-Authorization");
-    headers.set("Keygate-Key-Id", "key_01kb7m3x2f9q8w6e5r4t3y2u1i");
-    headers.set("Keygate-Project-Id", "prj_01kb7m3x2f9q8w6e5r4t3y2u1i");
-    headers.set("Keygate-Environment", "live");
-    headers.set("Keygate-Signature", "t=1764330000,v1=0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0");
-    const method = request.method;
+{sets}    const method = request.method;
     const body = method === "GET" || method === "HEAD" ? null : request.body;
-    return fetch(env.ORIGIN_URL + url.pathname + url.search, { method, headers, body, redirect: "manual" });
-  },
-};
-export class Limiter { async fetch() { return new Response(null, { status: 204 }); } }
-"#;
-
-/// The headers Keygate adds to a forwarded request, with values of the real ones' lengths.
-const KEYGATE_HEADERS: &[&str] = &[
-    "Keygate-Key-Id: key_01kb7m3x2f9q8w6e5r4t3y2u1i",
-    "Keygate-Project-Id: prj_01kb7m3x2f9q8w6e5r4t3y2u1i",
-    "Keygate-Environment: live",
-    "Keygate-Signature: t=1764330000,v1=0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
-];
+    return fetch(env.ORIGIN_URL + url.pathname + url.search, {{ method, headers, body, redirect: "manual" }});
+  }},
+}};
+export class Limiter {{ async fetch() {{ return new Response(null, {{ status: 204 }}); }} }}
+"#
+    )
+}
 
 /// The smallest valid WebAssembly module: the harness loads `worker/index.wasm` beside the
 /// entry module.
@@ -190,7 +199,7 @@ fn throughput(seconds: u64, rounds: usize) -> Result<(), String> {
     let edits = js_worker(
         dir.path(),
         "header-edits",
-        HEADER_EDITS_ONLY,
+        &header_edits_only(),
         &stack.origin_url,
     )?;
 
@@ -232,7 +241,15 @@ fn throughput(seconds: u64, rounds: usize) -> Result<(), String> {
     let auth = [auth.as_str()];
     // The four headers Keygate adds, with values of the real ones' lengths, sent by the client
     // through the pass-through: what carrying them costs the runtime, with no edits at all.
-    let carried: Vec<&str> = auth.iter().chain(KEYGATE_HEADERS).copied().collect();
+    let carried: Vec<String> = KEYGATE_HEADERS
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}"))
+        .collect();
+    let carried: Vec<&str> = auth
+        .iter()
+        .copied()
+        .chain(carried.iter().map(String::as_str))
+        .collect();
     for round in 1..=rounds {
         let a = measured(&pass_url, &auth, seconds, pass_pid)?;
         row(&format!("(a) empty pass-through Worker, round {round}"), &a);

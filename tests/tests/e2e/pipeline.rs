@@ -229,7 +229,7 @@ fn edge_enforces_every_check_and_forwards_signed_requests() {
         let host = seen.header("host").unwrap_or_default();
         assert!(
             host.starts_with("127.0.0.1:"),
-            "Host {host:?} is the edge's"
+            "Host {host:?} is not the origin's"
         );
         for name in ["keygate-key-id", "keygate-environment"] {
             assert_eq!(names.iter().filter(|n| *n == name).count(), 1, "{name}");
@@ -238,18 +238,16 @@ fn edge_enforces_every_check_and_forwards_signed_requests() {
         assert_eq!(seen.header("keygate-environment"), Some("live"));
         assert_eq!(seen.header("x-request-id"), Some("r-1"), "others kept");
     };
-    let mut sent = vec![("Authorization", bearer(&server))];
-    sent.extend(stray.iter().map(|(k, v)| (*k, v.to_string())));
-    let sent: Vec<(&str, &str)> = sent.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let auth = bearer(&server);
+    let mut sent = vec![("Authorization", auth.as_str())];
+    sent.extend_from_slice(&stray);
     let r = get(&sent, "/orders/1?expand=items");
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = origin.recorded().pop().expect("forwarded");
     assert_eq!(seen.target(), "/orders/1?expand=items");
     assert!(seen.header("authorization").is_none());
     assert_clean(&seen);
-    assert_eq!(seen.header("keygate-key-id"), Some(server_id.as_str()));
     assert_eq!(seen.header("keygate-project-id"), Some(project.as_str()));
-    assert_eq!(seen.header("keygate-environment"), Some("live"));
     assert_eq!(
         seen.signature_valid,
         Some(true),

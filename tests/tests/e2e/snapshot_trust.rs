@@ -38,6 +38,17 @@ fn publish(signer: &SnapshotSigner, version: u64, key: &PlaintextKey, revoked: b
     }
 }
 
+/// A live secret key with a fixed secret, so that each test's snapshot is the same every run.
+fn fixed_key(prefix: &str, secret: &str) -> PlaintextKey {
+    PlaintextKey::from_parts(
+        &KeyPrefix::parse(prefix).expect("prefix"),
+        Kind::Secret,
+        Environment::Live,
+        secret,
+    )
+    .expect("key")
+}
+
 /// An edge that takes its snapshots from the stub control plane `cp` and trusts `signer`.
 fn edge_config(
     state: &Path,
@@ -59,13 +70,7 @@ fn edge_config(
 fn tampered_foreign_and_rolled_back_snapshots_are_refused() {
     let signer = SnapshotSigner::from_seed(&[11u8; 32]);
     let stranger = SnapshotSigner::from_seed(&[12u8; 32]);
-    let key = PlaintextKey::from_parts(
-        &KeyPrefix::parse("trust").expect("prefix"),
-        Kind::Secret,
-        Environment::Live,
-        "Trust000000000000000000000000000",
-    )
-    .expect("key");
+    let key = fixed_key("trust", "Trust000000000000000000000000000");
 
     let current: Arc<Mutex<Published>> = Arc::new(Mutex::new(publish(&signer, 5, &key, false)));
     let served = Arc::clone(&current);
@@ -164,13 +169,7 @@ fn tampered_foreign_and_rolled_back_snapshots_are_refused() {
 #[test]
 fn concurrent_first_requests_share_one_snapshot_load() {
     let signer = SnapshotSigner::from_seed(&[13u8; 32]);
-    let key = PlaintextKey::from_parts(
-        &KeyPrefix::parse("herd").expect("prefix"),
-        Kind::Secret,
-        Environment::Live,
-        "Herd0000000000000000000000000000",
-    )
-    .expect("key");
+    let key = fixed_key("herd", "Herd0000000000000000000000000000");
     let published = publish(&signer, 3, &key, false);
     let manifests = Arc::new(Mutex::new(0usize));
     let counted = Arc::clone(&manifests);
