@@ -1,11 +1,17 @@
 //! The isolate's snapshot: loaded on first need, refreshed in the background with conditional
 //! requests, accepted only after signature, version and validity checks, kept when the control
 //! plane is down, and refused (fail closed) once past its validity. Shards load lazily.
+//!
+//! A snapshot the control plane has not confirmed for longer than the refresh interval may still
+//! admit a key revoked since (an isolate that had no traffic for a while), so a request that
+//! finds one asks the control plane first, for at most [`REVALIDATE_WAIT_MS`]. Under steady
+//! traffic the background refresh starts a tenth of the interval early, so no request waits.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use futures_util::future::{select, Either};
 use keygate_shared::snapshot::{verify_snapshot, Digest32};
 use keygate_shared::SnapshotIndex;
 use worker::{
@@ -24,6 +30,9 @@ const REFRESH_TIMEOUT_MS: i64 = 30_000;
 pub const LOAD_POLL_MS: i64 = 5;
 /// Shards copied to KV per scheduled run, to stay within the subrequest budget.
 pub const KV_SHARDS_PER_RUN: usize = 200;
+/// The longest a request holding a stale snapshot waits for the control plane before it is
+/// decided on that snapshot (the last good one, as when the control plane is down).
+pub const REVALIDATE_WAIT_MS: i64 = 1_000;
 
 struct Held {
     index: Rc<SnapshotIndex>,
@@ -66,41 +75,150 @@ pub enum Plan {
         /// Start a background refresh.
         refresh: bool,
     },
+    /// The snapshot held is usable but older than the refresh interval: ask the control plane
+    /// (or wait for the refresh already asking it) until `deadline_ms`, then decide on the
+    /// snapshot held by then, `index` if nothing newer came.
+    Revalidate {
+        /// The snapshot to fall back on.
+        index: Rc<SnapshotIndex>,
+        /// This request starts the refresh.
+        start: bool,
+        /// When to stop waiting.
+        deadline_ms: i64,
+    },
     /// Nothing usable is held: refresh now, then look again.
     RefreshNow,
     /// Nothing usable, and a refresh was tried too recently.
     Unavailable,
 }
 
+/// What a usable snapshot's timing calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Use { refresh: bool },
+    Revalidate { start: bool, deadline_ms: i64 },
+}
+
+/// The rule behind [`plan`] for a usable snapshot, from its timing alone: when it was last
+/// confirmed, when a refresh was last started and whether one is running.
+fn step(
+    confirmed_at_ms: i64,
+    last_attempt_ms: i64,
+    refreshing: bool,
+    refresh_ms: i64,
+    now_ms: i64,
+) -> Step {
+    let since_attempt = now_ms - last_attempt_ms;
+    let due = since_attempt >= refresh_ms - refresh_ms / 10;
+    // A refresh that never finished (a hung fetch) must not block the next one forever.
+    let refreshing = refreshing && since_attempt < REFRESH_TIMEOUT_MS;
+    let stale = now_ms - confirmed_at_ms > refresh_ms;
+    let deadline_ms = last_attempt_ms + REVALIDATE_WAIT_MS;
+    if stale && refreshing && now_ms < deadline_ms {
+        return Step::Revalidate {
+            start: false,
+            deadline_ms,
+        };
+    }
+    let refresh = due && !refreshing;
+    // Stale with no refresh due: the last attempt failed moments ago, so the control plane is
+    // down and the last good snapshot serves.
+    if stale && refresh {
+        Step::Revalidate {
+            start: true,
+            deadline_ms: now_ms + REVALIDATE_WAIT_MS,
+        }
+    } else {
+        Step::Use { refresh }
+    }
+}
+
 /// Decides, without I/O, whether the held snapshot can serve `now_ms`.
 pub fn plan(cfg: &EdgeConfig, now_ms: i64) -> Plan {
     STATE.with(|s| {
         let mut s = s.borrow_mut();
-        let due = now_ms - s.last_attempt_ms >= cfg.refresh_ms;
-        // A refresh that never finished (a hung fetch) must not block the next one forever.
-        let refreshing = s.refreshing && now_ms - s.last_attempt_ms < REFRESH_TIMEOUT_MS;
         let current = s
             .held
             .as_ref()
             .filter(|h| usable(h, cfg, now_ms))
-            .map(|h| Rc::clone(&h.index));
-        match current {
-            Some(index) => {
-                let refresh = due && !refreshing;
-                if refresh {
-                    s.refreshing = true;
-                    s.last_attempt_ms = now_ms;
-                }
-                Plan::Use { index, refresh }
-            }
-            // Requests that arrive while a load runs wait for it rather than fail.
-            None if due || s.held.is_none() || s.loading_since.is_some() => {
+            .map(|h| (Rc::clone(&h.index), h.confirmed_at_ms));
+        if let Some((index, confirmed_at_ms)) = current {
+            let step = step(
+                confirmed_at_ms,
+                s.last_attempt_ms,
+                s.refreshing,
+                cfg.refresh_ms,
+                now_ms,
+            );
+            if let Step::Use { refresh: true } | Step::Revalidate { start: true, .. } = step {
+                s.refreshing = true;
                 s.last_attempt_ms = now_ms;
-                Plan::RefreshNow
             }
-            None => Plan::Unavailable,
+            return match step {
+                Step::Use { refresh } => Plan::Use { index, refresh },
+                Step::Revalidate { start, deadline_ms } => Plan::Revalidate {
+                    index,
+                    start,
+                    deadline_ms,
+                },
+            };
+        }
+        let due = now_ms - s.last_attempt_ms >= cfg.refresh_ms;
+        // Requests that arrive while a load runs wait for it rather than fail.
+        if due || s.held.is_none() || s.loading_since.is_some() {
+            s.last_attempt_ms = now_ms;
+            Plan::RefreshNow
+        } else {
+            Plan::Unavailable
         }
     })
+}
+
+/// The held snapshot if [`plan`] would use it as it is: usable at `now_ms`, and confirmed within
+/// the refresh interval or with no refresh to wait for.
+pub fn decidable(cfg: &EdgeConfig, now_ms: i64) -> Option<Rc<SnapshotIndex>> {
+    STATE.with(|s| {
+        let s = s.borrow();
+        let h = s.held.as_ref().filter(|h| usable(h, cfg, now_ms))?;
+        let step = step(
+            h.confirmed_at_ms,
+            s.last_attempt_ms,
+            s.refreshing,
+            cfg.refresh_ms,
+            now_ms,
+        );
+        matches!(step, Step::Use { .. }).then(|| Rc::clone(&h.index))
+    })
+}
+
+/// Carries out [`Plan::Revalidate`]: the starting request runs the refresh itself until the
+/// deadline and leaves any unfinished rest to `wait_until`; the others check every
+/// [`LOAD_POLL_MS`] whether it is done. Returns the snapshot to decide on.
+pub async fn revalidate(
+    cfg: &Rc<EdgeConfig>,
+    env: &Env,
+    ctx: &worker::Context,
+    now_ms: i64,
+    index: Rc<SnapshotIndex>,
+    start: bool,
+    deadline_ms: i64,
+) -> Rc<SnapshotIndex> {
+    let budget = (deadline_ms - now_ms).max(0);
+    if start {
+        let (c, e) = (Rc::clone(cfg), env.clone());
+        let refresh = Box::pin(async move { refresh(&c, &e, now_ms).await });
+        let timer = Delay::from(Duration::from_millis(budget as u64));
+        if let Either::Right(((), unfinished)) = select(refresh, timer).await {
+            ctx.wait_until(unfinished);
+        }
+    } else {
+        let mut waited = 0;
+        while waited < budget && STATE.with(|s| s.borrow().refreshing) {
+            Delay::from(Duration::from_millis(LOAD_POLL_MS as u64)).await;
+            waited += LOAD_POLL_MS;
+        }
+    }
+    current(cfg, now_ms).unwrap_or(index)
 }
 
 /// Loads a snapshot for a request that has nothing usable ([`Plan::RefreshNow`]). Requests that
@@ -404,4 +522,100 @@ pub async fn sync_kv(cfg: &EdgeConfig, env: &Env, now_ms: i64) -> Result<String,
         manifest.version(),
         if complete { "" } else { ", more next run" }
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R: i64 = 2_000;
+
+    /// A request every 10 ms for a minute, each refresh answered 40 ms after it starts: no
+    /// request ever waits, and the snapshot deciding each one was confirmed within the interval.
+    #[test]
+    fn steady_traffic_never_waits_and_stays_within_the_interval() {
+        let (mut confirmed, mut last_attempt, mut running) = (0, 0, None::<i64>);
+        for now in (10..60_000).step_by(10) {
+            if running.is_some_and(|started| now >= started + 40) {
+                confirmed = running.take().unwrap_or(confirmed);
+            }
+            match step(confirmed, last_attempt, running.is_some(), R, now) {
+                Step::Use { refresh } => {
+                    if refresh {
+                        running = Some(now);
+                        last_attempt = now;
+                    }
+                }
+                other => panic!("waited at {now}: {other:?}"),
+            }
+            assert!(
+                now - confirmed <= R,
+                "decided at {now} on a snapshot confirmed at {confirmed}"
+            );
+        }
+    }
+
+    #[test]
+    fn after_idling_the_first_request_revalidates_and_the_next_ones_wait_for_it() {
+        let now = 60_000;
+        assert_eq!(
+            step(10_000, 10_000, false, R, now),
+            Step::Revalidate {
+                start: true,
+                deadline_ms: now + REVALIDATE_WAIT_MS
+            }
+        );
+        // The refresh that request started is running.
+        assert_eq!(
+            step(10_000, now, true, R, now + 5),
+            Step::Revalidate {
+                start: false,
+                deadline_ms: now + REVALIDATE_WAIT_MS
+            }
+        );
+        // Past its deadline nobody waits any more, and no second refresh starts.
+        assert_eq!(
+            step(10_000, now, true, R, now + REVALIDATE_WAIT_MS),
+            Step::Use { refresh: false }
+        );
+        // A refresh lost for longer than the timeout no longer counts as running.
+        assert_eq!(
+            step(10_000, now, true, R, now + REFRESH_TIMEOUT_MS),
+            Step::Revalidate {
+                start: true,
+                deadline_ms: now + REFRESH_TIMEOUT_MS + REVALIDATE_WAIT_MS
+            }
+        );
+    }
+
+    #[test]
+    fn with_the_control_plane_down_the_held_snapshot_serves_between_attempts() {
+        // Confirmed long ago, last attempt failed 100 ms ago: serve without waiting.
+        assert_eq!(
+            step(0, 9_900, false, R, 10_000),
+            Step::Use { refresh: false }
+        );
+        // The next attempt is due a tenth of the interval early, and this request waits for it.
+        assert_eq!(
+            step(0, 9_900, false, R, 9_900 + R - R / 10),
+            Step::Revalidate {
+                start: true,
+                deadline_ms: 9_900 + R - R / 10 + REVALIDATE_WAIT_MS
+            }
+        );
+    }
+
+    #[test]
+    fn a_fresh_snapshot_refreshes_in_the_background_a_tenth_early() {
+        assert_eq!(
+            step(0, 0, false, R, R - R / 10 - 1),
+            Step::Use { refresh: false }
+        );
+        assert_eq!(
+            step(0, 0, false, R, R - R / 10),
+            Step::Use { refresh: true }
+        );
+        // Confirmed exactly one interval ago still counts as fresh.
+        assert_eq!(step(0, 0, true, R, R), Step::Use { refresh: false });
+    }
 }

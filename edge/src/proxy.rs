@@ -172,6 +172,11 @@ async fn handle_inner(
             }
             index
         }
+        Plan::Revalidate {
+            index,
+            start,
+            deadline_ms,
+        } => holder::revalidate(cfg, env, ctx, now, index, start, deadline_ms).await,
         Plan::RefreshNow => {
             holder::load_now(cfg, env, now).await;
             match holder::current(cfg, now) {
@@ -557,7 +562,7 @@ pub fn fast_forward(
         return None;
     }
     let now = now_ms();
-    let index = holder::current(&cfg, now)?;
+    let index = holder::decidable(&cfg, now)?;
     // The runtime hands over a normalised absolute URL, so its path and query are plain slices.
     let (path, query) = request::split_normalised_url(url)?;
     if path == STATUS_PATH || path == SYNC_PATH {

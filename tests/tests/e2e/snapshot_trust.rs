@@ -2,6 +2,7 @@
 //! a rolled-back (older) one are refused, and the edge keeps enforcing the last good snapshot.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -218,4 +219,60 @@ fn concurrent_first_requests_share_one_snapshot_load() {
         "{}",
         edge.logs()
     );
+}
+
+/// A snapshot the control plane has not confirmed for longer than the refresh interval is checked
+/// before it decides a request: a key revoked while the isolate had no traffic is refused on the
+/// very first request after. A control plane that does not answer holds that request up only for
+/// the revalidation wait; then the last good snapshot decides it.
+#[test]
+fn an_idle_isolate_asks_the_control_plane_before_deciding() {
+    let signer = SnapshotSigner::from_seed(&[14u8; 32]);
+    let key = fixed_key("idle", "Idle0000000000000000000000000000");
+    let current: Arc<Mutex<Published>> = Arc::new(Mutex::new(publish(&signer, 5, &key, false)));
+    let hang = Arc::new(AtomicBool::new(false));
+    let (served, hanging) = (Arc::clone(&current), Arc::clone(&hang));
+    let cp = StubServer::start(move |req| {
+        if req.path() == "/v1/snapshot" && hanging.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_secs(8));
+        }
+        let Ok(p) = served.lock() else {
+            return StubResponse::empty(500);
+        };
+        p.snapshot
+            .respond(req, &p.etag)
+            .unwrap_or_else(|| StubResponse::empty(404))
+    })
+    .expect("stub control plane");
+    let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).expect("origin");
+    let state = tempfile::tempdir().expect("temp");
+    let edge = edge_config(state.path(), &cp, &origin, &signer, "0.5")
+        .scheduled_trigger(false)
+        .start()
+        .expect("workerd");
+    let auth = format!("Bearer {}", key.expose());
+    let call = || {
+        http::get(&format!("{}/x", edge.url()), &[("Authorization", &auth)])
+            .map(|r| r.status)
+            .unwrap_or(0)
+    };
+    assert_eq!(call(), 200, "{}", edge.logs());
+
+    // Revoked while nobody calls the edge: the first request after is refused.
+    *current.lock().expect("lock") = publish(&signer, 6, &key, true);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(call(), 401, "first request after idling\n{}", edge.logs());
+    assert_eq!(origin.count(), 1);
+
+    // The control plane stops answering (and would now un-revoke the key): after an idle spell
+    // the request waits for it only so long, then the held snapshot decides.
+    *current.lock().expect("lock") = publish(&signer, 7, &key, false);
+    hang.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(1500));
+    let asked = std::time::Instant::now();
+    assert_eq!(call(), 401, "decided on the held snapshot\n{}", edge.logs());
+    let waited = asked.elapsed();
+    // The control plane holds its answer 8 s; the edge gives up after 1 s.
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+    eprintln!("answered after {waited:?} with the control plane hanging");
 }
