@@ -453,8 +453,8 @@ pub async fn load_shard(
         }
         if !held.index.is_loaded(shard) {
             let mut next = (*held.index).clone();
-            // Already verified above; this only re-checks the digest.
-            next.load_shard(shard, &bytes).ok()?;
+            // Same manifest: takes the shard verified and decoded above, without doing it again.
+            next.adopt_unchanged(&mine);
             held.index = Rc::new(next);
         }
         Some(Rc::clone(&held.index))

@@ -10,8 +10,8 @@
 //!
 //! Run: `cargo xtask build-edge --release && cargo run -p keygate-tests --bin edge-bench`
 //! (needs `wrk`: `apt-get install wrk`). `EDGE_BENCH_SECONDS` sets each wrk run's length,
-//! `EDGE_BENCH_ROUNDS` the rounds of the valid-key comparison, `EDGE_BENCH_COLD_RUNS` the cold starts, and
-//! `EDGE_BENCH_ONLY` (a comma-separated subset of `throughput,cold,revocation`) what runs.
+//! `EDGE_BENCH_ROUNDS` the rounds of the valid-key comparison, `EDGE_BENCH_COLD_RUNS` the cold starts,
+//! `EDGE_BENCH_COLD_KEYS` the cold starts' snapshot size (100,000), and `EDGE_BENCH_ONLY` (a comma-separated subset of `throughput,cold,revocation`) what runs.
 
 use std::fs;
 use std::process::Command;
@@ -417,19 +417,34 @@ fn cold_start(keys: usize, runs: usize) -> Result<(), String> {
         let start = Instant::now();
         let _ = http::get(&format!("{}/cold", edge.url()), &[("Authorization", &auth)]);
         let warm = start.elapsed();
-        times.push((took, manifest_at, shard_at, warm));
         edge.stop();
+        // The same first request to the empty pass-through Worker in a fresh runtime: what any
+        // Worker's first response costs here, the runtime's own start-up included.
+        let empty = js_worker(state.path(), "empty", PASS_THROUGH, &origin.url())?;
+        let start = Instant::now();
+        let r = http::get(
+            &format!("{}/cold", empty.url()),
+            &[("Authorization", &auth)],
+        )
+        .map_err(|e| e.to_string())?;
+        let baseline = start.elapsed();
+        // The origin refuses it (no edge signature), which still makes a round trip through it.
+        if r.status != 401 {
+            return Err(format!("empty Worker answered {}", r.status));
+        }
+        empty.stop();
+        times.push((took, manifest_at, shard_at, warm, baseline));
     }
-    println!("| run | first verdict (cold isolate, includes manifest + one shard fetch) | manifest asked at | shard asked at | next request (warm) |");
-    println!("|---|---|---|---|---|");
+    println!("| run | first verdict (cold isolate, includes manifest + one shard fetch) | manifest asked at | shard asked at | next request (warm) | empty Worker's first response |");
+    println!("|---|---|---|---|---|---|");
     let ms = |d: Option<Duration>| {
         d.map_or("-".to_owned(), |d| {
             format!("{:.1} ms", d.as_secs_f64() * 1e3)
         })
     };
-    for (i, (c, m, sh, w)) in times.iter().enumerate() {
+    for (i, (c, m, sh, w, b)) in times.iter().enumerate() {
         println!(
-            "| {} | {} | {} | {} | {:.2} ms |",
+            "| {} | {} | {} | {} | {:.2} ms | {} |",
             if i == 0 {
                 "warm-up".to_owned()
             } else {
@@ -438,7 +453,8 @@ fn cold_start(keys: usize, runs: usize) -> Result<(), String> {
             ms(Some(*c)),
             ms(*m),
             ms(*sh),
-            w.as_secs_f64() * 1e3
+            w.as_secs_f64() * 1e3,
+            ms(Some(*b))
         );
     }
     let mut counted: Vec<f64> = times[1..]
@@ -452,6 +468,14 @@ fn cold_start(keys: usize, runs: usize) -> Result<(), String> {
             counted.len(),
             counted[counted.len() / 2],
             counted.iter().filter(|&&t| t < 50.0).count()
+        );
+    }
+    let mut baseline: Vec<f64> = times[1..].iter().map(|t| t.4.as_secs_f64() * 1e3).collect();
+    baseline.sort_by(f64::total_cmp);
+    if let (Some(min), Some(max)) = (baseline.first(), baseline.last()) {
+        println!(
+            "empty Worker's first response: min {min:.1} ms, median {:.1} ms, max {max:.1} ms",
+            baseline[baseline.len() / 2],
         );
     }
     Ok(())
@@ -556,7 +580,7 @@ fn main() -> std::process::ExitCode {
         }
         if run("cold") {
             println!("\n## Cold isolate, 100,000-key snapshot\n");
-            cold_start(100_000, cold_runs)?;
+            cold_start(env_number("EDGE_BENCH_COLD_KEYS", 100_000)?, cold_runs)?;
         }
         if run("revocation") {
             println!("\n## Revocation\n");
