@@ -350,13 +350,27 @@ fn shard_digest_mismatch() {
             Err(SnapshotError::ShardDigestMismatch { index: j })
         );
     }
+    // With the digest computed by the caller, the digest given is what is checked.
+    let s0 = &shards.shards[0].bytes;
+    assert!(m.verify_shard_hashed(0, s0, Digest32::of(s0)).is_ok());
+    assert_eq!(
+        m.verify_shard_hashed(0, s0, Digest32::of(&shards.shards[1].bytes)),
+        Err(SnapshotError::ShardDigestMismatch { index: 0 })
+    );
     // Loading goes through the same check and leaves the index unchanged.
     let mut index = SnapshotIndex::new(m);
     assert_eq!(
         index.load_shard(0, &shards.shards[1].bytes),
         Err(SnapshotError::ShardDigestMismatch { index: 0 })
     );
+    let s1 = &shards.shards[1].bytes;
+    assert_eq!(
+        index.load_shard_hashed(0, s1, Digest32::of(s1)),
+        Err(SnapshotError::ShardDigestMismatch { index: 0 })
+    );
     assert_eq!(index.loaded_shards(), 0);
+    assert_eq!(index.load_shard_hashed(0, s0, Digest32::of(s0)), Ok(()));
+    assert!(index.is_loaded(0));
 }
 
 #[test]

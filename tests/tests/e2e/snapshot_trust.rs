@@ -276,3 +276,52 @@ fn an_idle_isolate_asks_the_control_plane_before_deciding() {
     assert!(waited < Duration::from_secs(5), "waited {waited:?}");
     eprintln!("answered after {waited:?} with the control plane hanging");
 }
+
+/// A shard whose bytes do not hash to the digest the signed manifest commits to is refused: the
+/// request that needed it fails closed, and the edge serves once the right bytes come.
+#[test]
+fn a_shard_that_does_not_match_the_signed_manifest_is_refused() {
+    let signer = SnapshotSigner::from_seed(&[15u8; 32]);
+    let key = fixed_key("shard", "Shard000000000000000000000000000");
+    let mut published = publish(&signer, 2, &key, false);
+    let good = published.snapshot.shards.clone();
+    // Still a well-formed shard, with the record in its place: only the digest tells.
+    let mut forged = 0;
+    for (_, bytes) in &mut published.snapshot.shards {
+        if let Some(at) = bytes.windows(9).position(|w| w == b"key_trust") {
+            bytes[at..at + 9].copy_from_slice(b"key_other");
+            forged += 1;
+        }
+    }
+    assert_eq!(forged, 1);
+    let current = Arc::new(Mutex::new(published));
+    let served = Arc::clone(&current);
+    let cp = StubServer::start(move |req| {
+        let Ok(p) = served.lock() else {
+            return StubResponse::empty(500);
+        };
+        p.snapshot
+            .respond(req, &p.etag)
+            .unwrap_or_else(|| StubResponse::empty(404))
+    })
+    .expect("stub control plane");
+    let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).expect("origin");
+    let state = tempfile::tempdir().expect("temp");
+    let edge = edge_config(state.path(), &cp, &origin, &signer, "60")
+        .scheduled_trigger(false)
+        .start()
+        .expect("workerd");
+    let auth = format!("Bearer {}", key.expose());
+    let call = || http::get(&format!("{}/x", edge.url()), &[("Authorization", &auth)]);
+
+    let r = call().expect("edge answers");
+    assert_eq!(r.status, 503, "{}", edge.logs());
+    let body: Value = serde_json::from_slice(&r.body).expect("problem json");
+    assert_eq!(body["code"], "snapshot_unavailable");
+    assert!(edge.logs().contains("shard refused"), "{}", edge.logs());
+    assert_eq!(origin.count(), 0);
+
+    current.lock().expect("lock").snapshot.shards = good;
+    assert_eq!(call().expect("edge answers").status, 200, "{}", edge.logs());
+    assert_eq!(origin.count(), 1);
+}
