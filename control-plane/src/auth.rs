@@ -222,22 +222,31 @@ async fn resolve(state: web::Data<AppState>, header: String) -> AuthOutcome {
             return AuthOutcome::Invalid("the session token is invalid or expired");
         };
         let st = state.clone();
-        let found = web::block(move || -> Result<Option<Principal>, ApiError> {
-            let mut conn = st.pool.get()?;
-            let role: Option<String> = admins::table
-                .find(&claims.sub)
-                .select(admins::role)
-                .first(&mut *conn)
-                .optional()?;
-            Ok(role.and_then(|r| Role::parse(&r)).map(|role| Principal {
-                actor: claims.sub,
-                role,
-            }))
-        })
+        let hash = hash_token(token);
+        let found = web::block(
+            move || -> Result<Result<Principal, &'static str>, ApiError> {
+                let mut conn = st.pool.get()?;
+                if crate::domain::accounts::session_ended(&mut conn, &hash)? {
+                    return Ok(Err("the session was logged out"));
+                }
+                let role: Option<String> = admins::table
+                    .find(&claims.sub)
+                    .select(admins::role)
+                    .first(&mut *conn)
+                    .optional()?;
+                Ok(role
+                    .and_then(|r| Role::parse(&r))
+                    .map(|role| Principal {
+                        actor: claims.sub,
+                        role,
+                    })
+                    .ok_or("the session's admin no longer exists"))
+            },
+        )
         .await;
         match found {
-            Ok(Ok(Some(p))) => AuthOutcome::Ok(p),
-            Ok(Ok(None)) => AuthOutcome::Invalid("the session's admin no longer exists"),
+            Ok(Ok(Ok(p))) => AuthOutcome::Ok(p),
+            Ok(Ok(Err(why))) => AuthOutcome::Invalid(why),
             _ => AuthOutcome::Invalid("the token could not be checked"),
         }
     } else {
@@ -298,6 +307,10 @@ pub struct Claims {
     pub iat: i64,
     /// Expiry, Unix seconds.
     pub exp: i64,
+    /// A random id, so that two sessions issued in the same second are two tokens and logging
+    /// out of one leaves the other.
+    #[serde(default)]
+    pub jti: String,
 }
 
 /// HS256 keys for session tokens.
@@ -327,6 +340,7 @@ impl JwtKeys {
             sub: admin_id.to_owned(),
             iat: now_ms / 1000,
             exp: exp_ms / 1000,
+            jti: hex::encode(rand::random::<[u8; 16]>()),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(ApiError::internal)

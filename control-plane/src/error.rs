@@ -68,6 +68,14 @@ pub enum ApiError {
         /// Why.
         detail: String,
     },
+    /// The request cannot apply to what it names (a logout with an API token).
+    #[error("{detail}")]
+    BadRequest {
+        /// Stable code (`not_a_session`).
+        code: &'static str,
+        /// Why.
+        detail: String,
+    },
     /// Wrong email or password.
     #[error("email or password is wrong")]
     InvalidCredentials,
@@ -104,7 +112,7 @@ impl ApiError {
             ApiError::Unauthorized(_) | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::ShardNotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::MalformedJson(_) | ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Validation { .. } | ApiError::DuplicatePrefix(_) => {
@@ -128,7 +136,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Validation { .. } => "validation_failed",
             ApiError::DuplicatePrefix(_) => "duplicate_prefix",
-            ApiError::Conflict { code, .. } => code,
+            ApiError::Conflict { code, .. } | ApiError::BadRequest { code, .. } => code,
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal(_) => "internal_error",
@@ -146,6 +154,7 @@ impl ApiError {
             ApiError::Validation { .. } => "Validation failed",
             ApiError::DuplicatePrefix(_) => "Duplicate key prefix",
             ApiError::Conflict { .. } => "Conflict",
+            ApiError::BadRequest { .. } => "Bad request",
             ApiError::InvalidCredentials => "Invalid credentials",
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::Internal(_) => "Internal server error",

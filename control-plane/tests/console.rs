@@ -703,8 +703,27 @@ async fn console_in_a_browser() {
     c.set_window_size(1280, 1000).await.expect("resize");
 
     // Log out, then in as a viewer: no write controls, and forged writes are refused.
+    let before = c
+        .get_named_cookie("keygate_session")
+        .await
+        .expect("session cookie")
+        .value()
+        .to_owned();
     click(&c, ".who button[type=submit]").await;
     assert_eq!(c.current_url().await.expect("url").path(), "/console/login");
+    // The logged-out token is dead, not only dropped by the browser: a copy of it is refused.
+    let replay = http_client()
+        .get(format!("{base}/console/projects"))
+        .insert_header(("cookie", format!("keygate_session={before}")))
+        .send()
+        .await
+        .expect("replay");
+    assert_eq!(
+        replay.status(),
+        303,
+        "a logged-out session still opens pages"
+    );
+    assert_eq!(header(&replay, "location"), "/console/login");
     login(&c, &base, VIEWER_EMAIL).await;
     assert_eq!(count(&c, "#project-form").await, 0);
     c.goto(&format!("{base}/console/projects/{project_id}"))

@@ -137,7 +137,11 @@ pub async fn current(
         .decode(&token, now)
         .ok_or(ConsoleError::LoginRequired)?;
     let id = claims.sub;
+    let hash = crate::auth::hash_token(&token);
     let row: Option<(String, String, String)> = crate::routes::db(state, move |c, _| {
+        if crate::domain::accounts::session_ended(c, &hash)? {
+            return Ok(None);
+        }
         Ok(admins::table
             .find(&id)
             .select((admins::id, admins::email, admins::role))

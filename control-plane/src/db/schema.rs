@@ -190,6 +190,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    revoked_sessions (token_hash) {
+        token_hash -> Text,
+        admin_id -> Text,
+        expires_at -> BigInt,
+    }
+}
+
 diesel::joinable!(api_keys -> projects (project_id));
 diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
 diesel::joinable!(webhook_deliveries -> events (event_id));

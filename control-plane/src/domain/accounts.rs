@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::{audit, check_name, is_unique_violation};
 use crate::auth::{generate_token, hash_token, JwtKeys, Role};
 use crate::db::models::{AdminRow, TokenRow};
-use crate::db::schema::{admin_tokens, admins};
+use crate::db::schema::{admin_tokens, admins, revoked_sessions};
 use crate::db::{write_tx, DbConn};
 use crate::error::ApiError;
 use crate::ids::new_id;
@@ -290,6 +290,42 @@ pub fn login(
         }
         _ => Err(ApiError::InvalidCredentials),
     }
+}
+
+/// Ends a session token before it expires: from now on every replica refuses it. `token_hash`
+/// is [`hash_token`] of the JWT and `expires_at` its expiry (ms). Rows of tokens that have
+/// expired meanwhile are removed on the way, so the table holds only live sessions' ends.
+pub fn end_session(
+    conn: &mut DbConn,
+    now: i64,
+    token_hash: &str,
+    admin_id: &str,
+    expires_at: i64,
+) -> Result<(), ApiError> {
+    let prune =
+        diesel::delete(revoked_sessions::table.filter(revoked_sessions::expires_at.le(now)));
+    crate::with_backend!(conn, |c| prune.execute(c))?;
+    // Logging out twice is not an error.
+    let insert = diesel::insert_into(revoked_sessions::table)
+        .values((
+            revoked_sessions::token_hash.eq(token_hash),
+            revoked_sessions::admin_id.eq(admin_id),
+            revoked_sessions::expires_at.eq(expires_at),
+        ))
+        .on_conflict_do_nothing();
+    crate::with_backend!(conn, |c| insert.execute(c))?;
+    tracing::info!(admin_id = %admin_id, "admin logged out");
+    Ok(())
+}
+
+/// Whether the session token with this hash was ended by logging out.
+pub fn session_ended(conn: &mut DbConn, token_hash: &str) -> Result<bool, ApiError> {
+    let found: Option<String> = revoked_sessions::table
+        .find(token_hash)
+        .select(revoked_sessions::token_hash)
+        .first(conn)
+        .optional()?;
+    Ok(found.is_some())
 }
 
 fn token_view(r: &TokenRow) -> Result<TokenView, ApiError> {

@@ -1,9 +1,10 @@
-//! `/v1/auth/login`, `/v1/admins`, `/v1/admin-tokens` and `/v1/audit`.
+//! `/v1/auth/login`, `/v1/auth/logout`, `/v1/admins`, `/v1/admin-tokens` and `/v1/audit`.
 
-use actix_web::{delete, get, post, web, HttpResponse};
+use actix_web::http::header;
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 
 use super::db;
-use crate::auth::{Authed, Owners, Readers};
+use crate::auth::{hash_token, Authed, Owners, Readers};
 use crate::domain::accounts::{
     self as domain, AdminList, AdminView, CreateAdmin, CreateToken, CreatedToken, Login, Session,
     TokenList,
@@ -42,6 +43,48 @@ pub async fn login(
     })
     .await?;
     Ok(HttpResponse::Ok().json(session))
+}
+
+/// End the calling session: its token is refused from now on, before its expiry. Only for
+/// session tokens; an admin API token ends with `DELETE /v1/admin-tokens/{token_id}`.
+#[utoipa::path(
+    operation_id = "logout",
+    tag = "auth",
+    responses(
+        (status = 204, description = "The session is ended"),
+        (status = 400, description = "not_a_session: the bearer token is an API token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/auth/logout")]
+pub async fn logout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    auth: Authed<Readers>,
+) -> Result<HttpResponse, ApiError> {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.get(7..))
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_owned();
+    let now = state.clock.now_ms();
+    let Some(claims) = state.jwt.decode(&token, now) else {
+        return Err(ApiError::BadRequest {
+            code: "not_a_session",
+            detail: "only a session token can log out; delete an API token with DELETE /v1/admin-tokens/{token_id}".into(),
+        });
+    };
+    let admin = auth.principal.actor;
+    let hash = hash_token(&token);
+    db(&state, move |c, now| {
+        domain::end_session(c, now, &hash, &admin, claims.exp.saturating_mul(1000))
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Create an admin account (owner only).

@@ -28,6 +28,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(snapshot::get)
             .service(snapshot::shard)
             .service(accounts::login)
+            .service(accounts::logout)
             .service(projects::create)
             .service(projects::list)
             .service(projects::get)

@@ -4,7 +4,11 @@ use serde_json::json;
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp, OWNER_TOKEN};
 
-both_backends!(admins_and_login, tokens_lifecycle);
+both_backends!(
+    admins_and_login,
+    tokens_lifecycle,
+    logout_ends_that_session_only
+);
 
 async fn admins_and_login(app: TestApp) {
     let r = app
@@ -180,4 +184,73 @@ async fn short_bootstrap_token_refuses_to_start() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("KEYGATE_BOOTSTRAP_TOKEN"), "{err}");
+}
+
+async fn logout_ends_that_session_only(app: TestApp) {
+    let r = app
+        .post(
+            "/v1/admins",
+            OWNER_TOKEN,
+            json!({"email": "ops@example.com", "role": "viewer", "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let login = || async {
+        let r = app
+            .request(
+                Method::POST,
+                "/v1/auth/login",
+                None,
+                Some(&json!({"email": "ops@example.com", "password": "correct horse battery"})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.body["token"].as_str().unwrap().to_owned()
+    };
+    // Two sessions of the same admin, in the same second.
+    let (laptop, phone) = (login().await, login().await);
+    assert_ne!(laptop, phone);
+    assert_eq!(app.get("/v1/projects", &laptop).await.status, 200);
+
+    let out = app
+        .request(Method::POST, "/v1/auth/logout", Some(&laptop), None)
+        .await;
+    assert_eq!(out.status, 204, "{:?}", out.body);
+    let refused = app.get("/v1/projects", &laptop).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.code(), "unauthorized");
+    assert_eq!(refused.detail(), "the session was logged out");
+    // Logging out again needs a live session.
+    let again = app
+        .request(Method::POST, "/v1/auth/logout", Some(&laptop), None)
+        .await;
+    assert_eq!(again.status, 401);
+    // The other session is untouched.
+    assert_eq!(app.get("/v1/projects", &phone).await.status, 200);
+
+    // An API token is not a session.
+    let api = app
+        .request(Method::POST, "/v1/auth/logout", Some(OWNER_TOKEN), None)
+        .await;
+    assert_eq!(api.status, 400);
+    assert_eq!(api.code(), "not_a_session");
+    assert_eq!(app.get("/v1/projects", OWNER_TOKEN).await.status, 200);
+
+    // Once the logged-out token has expired, the next logout removes its row.
+    app.clock.advance_ms(3600 * 1000 + 1000);
+    let fresh = login().await;
+    let out = app
+        .request(Method::POST, "/v1/auth/logout", Some(&fresh), None)
+        .await;
+    assert_eq!(out.status, 204);
+    let rows: Vec<String> = {
+        use diesel::prelude::*;
+        use keygate_control_plane::db::schema::revoked_sessions;
+        let mut c = app.state.pool.get().unwrap();
+        keygate_control_plane::with_backend!(&mut *c, |c| revoked_sessions::table
+            .select(revoked_sessions::admin_id)
+            .load::<String>(c))
+        .unwrap()
+    };
+    assert_eq!(rows.len(), 1, "only the live session's end is kept");
 }

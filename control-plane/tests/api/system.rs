@@ -31,6 +31,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/openapi.json"),
     // Beyond the contract table.
+    ("post", "/v1/auth/logout"),
     ("get", "/v1/snapshot/shards/{digest_hex}"),
     ("get", "/v1/snapshot/public-keys"),
     ("post", "/v1/usage"),
