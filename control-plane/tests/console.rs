@@ -180,6 +180,55 @@ async fn page(client: &awc::Client, base: &str, cookie: &str, path: &str) -> Str
 }
 
 #[actix_web::test]
+async fn audit_log_pages_through_filtered_entries() {
+    use keygate_control_plane::domain::audit;
+    let app = start().await;
+    let state = app.state.clone();
+    let mut conn = state.pool.get().expect("connection");
+    let now = state.clock.now_ms();
+    // More matching entries than one page holds, behind more recent ones that do not match.
+    for i in 0..105 {
+        audit::record(
+            &mut conn,
+            now,
+            "system",
+            "test.entry",
+            &format!("t{i}"),
+            json!({}),
+        )
+        .expect("record");
+    }
+    for i in 0..150 {
+        audit::record(
+            &mut conn,
+            now,
+            "system",
+            "test_other",
+            &format!("o{i}"),
+            json!({}),
+        )
+        .expect("record");
+    }
+    drop(conn);
+    let client = http_client();
+    let cookie = session_cookie(&client, &app.base).await;
+    let rows = |html: &str| html.matches("<td class=\"action\">test.entry</td>").count();
+    let first = page(&client, &app.base, &cookie, "/console/audit?action=test.").await;
+    assert_eq!(rows(&first), 100, "a full first page of matches");
+    assert!(!first.contains("test_other"));
+    let older = first
+        .split("id=\"older\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a link to older entries")
+        .replace("&amp;", "&");
+    assert!(older.contains("action=test."), "{older}");
+    let second = page(&client, &app.base, &cookie, &older).await;
+    assert_eq!(rows(&second), 5);
+    assert!(!second.contains("id=\"older\""));
+}
+
+#[actix_web::test]
 async fn usage_charts_and_last_used() {
     use keygate_control_plane::domain::{keys, projects, usage};
     let app = start().await;

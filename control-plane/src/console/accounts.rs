@@ -18,7 +18,11 @@ struct AuditFilters {
     target_id: Option<String>,
     action: Option<String>,
     actor: Option<String>,
+    cursor: Option<String>,
 }
+
+/// Entries per page of the console's audit log.
+const AUDIT_PAGE: i64 = 100;
 
 /// GET /console/audit
 pub async fn audit(
@@ -27,29 +31,31 @@ pub async fn audit(
 ) -> Result<HttpResponse, ConsoleError> {
     let s = session::current(&req, &state).await?;
     let f: AuditFilters = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
-    let target = f.target_id.clone().filter(|t| !t.trim().is_empty());
-    let page = db(&state, move |c, _| {
-        audit::list(
-            c,
-            AuditQuery {
-                target_id: target,
-                limit: Some(200),
-                cursor: None,
-            },
-        )
-    })
-    .await?;
-    let action = f.action.as_deref().unwrap_or("").trim().to_owned();
-    let actor = f.actor.as_deref().unwrap_or("").trim().to_owned();
-    let items: Vec<_> = page
-        .items
-        .into_iter()
-        .filter(|e| action.is_empty() || e.action.starts_with(&action))
-        .filter(|e| actor.is_empty() || e.actor == actor)
-        .collect();
+    let trimmed = |v: &Option<String>| v.as_deref().unwrap_or("").trim().to_owned();
+    let (target, action, actor) = (trimmed(&f.target_id), trimmed(&f.action), trimmed(&f.actor));
+    let query = AuditQuery {
+        target_id: Some(target.clone()).filter(|t| !t.is_empty()),
+        action: Some(action.clone()).filter(|a| !a.is_empty()),
+        actor: Some(actor.clone()).filter(|a| !a.is_empty()),
+        limit: Some(AUDIT_PAGE),
+        cursor: f.cursor.clone().filter(|c| !c.is_empty()),
+    };
+    let first_page = query.cursor.is_none();
+    let page = db(&state, move |c, _| audit::list(c, query)).await?;
+    let items = page.items;
+    let older = page.next_cursor.map(|cursor| {
+        let q = serde_urlencoded::to_string([
+            ("target_id", target.as_str()),
+            ("action", action.as_str()),
+            ("actor", actor.as_str()),
+            ("cursor", cursor.as_str()),
+        ])
+        .unwrap_or_default();
+        format!("/console/audit?{q}")
+    });
     let body = html! {
         form.filters method="get" action="/console/audit" role="search" {
-            div.field { label for="target_id" { "Target id" } input #target_id name="target_id" value=(f.target_id.as_deref().unwrap_or("")); }
+            div.field { label for="target_id" { "Target id" } input #target_id name="target_id" value=(target); }
             div.field { label for="action" { "Action" } input #action name="action" placeholder="key.revoke" value=(action); }
             div.field { label for="actor" { "Actor" } input #actor name="actor" placeholder="adm_..." value=(actor); }
             button type="submit" { "Filter" }
@@ -57,7 +63,7 @@ pub async fn audit(
         @if items.is_empty() { p { "No entries match." } }
         @else {
             div.table-wrap { table #audit {
-                caption { "Newest first (" (items.len()) ")" }
+                caption { @if first_page { "Newest first" } @else { "Older entries, newest first" } }
                 thead { tr { th scope="col" { "At" } th scope="col" { "Actor" } th scope="col" { "Action" } th scope="col" { "Target" } th scope="col" { "Details" } } }
                 tbody {
                     @for e in &items {
@@ -72,6 +78,7 @@ pub async fn audit(
                 }
             } }
         }
+        @if let Some(href) = &older { p.pager { a #older href=(href) { "Older entries" } } }
     };
     Ok(html_response(
         StatusCode::OK,

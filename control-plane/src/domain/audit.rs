@@ -71,6 +71,10 @@ pub struct AuditPage {
 pub struct AuditQuery {
     /// Only entries about this resource.
     pub target_id: Option<String>,
+    /// Only entries whose action starts with this (`key.` or `key.revoke`).
+    pub action: Option<String>,
+    /// Only entries by this actor (`adm_...`, `tok_...`, `rule:<rule>`, `system`).
+    pub actor: Option<String>,
     /// 1 to 200; default 50.
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
@@ -83,6 +87,19 @@ pub fn list(conn: &mut DbConn, q: AuditQuery) -> Result<AuditPage, ApiError> {
     let mut query = audit_log::table.into_boxed();
     if let Some(t) = q.target_id {
         query = query.filter(audit_log::target_id.eq(t));
+    }
+    if let Some(a) = q.action.filter(|a| !a.is_empty()) {
+        // A prefix match: LIKE's own wildcards in it are taken literally. Actions are lower
+        // case, and SQLite's LIKE ignores ASCII case where PostgreSQL's does not.
+        let escaped = a
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        query = query.filter(audit_log::action.like(format!("{escaped}%")).escape('\\'));
+    }
+    if let Some(a) = q.actor.filter(|a| !a.is_empty()) {
+        query = query.filter(audit_log::actor.eq(a));
     }
     if let Some(b) = &page.before {
         query = query.filter(audit_log::id.lt(b.clone()));

@@ -7,7 +7,8 @@ use crate::helpers::{Backend, TestApp, OWNER_TOKEN};
 both_backends!(
     admins_and_login,
     tokens_lifecycle,
-    logout_ends_that_session_only
+    logout_ends_that_session_only,
+    audit_filters_run_in_the_database
 );
 
 async fn admins_and_login(app: TestApp) {
@@ -253,4 +254,97 @@ async fn logout_ends_that_session_only(app: TestApp) {
         .unwrap()
     };
     assert_eq!(rows.len(), 1, "only the live session's end is kept");
+}
+
+async fn audit_filters_run_in_the_database(app: TestApp) {
+    let second = app
+        .post(
+            "/v1/admin-tokens",
+            OWNER_TOKEN,
+            json!({"name": "second", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(second.status, 201, "{:?}", second.body);
+    let other = second.body["token"].as_str().unwrap().to_owned();
+    for (i, token) in [OWNER_TOKEN, other.as_str(), OWNER_TOKEN]
+        .iter()
+        .enumerate()
+    {
+        let p = app
+            .post(
+                "/v1/projects",
+                token,
+                json!({"name": format!("P{i}"), "key_prefix": format!("pp{i}")}),
+            )
+            .await;
+        assert_eq!(p.status, 201, "{:?}", p.body);
+        let k = app
+            .post(
+                &format!("/v1/projects/{}/keys", p.body["id"].as_str().unwrap()),
+                token,
+                json!({"name": "k", "kind": "secret", "environment": "live"}),
+            )
+            .await;
+        assert_eq!(k.status, 201, "{:?}", k.body);
+    }
+    let actions = |r: &crate::helpers::Resp| -> Vec<(String, String)> {
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["action"].as_str().unwrap().to_owned(),
+                    e["actor"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let projects = actions(&app.get("/v1/audit?action=project.", OWNER_TOKEN).await);
+    assert_eq!(projects.len(), 3, "{projects:?}");
+    assert!(projects.iter().all(|(a, _)| a == "project.create"));
+    // Case does not matter, and LIKE's wildcards are plain characters.
+    assert_eq!(
+        actions(&app.get("/v1/audit?action=PROJECT.", OWNER_TOKEN).await).len(),
+        3
+    );
+    assert!(actions(&app.get("/v1/audit?action=%25", OWNER_TOKEN).await).is_empty());
+    assert!(actions(&app.get("/v1/audit?action=project_", OWNER_TOKEN).await).is_empty());
+
+    // By actor, and both filters together, across pages.
+    let keys = actions(&app.get("/v1/audit?action=key.create", OWNER_TOKEN).await);
+    assert_eq!(keys.len(), 3);
+    // An API token's entries name the token as their actor.
+    let other_actor = second.body["id"].as_str().unwrap().to_owned();
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let r = app
+            .get(
+                &format!("/v1/audit?actor={other_actor}&limit=1{cursor}"),
+                OWNER_TOKEN,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        seen.extend(actions(&r));
+        match r.body["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("key.create".to_owned(), other_actor.clone()),
+            ("project.create".to_owned(), other_actor.clone())
+        ]
+    );
+    let both = actions(
+        &app.get(
+            &format!("/v1/audit?actor={other_actor}&action=key."),
+            OWNER_TOKEN,
+        )
+        .await,
+    );
+    assert_eq!(both, vec![("key.create".to_owned(), other_actor)]);
 }
