@@ -554,6 +554,45 @@ async fn console_in_a_browser() {
         .expect("source")
         .contains("GET,HEAD /orders/* orders:read"));
     shot(&c, "02-project").await;
+
+    // Edit the project: a malformed route line is refused inline and keeps what was typed;
+    // a good edit saves name, routes and default policy.
+    let two_routes = "GET,HEAD /orders/* orders:read\nPOST /orders/* orders:write";
+    fill(
+        &c,
+        "#project-edit #routes",
+        "GET,HEAD /orders/* orders:read\nPOST /orders/*",
+    )
+    .await;
+    click(&c, "#project-edit button[type=submit]").await;
+    assert!(text(&c, "#routes-error").await.contains("line 2"));
+    assert!(c.source().await.expect("source").contains("POST /orders/*"));
+    fill(&c, "#project-edit #name", "Acme store").await;
+    fill(&c, "#project-edit #routes", two_routes).await;
+    c.find(Locator::Css("#project-edit #default_route_policy"))
+        .await
+        .expect("policy select")
+        .select_by_value("deny")
+        .await
+        .expect("select deny");
+    click(&c, "#project-edit button[type=submit]").await;
+    let saved = c.current_url().await.expect("url");
+    assert_eq!(saved.query(), Some("saved=1"), "{saved}");
+    assert!(c.source().await.expect("source").contains("Project saved."));
+    {
+        let mut conn = app.state.pool.get().expect("connection");
+        let p = keygate_control_plane::domain::projects::get(&mut conn, &project_id).expect("get");
+        assert_eq!(p.name, "Acme store");
+        assert_eq!(p.routes.len(), 2);
+        assert_eq!(
+            serde_json::to_value(p.default_route_policy).expect("policy"),
+            json!("deny")
+        );
+    }
+    assert!(audit_actions(&c, &base, &project_id)
+        .await
+        .iter()
+        .any(|(actor, a)| a == "project.update" && *actor == app.owner_id));
     c.goto(&format!("{base}/console/projects"))
         .await
         .expect("goto");
