@@ -49,6 +49,8 @@ struct HolderState {
     held: Option<Held>,
     last_attempt_ms: i64,
     refreshing: bool,
+    /// The last refresh that finished failed: the control plane is down or refusing.
+    last_failed: bool,
     /// When the running load for requests with nothing usable started.
     loading_since: Option<i64>,
 }
@@ -102,21 +104,40 @@ enum Step {
     Revalidate { start: bool, deadline_ms: i64 },
 }
 
-/// The rule behind [`plan`] for a usable snapshot, from its timing alone: when it was last
-/// confirmed, when a refresh was last started and whether one is running.
-fn step(
+/// The timing facts [`step`] decides on.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// When the control plane last confirmed the held snapshot.
     confirmed_at_ms: i64,
+    /// When the last refresh started.
     last_attempt_ms: i64,
+    /// A refresh is running.
     refreshing: bool,
-    refresh_ms: i64,
-    now_ms: i64,
-) -> Step {
-    let since_attempt = now_ms - last_attempt_ms;
+    /// The last refresh that finished failed.
+    last_failed: bool,
+}
+
+impl Timing {
+    fn of(s: &HolderState, held: &Held) -> Self {
+        Timing {
+            confirmed_at_ms: held.confirmed_at_ms,
+            last_attempt_ms: s.last_attempt_ms,
+            refreshing: s.refreshing,
+            last_failed: s.last_failed,
+        }
+    }
+}
+
+/// The rule behind [`plan`] for a usable snapshot.
+fn step(t: Timing, refresh_ms: i64, now_ms: i64) -> Step {
+    let since_attempt = now_ms - t.last_attempt_ms;
     let due = since_attempt >= refresh_ms - refresh_ms / 10;
     // A refresh that never finished (a hung fetch) must not block the next one forever.
-    let refreshing = refreshing && since_attempt < REFRESH_TIMEOUT_MS;
-    let stale = now_ms - confirmed_at_ms > refresh_ms;
-    let deadline_ms = last_attempt_ms + REVALIDATE_WAIT_MS;
+    let refreshing = t.refreshing && since_attempt < REFRESH_TIMEOUT_MS;
+    // While the control plane is known to be down, nobody waits for it: the last good
+    // snapshot serves and refreshes go on in the background.
+    let stale = now_ms - t.confirmed_at_ms > refresh_ms && !t.last_failed;
+    let deadline_ms = t.last_attempt_ms + REVALIDATE_WAIT_MS;
     if stale && refreshing && now_ms < deadline_ms {
         return Step::Revalidate {
             start: false,
@@ -124,14 +145,14 @@ fn step(
         };
     }
     let refresh = due && !refreshing;
-    // Stale with no refresh due: the last attempt failed moments ago, so the control plane is
-    // down and the last good snapshot serves.
     if stale && refresh {
         Step::Revalidate {
             start: true,
             deadline_ms: now_ms + REVALIDATE_WAIT_MS,
         }
     } else {
+        // Fresh; or stale with a refresh that has run past its deadline, or with the last
+        // attempt moments ago: the snapshot held serves.
         Step::Use { refresh }
     }
 }
@@ -144,15 +165,9 @@ pub fn plan(cfg: &EdgeConfig, now_ms: i64) -> Plan {
             .held
             .as_ref()
             .filter(|h| usable(h, cfg, now_ms))
-            .map(|h| (Rc::clone(&h.index), h.confirmed_at_ms));
-        if let Some((index, confirmed_at_ms)) = current {
-            let step = step(
-                confirmed_at_ms,
-                s.last_attempt_ms,
-                s.refreshing,
-                cfg.refresh_ms,
-                now_ms,
-            );
+            .map(|h| (Rc::clone(&h.index), Timing::of(&s, h)));
+        if let Some((index, timing)) = current {
+            let step = step(timing, cfg.refresh_ms, now_ms);
             if let Step::Use { refresh: true } | Step::Revalidate { start: true, .. } = step {
                 s.refreshing = true;
                 s.last_attempt_ms = now_ms;
@@ -183,13 +198,7 @@ pub fn decidable(cfg: &EdgeConfig, now_ms: i64) -> Option<Rc<SnapshotIndex>> {
     STATE.with(|s| {
         let s = s.borrow();
         let h = s.held.as_ref().filter(|h| usable(h, cfg, now_ms))?;
-        let step = step(
-            h.confirmed_at_ms,
-            s.last_attempt_ms,
-            s.refreshing,
-            cfg.refresh_ms,
-            now_ms,
-        );
+        let step = step(Timing::of(&s, h), cfg.refresh_ms, now_ms);
         matches!(step, Step::Use { .. }).then(|| Rc::clone(&h.index))
     })
 }
@@ -404,13 +413,18 @@ pub async fn refresh(cfg: &EdgeConfig, env: &Env, now_ms: i64) {
         }
         Err(e) => Err(e),
     };
+    let failed = outcome.is_err();
     if let Err(e) = outcome {
         console_error!("keygate-edge: refresh failed: {e}");
         if held.is_none() {
             load_from_kv(cfg, env, now_ms).await;
         }
     }
-    STATE.with(|s| s.borrow_mut().refreshing = false);
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        s.refreshing = false;
+        s.last_failed = failed;
+    });
 }
 
 async fn load_from_kv(cfg: &EdgeConfig, env: &Env, now_ms: i64) {
@@ -562,6 +576,15 @@ mod tests {
 
     const R: i64 = 2_000;
 
+    fn timing(confirmed_at_ms: i64, last_attempt_ms: i64, refreshing: bool) -> Timing {
+        Timing {
+            confirmed_at_ms,
+            last_attempt_ms,
+            refreshing,
+            last_failed: false,
+        }
+    }
+
     /// A request every 10 ms for a minute, each refresh answered 40 ms after it starts: no
     /// request ever waits, and the snapshot deciding each one was confirmed within the interval.
     #[test]
@@ -571,7 +594,7 @@ mod tests {
             if running.is_some_and(|started| now >= started + 40) {
                 confirmed = running.take().unwrap_or(confirmed);
             }
-            match step(confirmed, last_attempt, running.is_some(), R, now) {
+            match step(timing(confirmed, last_attempt, running.is_some()), R, now) {
                 Step::Use { refresh } => {
                     if refresh {
                         running = Some(now);
@@ -591,7 +614,7 @@ mod tests {
     fn after_idling_the_first_request_revalidates_and_the_next_ones_wait_for_it() {
         let now = 60_000;
         assert_eq!(
-            step(10_000, 10_000, false, R, now),
+            step(timing(10_000, 10_000, false), R, now),
             Step::Revalidate {
                 start: true,
                 deadline_ms: now + REVALIDATE_WAIT_MS
@@ -599,7 +622,7 @@ mod tests {
         );
         // The refresh that request started is running.
         assert_eq!(
-            step(10_000, now, true, R, now + 5),
+            step(timing(10_000, now, true), R, now + 5),
             Step::Revalidate {
                 start: false,
                 deadline_ms: now + REVALIDATE_WAIT_MS
@@ -607,12 +630,12 @@ mod tests {
         );
         // Past its deadline nobody waits any more, and no second refresh starts.
         assert_eq!(
-            step(10_000, now, true, R, now + REVALIDATE_WAIT_MS),
+            step(timing(10_000, now, true), R, now + REVALIDATE_WAIT_MS),
             Step::Use { refresh: false }
         );
         // A refresh lost for longer than the timeout no longer counts as running.
         assert_eq!(
-            step(10_000, now, true, R, now + REFRESH_TIMEOUT_MS),
+            step(timing(10_000, now, true), R, now + REFRESH_TIMEOUT_MS),
             Step::Revalidate {
                 start: true,
                 deadline_ms: now + REFRESH_TIMEOUT_MS + REVALIDATE_WAIT_MS
@@ -621,33 +644,50 @@ mod tests {
     }
 
     #[test]
-    fn with_the_control_plane_down_the_held_snapshot_serves_between_attempts() {
-        // Confirmed long ago, last attempt failed 100 ms ago: serve without waiting.
+    fn with_the_control_plane_down_the_held_snapshot_serves_without_waiting() {
+        // A stale snapshot whose last refresh attempt has not finished yet or failed moments
+        // ago serves without a new attempt.
         assert_eq!(
-            step(0, 9_900, false, R, 10_000),
+            step(timing(0, 9_900, false), R, 10_000),
             Step::Use { refresh: false }
         );
-        // The next attempt is due a tenth of the interval early, and this request waits for it.
+        // Once the last attempt is known to have failed, requests neither wait for the next
+        // one nor for a running one; refreshes go on in the background.
+        let down = Timing {
+            last_failed: true,
+            ..timing(0, 9_900, false)
+        };
         assert_eq!(
-            step(0, 9_900, false, R, 9_900 + R - R / 10),
-            Step::Revalidate {
-                start: true,
-                deadline_ms: 9_900 + R - R / 10 + REVALIDATE_WAIT_MS
-            }
+            step(down, R, 9_900 + R - R / 10),
+            Step::Use { refresh: true }
         );
+        let running = Timing {
+            refreshing: true,
+            ..down
+        };
+        assert_eq!(step(running, R, 9_950), Step::Use { refresh: false });
+        // The control plane back (last attempt succeeded) but the snapshot idle: wait again.
+        let back = Timing {
+            last_failed: false,
+            ..down
+        };
+        assert!(matches!(
+            step(back, R, 9_900 + R),
+            Step::Revalidate { start: true, .. }
+        ));
     }
 
     #[test]
     fn a_fresh_snapshot_refreshes_in_the_background_a_tenth_early() {
         assert_eq!(
-            step(0, 0, false, R, R - R / 10 - 1),
+            step(timing(0, 0, false), R, R - R / 10 - 1),
             Step::Use { refresh: false }
         );
         assert_eq!(
-            step(0, 0, false, R, R - R / 10),
+            step(timing(0, 0, false), R, R - R / 10),
             Step::Use { refresh: true }
         );
         // Confirmed exactly one interval ago still counts as fresh.
-        assert_eq!(step(0, 0, true, R, R), Step::Use { refresh: false });
+        assert_eq!(step(timing(0, 0, true), R, R), Step::Use { refresh: false });
     }
 }
