@@ -182,13 +182,37 @@ pub async fn authenticate(
     next.call(req).await
 }
 
-async fn resolve(state: web::Data<AppState>, header: String) -> AuthOutcome {
-    let Some(token) = header
+/// The token of an `Authorization: Bearer <token>` header value.
+pub fn bearer_token(header: &str) -> Option<&str> {
+    header
         .strip_prefix("Bearer ")
         .or_else(|| header.strip_prefix("bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-    else {
+}
+
+/// Ends the session `token` belongs to (see [`crate::domain::accounts::end_session`]);
+/// `Ok(false)` when it is not a live session token.
+pub async fn end_session_token(state: &web::Data<AppState>, token: &str) -> Result<bool, ApiError> {
+    let Some(claims) = state.jwt.decode(token, state.clock.now_ms()) else {
+        return Ok(false);
+    };
+    let hash = hash_token(token);
+    crate::routes::db(state, move |c, now| {
+        crate::domain::accounts::end_session(
+            c,
+            now,
+            &hash,
+            &claims.sub,
+            claims.exp.saturating_mul(1000),
+        )
+    })
+    .await?;
+    Ok(true)
+}
+
+async fn resolve(state: web::Data<AppState>, header: String) -> AuthOutcome {
+    let Some(token) = bearer_token(&header) else {
         return AuthOutcome::Invalid("the Authorization header must be `Bearer <token>`");
     };
     let now = state.clock.now_ms();

@@ -246,22 +246,10 @@ async fn logout(
     state: web::Data<AppState>,
     form: Form,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
+    post_session(&req, &state, &form).await?;
     // The cookie goes, and the token in it stops working too, should a copy of it exist.
     if let Some(token) = session::cookie_value(&req, session::COOKIE) {
-        if let Some(claims) = state.jwt.decode(&token, state.clock.now_ms()) {
-            let hash = crate::auth::hash_token(&token);
-            crate::routes::db(&state, move |c, now| {
-                domain_accounts::end_session(
-                    c,
-                    now,
-                    &hash,
-                    &s.admin_id,
-                    claims.exp.saturating_mul(1000),
-                )
-            })
-            .await?;
-        }
+        crate::auth::end_session_token(&state, &token).await?;
     }
     let cookie = session::session_cookie(&req, None, 0);
     Ok(HttpResponse::SeeOther()

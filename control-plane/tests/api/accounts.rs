@@ -2,7 +2,7 @@ use actix_web::http::Method;
 use serde_json::json;
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, OWNER_TOKEN};
+use crate::helpers::{Backend, Resp, TestApp, OWNER_TOKEN};
 
 both_backends!(
     admins_and_login,
@@ -10,6 +10,17 @@ both_backends!(
     logout_ends_that_session_only,
     audit_filters_run_in_the_database
 );
+
+/// `POST /v1/auth/login` with these credentials.
+async fn login(app: &TestApp, email: &str, password: &str) -> Resp {
+    app.request(
+        Method::POST,
+        "/v1/auth/login",
+        None,
+        Some(&json!({"email": email, "password": password})),
+    )
+    .await
+}
 
 async fn admins_and_login(app: TestApp) {
     let r = app
@@ -50,35 +61,14 @@ async fn admins_and_login(app: TestApp) {
     let list = app.get("/v1/admins", OWNER_TOKEN).await;
     assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
 
-    let bad = app
-        .request(
-            Method::POST,
-            "/v1/auth/login",
-            None,
-            Some(&json!({"email": "ops@example.com", "password": "wrong password"})),
-        )
-        .await;
+    let bad = login(&app, "ops@example.com", "wrong password").await;
     assert_eq!(bad.status, 401);
     assert_eq!(bad.code(), "invalid_credentials");
-    let unknown = app
-        .request(
-            Method::POST,
-            "/v1/auth/login",
-            None,
-            Some(&json!({"email": "who@example.com", "password": "correct horse battery"})),
-        )
-        .await;
+    let unknown = login(&app, "who@example.com", "correct horse battery").await;
     assert_eq!(unknown.status, 401);
     assert_eq!(unknown.code(), "invalid_credentials");
 
-    let login = app
-        .request(
-            Method::POST,
-            "/v1/auth/login",
-            None,
-            Some(&json!({"email": "ops@example.com", "password": "correct horse battery"})),
-        )
-        .await;
+    let login = login(&app, "ops@example.com", "correct horse battery").await;
     assert_eq!(login.status, 200, "{:?}", login.body);
     let jwt = login.body["token"].as_str().unwrap().to_owned();
     assert_eq!(jwt.matches('.').count(), 2);
@@ -196,20 +186,13 @@ async fn logout_ends_that_session_only(app: TestApp) {
         )
         .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
-    let login = || async {
-        let r = app
-            .request(
-                Method::POST,
-                "/v1/auth/login",
-                None,
-                Some(&json!({"email": "ops@example.com", "password": "correct horse battery"})),
-            )
-            .await;
+    let session = || async {
+        let r = login(&app, "ops@example.com", "correct horse battery").await;
         assert_eq!(r.status, 200, "{:?}", r.body);
         r.body["token"].as_str().unwrap().to_owned()
     };
     // Two sessions of the same admin, in the same second.
-    let (laptop, phone) = (login().await, login().await);
+    let (laptop, phone) = (session().await, session().await);
     assert_ne!(laptop, phone);
     assert_eq!(app.get("/v1/projects", &laptop).await.status, 200);
 
@@ -239,7 +222,7 @@ async fn logout_ends_that_session_only(app: TestApp) {
 
     // Once the logged-out token has expired, the next logout removes its row.
     app.clock.advance_ms(3600 * 1000 + 1000);
-    let fresh = login().await;
+    let fresh = session().await;
     let out = app
         .request(Method::POST, "/v1/auth/logout", Some(&fresh), None)
         .await;
@@ -287,7 +270,7 @@ async fn audit_filters_run_in_the_database(app: TestApp) {
             .await;
         assert_eq!(k.status, 201, "{:?}", k.body);
     }
-    let actions = |r: &crate::helpers::Resp| -> Vec<(String, String)> {
+    let actions = |r: &Resp| -> Vec<(String, String)> {
         r.body["items"]
             .as_array()
             .unwrap()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use keygate_shared::{Environment, KeyPrefix, KeyRecord, Kind, PlaintextKey, SnapshotSigner};
 use keygate_tests::fixtures::{plain_record, SignedSnapshot};
-use keygate_tests::http::{self, StubResponse, StubServer};
+use keygate_tests::http::{self, StubRequest, StubResponse, StubServer};
 use keygate_tests::origin::Origin;
 use keygate_tests::stack::{Stack, ORIGIN_SECRET};
 use keygate_tests::workerd::{workspace_root, WorkerdConfig};
@@ -37,6 +37,25 @@ fn publish(signer: &SnapshotSigner, version: u64, key: &PlaintextKey, revoked: b
         snapshot: SignedSnapshot::sign(signer, version, "prj_trust", vec![record], now_ms()),
         etag: format!("\"{version}-{}\"", u8::from(revoked)),
     }
+}
+
+/// A stub control plane serving whatever `current` holds at each request, after `before` has
+/// seen the request (to count or delay it).
+fn control_plane(
+    current: &Arc<Mutex<Published>>,
+    before: impl Fn(&StubRequest) + Send + Sync + 'static,
+) -> StubServer {
+    let served = Arc::clone(current);
+    StubServer::start(move |req| {
+        before(req);
+        let Ok(p) = served.lock() else {
+            return StubResponse::empty(500);
+        };
+        p.snapshot
+            .respond(req, &p.etag)
+            .unwrap_or_else(|| StubResponse::empty(404))
+    })
+    .expect("stub control plane")
 }
 
 /// A live secret key with a fixed secret, so that each test's snapshot is the same every run.
@@ -74,16 +93,7 @@ fn tampered_foreign_and_rolled_back_snapshots_are_refused() {
     let key = fixed_key("trust", "Trust000000000000000000000000000");
 
     let current: Arc<Mutex<Published>> = Arc::new(Mutex::new(publish(&signer, 5, &key, false)));
-    let served = Arc::clone(&current);
-    let cp = StubServer::start(move |req| {
-        let Ok(p) = served.lock() else {
-            return StubResponse::empty(500);
-        };
-        p.snapshot
-            .respond(req, &p.etag)
-            .unwrap_or_else(|| StubResponse::empty(404))
-    })
-    .expect("stub control plane");
+    let cp = control_plane(&current, |_| {});
     let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).expect("origin");
     let state = tempfile::tempdir().expect("temp");
     let edge = edge_config(state.path(), &cp, &origin, &signer, "0.2")
@@ -171,10 +181,10 @@ fn tampered_foreign_and_rolled_back_snapshots_are_refused() {
 fn concurrent_first_requests_share_one_snapshot_load() {
     let signer = SnapshotSigner::from_seed(&[13u8; 32]);
     let key = fixed_key("herd", "Herd0000000000000000000000000000");
-    let published = publish(&signer, 3, &key, false);
+    let current = Arc::new(Mutex::new(publish(&signer, 3, &key, false)));
     let manifests = Arc::new(Mutex::new(0usize));
     let counted = Arc::clone(&manifests);
-    let cp = StubServer::start(move |req| {
+    let cp = control_plane(&current, move |req| {
         if req.path() == "/v1/snapshot" {
             if let Ok(mut n) = counted.lock() {
                 *n += 1;
@@ -182,12 +192,7 @@ fn concurrent_first_requests_share_one_snapshot_load() {
             // Slow enough that every request below arrives while the first load runs.
             std::thread::sleep(Duration::from_millis(400));
         }
-        published
-            .snapshot
-            .respond(req, &published.etag)
-            .unwrap_or_else(|| StubResponse::empty(404))
-    })
-    .expect("stub control plane");
+    });
     let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).expect("origin");
     let state = tempfile::tempdir().expect("temp");
     let edge = edge_config(state.path(), &cp, &origin, &signer, "60")
@@ -231,19 +236,12 @@ fn an_idle_isolate_asks_the_control_plane_before_deciding() {
     let key = fixed_key("idle", "Idle0000000000000000000000000000");
     let current: Arc<Mutex<Published>> = Arc::new(Mutex::new(publish(&signer, 5, &key, false)));
     let hang = Arc::new(AtomicBool::new(false));
-    let (served, hanging) = (Arc::clone(&current), Arc::clone(&hang));
-    let cp = StubServer::start(move |req| {
+    let hanging = Arc::clone(&hang);
+    let cp = control_plane(&current, move |req| {
         if req.path() == "/v1/snapshot" && hanging.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_secs(8));
         }
-        let Ok(p) = served.lock() else {
-            return StubResponse::empty(500);
-        };
-        p.snapshot
-            .respond(req, &p.etag)
-            .unwrap_or_else(|| StubResponse::empty(404))
-    })
-    .expect("stub control plane");
+    });
     let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).expect("origin");
     let state = tempfile::tempdir().expect("temp");
     let edge = edge_config(state.path(), &cp, &origin, &signer, "0.5")
@@ -295,16 +293,7 @@ fn a_shard_that_does_not_match_the_signed_manifest_is_refused() {
     }
     assert_eq!(forged, 1);
     let current = Arc::new(Mutex::new(published));
-    let served = Arc::clone(&current);
-    let cp = StubServer::start(move |req| {
-        let Ok(p) = served.lock() else {
-            return StubResponse::empty(500);
-        };
-        p.snapshot
-            .respond(req, &p.etag)
-            .unwrap_or_else(|| StubResponse::empty(404))
-    })
-    .expect("stub control plane");
+    let cp = control_plane(&current, |_| {});
     let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).expect("origin");
     let state = tempfile::tempdir().expect("temp");
     let edge = edge_config(state.path(), &cp, &origin, &signer, "60")
