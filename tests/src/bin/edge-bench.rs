@@ -11,7 +11,8 @@
 //! Run: `cargo xtask build-edge --release && cargo run -p keygate-tests --bin edge-bench`
 //! (needs `wrk`: `apt-get install wrk`). `EDGE_BENCH_SECONDS` sets each wrk run's length,
 //! `EDGE_BENCH_ROUNDS` the rounds of the valid-key comparison, `EDGE_BENCH_COLD_RUNS` the cold starts,
-//! `EDGE_BENCH_COLD_KEYS` the cold starts' snapshot size (100,000), and `EDGE_BENCH_ONLY` (a comma-separated subset of `throughput,cold,revocation`) what runs.
+//! `EDGE_BENCH_COLD_KEYS` the cold starts' snapshot size (100,000), `EDGE_BENCH_PIN=0` turns off
+//! pinning the measured runtime to its own CPU, and `EDGE_BENCH_ONLY` (a comma-separated subset of `throughput,cold,revocation`) what runs.
 
 use std::fs;
 use std::process::Command;
@@ -156,7 +157,42 @@ fn measured(
     Ok((r, per_request))
 }
 
-fn throughput(seconds: u64, rounds: usize) -> Result<(), String> {
+/// Binds every thread of process `pid` to CPU `cpu` (`taskset`, from util-linux).
+fn pin(pid: u32, cpu: usize) -> Result<(), String> {
+    let out = Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .output()
+        .map_err(|e| format!("taskset: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "taskset -a -p -c {cpu} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn throughput(seconds: u64, rounds: usize, pinned: bool) -> Result<(), String> {
+    // Pinned, the runtime under test has CPU 1 to itself, and everything else (wrk, the origin,
+    // the control plane, the runtimes not being measured) shares CPU 0: requests/s then follow
+    // the runtime's own cost per request instead of how the scheduler mixed the processes.
+    // Unpinned again when this returns, so that the runs after it have every CPU.
+    struct Unpin(Option<usize>);
+    impl Drop for Unpin {
+        fn drop(&mut self) {
+            if let Some(cpus) = self.0 {
+                let all = format!("0-{}", cpus.saturating_sub(1));
+                let _ = Command::new("taskset")
+                    .args(["-a", "-p", "-c", &all, &std::process::id().to_string()])
+                    .output();
+            }
+        }
+    }
+    let _unpin = Unpin(pinned.then(|| std::thread::available_parallelism().map_or(1, usize::from)));
+    if pinned {
+        pin(std::process::id(), 0)?;
+    }
     // A plain origin that answers 200 to everything, so every run measures the same origin work.
     // It keeps connections open, as real origins do: the runtime pools them, and no run pays a
     // TCP handshake per request.
@@ -218,6 +254,21 @@ fn throughput(seconds: u64, rounds: usize) -> Result<(), String> {
     };
     let (pass_pid, edits_pid) = (pass.pid(), edits.pid());
     let edge_pid = stack.edge.as_ref().and_then(|e| e.pid());
+    // Each runtime moves to CPU 1 only while it is measured.
+    let measure = |url: &str, headers: &[&str], pid: Option<u32>| {
+        if pinned {
+            if let Some(p) = pid {
+                pin(p, 1)?;
+            }
+        }
+        let r = measured(url, headers, seconds, pid);
+        if pinned {
+            if let Some(p) = pid {
+                pin(p, 0)?;
+            }
+        }
+        r
+    };
     // A candidate build of the edge (another `worker-build` output directory), measured in the
     // same rounds, to compare a change with the current build under the same load.
     let candidate = match std::env::var("EDGE_BENCH_CANDIDATE") {
@@ -251,16 +302,16 @@ fn throughput(seconds: u64, rounds: usize) -> Result<(), String> {
         .chain(carried.iter().map(String::as_str))
         .collect();
     for round in 1..=rounds {
-        let a = measured(&pass_url, &auth, seconds, pass_pid)?;
+        let a = measure(&pass_url, &auth, pass_pid)?;
         row(&format!("(a) empty pass-through Worker, round {round}"), &a);
-        let a2 = measured(&pass_url, &carried, seconds, pass_pid)?;
+        let a2 = measure(&pass_url, &carried, pass_pid)?;
         row(
             &format!("(a'') pass-through, client sends the four Keygate-* headers, round {round}"),
             &a2,
         );
-        let f = measured(&edits_url, &auth, seconds, edits_pid)?;
+        let f = measure(&edits_url, &auth, edits_pid)?;
         row(&format!("(a') header edits only, round {round}"), &f);
-        let b = measured(&edge_url, &auth, seconds, edge_pid)?;
+        let b = measure(&edge_url, &auth, edge_pid)?;
         row(&format!("(b) Keygate, valid key, round {round}"), &b);
         ratios.push(b.0.rps / a.0.rps * 100.0);
         carried_ratios.push(a2.0.rps / a.0.rps * 100.0);
@@ -270,7 +321,7 @@ fn throughput(seconds: u64, rounds: usize) -> Result<(), String> {
             cpu_ratios.push(ca / cb * 100.0);
         }
         if let Some((edge, url)) = &candidate {
-            let b2 = measured(url, &auth, seconds, edge.pid())?;
+            let b2 = measure(url, &auth, edge.pid())?;
             row(
                 &format!("(b') candidate build, valid key, round {round}"),
                 &b2,
@@ -278,7 +329,7 @@ fn throughput(seconds: u64, rounds: usize) -> Result<(), String> {
             candidate_ratios.push(b2.0.rps / a.0.rps * 100.0);
         }
     }
-    let c = measured(&edge_url, &[invalid], seconds, edge_pid)?;
+    let c = measure(&edge_url, &[invalid], edge_pid)?;
     row("(c) Keygate, invalid key", &c);
     println!("\n(b)/(a) throughput per round: {}", summary(ratios));
     println!(
@@ -574,9 +625,19 @@ fn main() -> std::process::ExitCode {
             ));
         }
         let run = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
+        // Pinning needs two CPUs; `EDGE_BENCH_PIN=0` lets the scheduler place everything.
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let pinned = cpus >= 2 && std::env::var("EDGE_BENCH_PIN").map_or(true, |v| v != "0");
         if run("throughput") {
-            println!("## Throughput ({seconds} s per run, wrk -t2 -c16)\n");
-            throughput(seconds, rounds)?;
+            println!(
+                "## Throughput ({seconds} s per run, wrk -t2 -c16, {})\n",
+                if pinned {
+                    "the measured runtime alone on CPU 1, the rest on CPU 0"
+                } else {
+                    "unpinned"
+                }
+            );
+            throughput(seconds, rounds, pinned)?;
         }
         if run("cold") {
             println!("\n## Cold isolate, 100,000-key snapshot\n");
