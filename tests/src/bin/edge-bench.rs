@@ -157,42 +157,54 @@ fn measured(
     Ok((r, per_request))
 }
 
-/// Binds every thread of process `pid` to CPU `cpu` (`taskset`, from util-linux).
-fn pin(pid: u32, cpu: usize) -> Result<(), String> {
+/// Runs `taskset -a -p -c` with `args`, from util-linux: with a CPU list, binds every thread of
+/// a process to those CPUs; without, prints the process's affinity list.
+fn taskset(args: &[&str]) -> Result<String, String> {
     let out = Command::new("taskset")
-        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .args(["-a", "-p", "-c"])
+        .args(args)
         .output()
         .map_err(|e| format!("taskset: {e}"))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(format!(
-            "taskset -a -p -c {cpu} {pid}: {}",
+            "taskset -a -p -c {}: {}",
+            args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
+}
+
+fn pin(pid: u32, cpus: &str) -> Result<(), String> {
+    taskset(&[cpus, &pid.to_string()]).map(drop)
 }
 
 fn throughput(seconds: u64, rounds: usize, pinned: bool) -> Result<(), String> {
     // Pinned, the runtime under test has CPU 1 to itself, and everything else (wrk, the origin,
     // the control plane, the runtimes not being measured) shares CPU 0: requests/s then follow
     // the runtime's own cost per request instead of how the scheduler mixed the processes.
-    // Unpinned again when this returns, so that the runs after it have every CPU.
-    struct Unpin(Option<usize>);
-    impl Drop for Unpin {
+    // The CPUs this process had come back when this returns, for the runs after it.
+    struct Restore(String);
+    impl Drop for Restore {
         fn drop(&mut self) {
-            if let Some(cpus) = self.0 {
-                let all = format!("0-{}", cpus.saturating_sub(1));
-                let _ = Command::new("taskset")
-                    .args(["-a", "-p", "-c", &all, &std::process::id().to_string()])
-                    .output();
-            }
+            let _ = pin(std::process::id(), &self.0);
         }
     }
-    let _unpin = Unpin(pinned.then(|| std::thread::available_parallelism().map_or(1, usize::from)));
-    if pinned {
-        pin(std::process::id(), 0)?;
-    }
+    let _restore = if pinned {
+        let me = std::process::id();
+        let listed = taskset(&[&me.to_string()])?;
+        let cpus = listed
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        pin(me, "0")?;
+        Some(Restore(cpus))
+    } else {
+        None
+    };
     // A plain origin that answers 200 to everything, so every run measures the same origin work.
     // It keeps connections open, as real origins do: the runtime pools them, and no run pays a
     // TCP handshake per request.
@@ -256,16 +268,13 @@ fn throughput(seconds: u64, rounds: usize, pinned: bool) -> Result<(), String> {
     let edge_pid = stack.edge.as_ref().and_then(|e| e.pid());
     // Each runtime moves to CPU 1 only while it is measured.
     let measure = |url: &str, headers: &[&str], pid: Option<u32>| {
-        if pinned {
-            if let Some(p) = pid {
-                pin(p, 1)?;
-            }
+        let moved = pid.filter(|_| pinned);
+        if let Some(p) = moved {
+            pin(p, "1")?;
         }
         let r = measured(url, headers, seconds, pid);
-        if pinned {
-            if let Some(p) = pid {
-                pin(p, 0)?;
-            }
+        if let Some(p) = moved {
+            pin(p, "0")?;
         }
         r
     };
