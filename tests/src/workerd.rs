@@ -2,7 +2,7 @@
 //! taken from the npm package pinned in the workspace's `package.json`.
 //!
 //! [`WorkerdConfig`] writes a `workerd` configuration (Cap'n Proto text) for what `worker-build`
-//! left in `edge/build/`, starts `workerd serve` on it, waits until the port accepts connections,
+//! left in `edge/build/`, starts `workerd serve` on it, waits until it listens on its ports,
 //! and [`Workerd`] stops the process when dropped.
 //!
 //! `cargo xtask build-edge` runs `worker-build` 0.8.7 with the entry module `edge/shim.mjs`
@@ -584,6 +584,62 @@ fn free_port(host: Ipv4Addr) -> io::Result<u16> {
     Ok(TcpListener::bind((host, 0))?.local_addr()?.port())
 }
 
+/// Whether `workerd` (process `pid`) listens on `addr`.
+///
+/// A port picked by [`free_port`] is released before `workerd` binds it, so another process may
+/// take it meanwhile. Then `workerd` exits with "Address already in use", but a probe that only
+/// connects would be answered by the other listener and pass for ready. On Linux the listening
+/// socket must therefore belong to `workerd` itself; elsewhere a connection has to do.
+fn listening(pid: Option<u32>, addr: SocketAddr) -> bool {
+    match pid.and_then(|pid| owns_listener(pid, addr.port())) {
+        Some(owned) => owned,
+        None => TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
+    }
+}
+
+/// Whether process `pid` holds a TCP socket listening on `port`; `None` where `/proc` cannot
+/// tell.
+#[cfg(target_os = "linux")]
+fn owns_listener(pid: u32, port: u16) -> Option<bool> {
+    const LISTEN: &str = "0A";
+    let inodes: std::collections::HashSet<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|entry| fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?;
+            let inode = target.strip_prefix("socket:[")?.strip_suffix(']')?;
+            Some(inode.to_owned())
+        })
+        .collect();
+    let mut readable = false;
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        readable = true;
+        // Columns: sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+        let owned = text.lines().skip(1).any(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local_port = cols
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            local_port == Some(port)
+                && cols.get(3) == Some(&LISTEN)
+                && cols.get(9).is_some_and(|inode| inodes.contains(*inode))
+        });
+        if owned {
+            return Some(true);
+        }
+    }
+    readable.then_some(false)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn owns_listener(_pid: u32, _port: u16) -> Option<bool> {
+    None
+}
+
 /// The outcome of one scheduled event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduledOutcome {
@@ -700,8 +756,9 @@ impl Workerd {
                 other => other,
             })
             .collect();
+        let pid = self.pid();
         loop {
-            pending.retain(|a| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_err());
+            pending.retain(|a| !listening(pid, *a));
             if pending.is_empty() {
                 return Ok(());
             }
@@ -760,6 +817,31 @@ fn query_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_port_counts_as_ready_only_when_the_runtime_itself_listens_on_it() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let addr = listener.local_addr().expect("address");
+        // Another process, standing in for a runtime that lost the port to this listener.
+        let mut other = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let other_pid = other.id();
+
+        assert_eq!(owns_listener(std::process::id(), addr.port()), Some(true));
+        assert_eq!(owns_listener(other_pid, addr.port()), Some(false));
+        assert!(
+            TcpStream::connect(addr).is_ok(),
+            "the port accepts connections"
+        );
+        assert!(!listening(Some(other_pid), addr));
+        assert!(listening(Some(std::process::id()), addr));
+
+        let _ = other.kill();
+        let _ = other.wait();
+    }
 
     #[test]
     fn capnp_text_escapes() {

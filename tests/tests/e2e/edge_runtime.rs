@@ -101,7 +101,9 @@ fn call(edge: &Workerd, path: &str, key: Option<&PlaintextKey>) -> http::Respons
     if let Some(a) = auth.as_deref() {
         headers.push(("Authorization", a));
     }
-    http::get(&format!("{}{path}", edge.url()), &headers).expect("edge answers")
+    http::get(&format!("{}{path}", edge.url()), &headers)
+        .map_err(|e| format!("{e}\n{}", edge.logs()))
+        .expect("edge answers")
 }
 
 #[test]

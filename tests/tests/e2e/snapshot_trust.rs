@@ -301,7 +301,10 @@ fn a_shard_that_does_not_match_the_signed_manifest_is_refused() {
         .start()
         .expect("workerd");
     let auth = format!("Bearer {}", key.expose());
-    let call = || http::get(&format!("{}/x", edge.url()), &[("Authorization", &auth)]);
+    let call = || {
+        http::get(&format!("{}/x", edge.url()), &[("Authorization", &auth)])
+            .map_err(|e| format!("{e}\n{}", edge.logs()))
+    };
 
     let r = call().expect("edge answers");
     assert_eq!(r.status, 503, "{}", edge.logs());
