@@ -3,7 +3,7 @@
 //! /usr/bin/chromium or /usr/bin/chromedriver is absent). Screenshots of each page go to
 //! target/console-screenshots/.
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -344,28 +344,37 @@ impl Drop for Driver {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-async fn start_chromedriver() -> Driver {
-    let port = free_port();
-    let child = Command::new(CHROMEDRIVER)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
+/// Starts chromedriver on a port it picks itself (`--port=0`) and reads the port from its
+/// banner, so that no other process can take the port between choosing and listening.
+fn start_chromedriver() -> Driver {
+    let mut child = Command::new(CHROMEDRIVER)
+        .arg("--port=0")
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn chromedriver");
-    let driver = Driver { child, port };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not start");
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    let stdout = child.stdout.take().expect("chromedriver stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reads the banner, then keeps draining so that chromedriver never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(port) = line
+                .split("started successfully on port ")
+                .nth(1)
+                .and_then(|rest| rest.trim_end_matches('.').trim().parse::<u16>().ok())
+            {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    let port = rx.recv_timeout(Duration::from_secs(15));
+    if port.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    driver
+    let port = port.expect("chromedriver reports the port it listens on");
+    Driver { child, port }
 }
 
 async fn browser(driver: &Driver, profile: &Path) -> Client {
@@ -500,7 +509,7 @@ async fn console_in_a_browser() {
     }
     let app = start().await;
     let base = app.base.clone();
-    let driver = start_chromedriver().await;
+    let driver = start_chromedriver();
     let profile = tempfile::tempdir().expect("profile dir");
     let c = browser(&driver, profile.path()).await;
 
@@ -912,7 +921,7 @@ async fn alerts_in_a_browser() {
         assert_eq!(report.raised.len(), 1, "{report:?}");
         (p.id, k.view.id)
     };
-    let driver = start_chromedriver().await;
+    let driver = start_chromedriver();
     let profile = tempfile::tempdir().expect("profile dir");
     let c = browser(&driver, profile.path()).await;
     login(&c, &base, OWNER_EMAIL).await;
