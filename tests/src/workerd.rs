@@ -337,23 +337,24 @@ impl WorkerdConfig {
             fs::write(state_dir.join("trigger.mjs"), TRIGGER_WORKER)?;
         }
 
-        let port = match self.port {
-            0 => free_port(self.host)?,
+        // Both ports are held until both are picked, so that they differ; they are released
+        // just before `workerd` binds them.
+        let (main, port) = match self.port {
+            0 => reserve_port(self.host)?,
             p => {
                 // Another server already on the port would pass for this one once it accepts.
-                if let Err(e) = TcpListener::bind((self.host, p)) {
-                    return Err(StartError::Other(format!(
-                        "cannot listen on {}:{p}: {e}",
-                        self.host
-                    )));
-                }
-                p
+                let held = TcpListener::bind((self.host, p)).map_err(|e| {
+                    StartError::Other(format!("cannot listen on {}:{p}: {e}", self.host))
+                })?;
+                (held, p)
             }
         };
-        let scheduled_port = match self.scheduled_trigger {
-            true => Some(free_port(Ipv4Addr::LOCALHOST)?),
+        let scheduled = match self.scheduled_trigger {
+            true => Some(reserve_port(Ipv4Addr::LOCALHOST)?),
             false => None,
         };
+        let scheduled_port = scheduled.as_ref().map(|(_, p)| *p);
+        drop((main, scheduled));
         let compat = self
             .compatibility_date
             .clone()
@@ -579,31 +580,36 @@ fn json_string(s: &str) -> String {
     out
 }
 
-/// A port that was free a moment ago.
-fn free_port(host: Ipv4Addr) -> io::Result<u16> {
-    Ok(TcpListener::bind((host, 0))?.local_addr()?.port())
+/// A free port, held by the returned listener until it is dropped.
+fn reserve_port(host: Ipv4Addr) -> io::Result<(TcpListener, u16)> {
+    let listener = TcpListener::bind((host, 0))?;
+    let port = listener.local_addr()?.port();
+    Ok((listener, port))
 }
 
 /// Whether `workerd` (process `pid`) listens on `addr`.
 ///
-/// A port picked by [`free_port`] is released before `workerd` binds it, so another process may
+/// A port picked by [`reserve_port`] is released before `workerd` binds it, so another process may
 /// take it meanwhile. Then `workerd` exits with "Address already in use", but a probe that only
-/// connects would be answered by the other listener and pass for ready. On Linux the listening
-/// socket must therefore belong to `workerd` itself; elsewhere a connection has to do.
+/// connects would be answered by the other listener and pass for ready. Where `/proc` tells, the
+/// listening socket must therefore belong to `workerd` itself (a process that has exited holds
+/// none); elsewhere a connection has to do.
 fn listening(pid: Option<u32>, addr: SocketAddr) -> bool {
-    match pid.and_then(|pid| owns_listener(pid, addr.port())) {
-        Some(owned) => owned,
-        None => TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
+    match pid {
+        Some(pid) if cfg!(target_os = "linux") && Path::new("/proc/self/net/tcp").exists() => {
+            owns_listener(pid, addr.port())
+        }
+        _ => TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
     }
 }
 
-/// Whether process `pid` holds a TCP socket listening on `port`; `None` where `/proc` cannot
-/// tell.
-#[cfg(target_os = "linux")]
-fn owns_listener(pid: u32, port: u16) -> Option<bool> {
+/// Whether process `pid` holds a TCP socket listening on `port`, from `/proc` (Linux).
+fn owns_listener(pid: u32, port: u16) -> bool {
     const LISTEN: &str = "0A";
-    let inodes: std::collections::HashSet<String> = fs::read_dir(format!("/proc/{pid}/fd"))
-        .ok()?
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let inodes: std::collections::HashSet<String> = fds
         .filter_map(|entry| fs::read_link(entry.ok()?.path()).ok())
         .filter_map(|target| {
             let target = target.to_str()?;
@@ -611,14 +617,12 @@ fn owns_listener(pid: u32, port: u16) -> Option<bool> {
             Some(inode.to_owned())
         })
         .collect();
-    let mut readable = false;
-    for table in ["tcp", "tcp6"] {
+    ["tcp", "tcp6"].iter().any(|table| {
         let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
-            continue;
+            return false;
         };
-        readable = true;
         // Columns: sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
-        let owned = text.lines().skip(1).any(|line| {
+        text.lines().skip(1).any(|line| {
             let cols: Vec<&str> = line.split_whitespace().collect();
             let local_port = cols
                 .get(1)
@@ -627,17 +631,8 @@ fn owns_listener(pid: u32, port: u16) -> Option<bool> {
             local_port == Some(port)
                 && cols.get(3) == Some(&LISTEN)
                 && cols.get(9).is_some_and(|inode| inodes.contains(*inode))
-        });
-        if owned {
-            return Some(true);
-        }
-    }
-    readable.then_some(false)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn owns_listener(_pid: u32, _port: u16) -> Option<bool> {
-    None
+        })
+    })
 }
 
 /// The outcome of one scheduled event.
@@ -830,8 +825,8 @@ mod tests {
             .expect("spawn sleep");
         let other_pid = other.id();
 
-        assert_eq!(owns_listener(std::process::id(), addr.port()), Some(true));
-        assert_eq!(owns_listener(other_pid, addr.port()), Some(false));
+        assert!(owns_listener(std::process::id(), addr.port()));
+        assert!(!owns_listener(other_pid, addr.port()));
         assert!(
             TcpStream::connect(addr).is_ok(),
             "the port accepts connections"
@@ -839,8 +834,10 @@ mod tests {
         assert!(!listening(Some(other_pid), addr));
         assert!(listening(Some(std::process::id()), addr));
 
+        // A process that has exited holds nothing, whatever answers on the port.
         let _ = other.kill();
         let _ = other.wait();
+        assert!(!listening(Some(other_pid), addr));
     }
 
     #[test]
