@@ -36,7 +36,7 @@
 //! With [`WorkerdConfig::crons`], `workerd` also runs the cron expressions on their schedule,
 //! like Cloudflare does, through its bundled `/workerd/cron.js` Worker (experimental as well).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
@@ -342,7 +342,7 @@ impl WorkerdConfig {
         let (main, port) = match self.port {
             0 => reserve_port(self.host)?,
             p => {
-                // Another server already on the port would pass for this one once it accepts.
+                // Taken already: say so now rather than through a runtime that cannot bind it.
                 let held = TcpListener::bind((self.host, p)).map_err(|e| {
                     StartError::Other(format!("cannot listen on {}:{p}: {e}", self.host))
                 })?;
@@ -587,29 +587,21 @@ fn reserve_port(host: Ipv4Addr) -> io::Result<(TcpListener, u16)> {
     Ok((listener, port))
 }
 
-/// Whether `workerd` (process `pid`) listens on `addr`.
+/// The TCP ports process `pid` listens on, or `None` where `/proc` cannot tell (not Linux).
 ///
 /// A port picked by [`reserve_port`] is released before `workerd` binds it, so another process may
 /// take it meanwhile. Then `workerd` exits with "Address already in use", but a probe that only
-/// connects would be answered by the other listener and pass for ready. Where `/proc` tells, the
-/// listening socket must therefore belong to `workerd` itself (a process that has exited holds
-/// none); elsewhere a connection has to do.
-fn listening(pid: Option<u32>, addr: SocketAddr) -> bool {
-    match pid {
-        Some(pid) if cfg!(target_os = "linux") && Path::new("/proc/self/net/tcp").exists() => {
-            owns_listener(pid, addr.port())
-        }
-        _ => TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
-    }
-}
-
-/// Whether process `pid` holds a TCP socket listening on `port`, from `/proc` (Linux).
-fn owns_listener(pid: u32, port: u16) -> bool {
+/// connects would be answered by the other listener and pass for ready. So where `/proc` tells,
+/// the listening socket must belong to `workerd` itself; a process that has exited holds none.
+fn listening_ports(pid: u32) -> Option<HashSet<u16>> {
     const LISTEN: &str = "0A";
+    if !Path::new("/proc/self/net/tcp").exists() {
+        return None;
+    }
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
+        return Some(HashSet::new());
     };
-    let inodes: std::collections::HashSet<String> = fds
+    let inodes: HashSet<String> = fds
         .filter_map(|entry| fs::read_link(entry.ok()?.path()).ok())
         .filter_map(|target| {
             let target = target.to_str()?;
@@ -617,22 +609,27 @@ fn owns_listener(pid: u32, port: u16) -> bool {
             Some(inode.to_owned())
         })
         .collect();
-    ["tcp", "tcp6"].iter().any(|table| {
+    let mut ports = HashSet::new();
+    for table in ["tcp", "tcp6"] {
         let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
-            return false;
+            continue;
         };
         // Columns: sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
-        text.lines().skip(1).any(|line| {
+        for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.get(3) != Some(&LISTEN)
+                || !cols.get(9).is_some_and(|inode| inodes.contains(*inode))
+            {
+                continue;
+            }
             let local_port = cols
                 .get(1)
                 .and_then(|a| a.rsplit(':').next())
                 .and_then(|p| u16::from_str_radix(p, 16).ok());
-            local_port == Some(port)
-                && cols.get(3) == Some(&LISTEN)
-                && cols.get(9).is_some_and(|inode| inodes.contains(*inode))
-        })
-    })
+            ports.extend(local_port);
+        }
+    }
+    Some(ports)
 }
 
 /// The outcome of one scheduled event.
@@ -751,9 +748,12 @@ impl Workerd {
                 other => other,
             })
             .collect();
-        let pid = self.pid();
         loop {
-            pending.retain(|a| !listening(pid, *a));
+            match self.pid().and_then(listening_ports) {
+                Some(ports) => pending.retain(|a| !ports.contains(&a.port())),
+                None => pending
+                    .retain(|a| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_err()),
+            }
             if pending.is_empty() {
                 return Ok(());
             }
@@ -825,19 +825,19 @@ mod tests {
             .expect("spawn sleep");
         let other_pid = other.id();
 
-        assert!(owns_listener(std::process::id(), addr.port()));
-        assert!(!owns_listener(other_pid, addr.port()));
+        let ours = listening_ports(std::process::id()).expect("/proc on Linux");
+        assert!(ours.contains(&addr.port()));
+        let theirs = listening_ports(other_pid).expect("/proc on Linux");
+        assert!(!theirs.contains(&addr.port()));
         assert!(
             TcpStream::connect(addr).is_ok(),
             "the port accepts connections"
         );
-        assert!(!listening(Some(other_pid), addr));
-        assert!(listening(Some(std::process::id()), addr));
 
         // A process that has exited holds nothing, whatever answers on the port.
         let _ = other.kill();
         let _ = other.wait();
-        assert!(!listening(Some(other_pid), addr));
+        assert_eq!(listening_ports(other_pid), Some(HashSet::new()));
     }
 
     #[test]
