@@ -671,6 +671,12 @@ impl Workerd {
         format!("http://{}", self.addr)
     }
 
+    /// `GET` on `path` here; a request that gets no answer fails with the runtime's log.
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Result<http::Response, String> {
+        http::get(&format!("{}{path}", self.url()), headers)
+            .map_err(|e| format!("{e}\n{}", self.logs()))
+    }
+
     /// The trigger's base URL, if it runs.
     pub fn scheduled_url(&self) -> Option<String> {
         self.scheduled_addr.map(|a| format!("http://{a}"))

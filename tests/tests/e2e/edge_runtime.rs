@@ -101,9 +101,7 @@ fn call(edge: &Workerd, path: &str, key: Option<&PlaintextKey>) -> http::Respons
     if let Some(a) = auth.as_deref() {
         headers.push(("Authorization", a));
     }
-    http::get(&format!("{}{path}", edge.url()), &headers)
-        .map_err(|e| format!("{e}\n{}", edge.logs()))
-        .expect("edge answers")
+    edge.get(path, &headers).expect("edge answers")
 }
 
 #[test]

@@ -101,9 +101,8 @@ fn tampered_foreign_and_rolled_back_snapshots_are_refused() {
         .expect("workerd");
     let auth = format!("Bearer {}", key.expose());
     let call = || {
-        http::get(&format!("{}/x", edge.url()), &[("Authorization", &auth)])
-            .map(|r| r.status)
-            .unwrap_or(0)
+        edge.get("/x", &[("Authorization", &auth)])
+            .map_or(0, |r| r.status)
     };
     let version = || -> Value {
         http::get(
@@ -250,9 +249,8 @@ fn an_idle_isolate_asks_the_control_plane_before_deciding() {
         .expect("workerd");
     let auth = format!("Bearer {}", key.expose());
     let call = || {
-        http::get(&format!("{}/x", edge.url()), &[("Authorization", &auth)])
-            .map(|r| r.status)
-            .unwrap_or(0)
+        edge.get("/x", &[("Authorization", &auth)])
+            .map_or(0, |r| r.status)
     };
     assert_eq!(call(), 200, "{}", edge.logs());
 
@@ -301,10 +299,7 @@ fn a_shard_that_does_not_match_the_signed_manifest_is_refused() {
         .start()
         .expect("workerd");
     let auth = format!("Bearer {}", key.expose());
-    let call = || {
-        http::get(&format!("{}/x", edge.url()), &[("Authorization", &auth)])
-            .map_err(|e| format!("{e}\n{}", edge.logs()))
-    };
+    let call = || edge.get("/x", &[("Authorization", &auth)]);
 
     let r = call().expect("edge answers");
     assert_eq!(r.status, 503, "{}", edge.logs());
