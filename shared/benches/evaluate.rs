@@ -37,7 +37,7 @@ fn benches(c: &mut Criterion) {
         ip: Some("198.51.100.7".parse().expect("ip")),
         method: Some("GET"),
         path: Some("/orders/12345"),
-        required_environment: Some(keygate_shared::Environment::Live),
+        environment: keygate_shared::EnvironmentRule::Only(keygate_shared::Environment::Live),
     };
 
     let memory = MemoryView::new(common::projects(), records.clone());

@@ -112,6 +112,28 @@ fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
     }
 }
 
+impl IpNet {
+    /// From the binary form a snapshot carries: 4 or 16 address bytes and a prefix length, with
+    /// no host bits set.
+    pub fn from_parts(bytes: &[u8], prefix: u8) -> Option<IpNet> {
+        let addr = match bytes.len() {
+            4 => {
+                let mut o = [0u8; 4];
+                o.copy_from_slice(bytes);
+                IpAddr::V4(Ipv4Addr::from(o))
+            }
+            16 => {
+                let mut o = [0u8; 16];
+                o.copy_from_slice(bytes);
+                IpAddr::V6(Ipv6Addr::from(o))
+            }
+            _ => return None,
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= max && mask(addr, prefix) == addr).then_some(IpNet { addr, prefix })
+    }
+}
+
 impl fmt::Display for IpNet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
@@ -147,24 +169,7 @@ impl<'de> Deserialize<'de> for IpNet {
             IpNet::parse(&s).map_err(D::Error::custom)
         } else {
             let (bytes, prefix) = <(Vec<u8>, u8)>::deserialize(d)?;
-            let addr = match bytes.len() {
-                4 => {
-                    let mut o = [0u8; 4];
-                    o.copy_from_slice(&bytes);
-                    IpAddr::V4(Ipv4Addr::from(o))
-                }
-                16 => {
-                    let mut o = [0u8; 16];
-                    o.copy_from_slice(&bytes);
-                    IpAddr::V6(Ipv6Addr::from(o))
-                }
-                _ => return Err(D::Error::custom("invalid address length")),
-            };
-            let max = if addr.is_ipv4() { 32 } else { 128 };
-            if prefix > max || mask(addr, prefix) != addr {
-                return Err(D::Error::custom("invalid network"));
-            }
-            Ok(IpNet { addr, prefix })
+            IpNet::from_parts(&bytes, prefix).ok_or_else(|| D::Error::custom("invalid network"))
         }
     }
 }

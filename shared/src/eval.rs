@@ -8,7 +8,8 @@ use core::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::key::{self, Environment, KeyHash};
+use crate::host::EnvironmentRule;
+use crate::key::{self, KeyHash};
 use crate::limits::{self, LimitDecision, LimitInfo, LimitState, Limits};
 use crate::policy::{match_route, DefaultRoutePolicy, KeyRecord, ProjectPolicy};
 use crate::referrer;
@@ -44,6 +45,9 @@ pub enum Code {
     QuotaExceeded,
     /// No verified snapshot, or the one held is past its validity (edge only).
     SnapshotUnavailable,
+    /// The key's record (or its project's policy) in the snapshot could not be decoded by this
+    /// build: that key is refused, every other key is decided as usual (edge only).
+    KeyUnavailable,
 }
 
 impl Code {
@@ -63,6 +67,7 @@ impl Code {
             Code::RateLimited => "rate_limited",
             Code::QuotaExceeded => "quota_exceeded",
             Code::SnapshotUnavailable => "snapshot_unavailable",
+            Code::KeyUnavailable => "key_unavailable",
         }
     }
 
@@ -80,7 +85,7 @@ impl Code {
             | Code::IpNotAllowed
             | Code::InsufficientScope => 403,
             Code::RateLimited | Code::QuotaExceeded => 429,
-            Code::SnapshotUnavailable => 503,
+            Code::SnapshotUnavailable | Code::KeyUnavailable => 503,
         }
     }
 
@@ -100,6 +105,7 @@ impl Code {
             Code::RateLimited => "Rate limit exceeded",
             Code::QuotaExceeded => "Quota exceeded",
             Code::SnapshotUnavailable => "Key snapshot unavailable",
+            Code::KeyUnavailable => "API key unavailable",
         }
     }
 }
@@ -117,10 +123,11 @@ pub struct RequestFacts<'a> {
     pub ip: Option<IpAddr>,
     /// HTTP method; with `path`, selects the route. Without both, no route check is made.
     pub method: Option<&'a str>,
-    /// Request path, without query.
+    /// Request path, without query, already normalised with [`crate::path::normalize`]: the
+    /// path the origin receives.
     pub path: Option<&'a str>,
-    /// The environment the receiving host serves, if it is limited to one.
-    pub required_environment: Option<Environment>,
+    /// Which environments the receiving host serves.
+    pub environment: EnvironmentRule,
 }
 
 /// What a snapshot (or any store) knows about one key hash.
@@ -135,6 +142,11 @@ pub enum Lookup<'v> {
         /// Index of the shard to load.
         shard: u32,
     },
+    /// The key is in the snapshot, but its record could not be decoded: refuse it alone.
+    Unusable {
+        /// The key id, when it could be read.
+        key_id: &'v str,
+    },
 }
 
 /// Read access to keys and projects.
@@ -143,6 +155,11 @@ pub trait SnapshotView {
     fn key(&self, hash: &KeyHash) -> Lookup<'_>;
     /// Looks a project up by id.
     fn project(&self, project_id: &str) -> Option<&ProjectPolicy>;
+    /// Whether the project is in the snapshot but its policy could not be decoded, so none of
+    /// its keys can be decided.
+    fn project_unusable(&self, _project_id: &str) -> bool {
+        false
+    }
 }
 
 /// A decision.
@@ -234,18 +251,21 @@ pub fn evaluate<'v, V: SnapshotView + ?Sized>(
         Lookup::Found(r) => r,
         Lookup::Absent => return Evaluation::Done(Verdict::new(Code::UnknownKey, None)),
         Lookup::NotLoaded { shard } => return Evaluation::NeedsShard(shard),
+        Lookup::Unusable { .. } => {
+            return Evaluation::Done(Verdict::new(Code::KeyUnavailable, None))
+        }
     };
     let done = |code| Evaluation::Done(Verdict::new(code, Some(record)));
+    if view.project_unusable(&record.project_id) {
+        return done(Code::KeyUnavailable);
+    }
     if record.revoked {
         return done(Code::RevokedKey);
     }
     if record.expires_at_ms.is_some_and(|e| e <= now_ms) {
         return done(Code::ExpiredKey);
     }
-    if facts
-        .required_environment
-        .is_some_and(|env| env != record.environment)
-    {
+    if !facts.environment.allows(record.environment) {
         return done(Code::EnvironmentNotAllowed);
     }
     if !record.referrers.is_empty()

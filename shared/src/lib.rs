@@ -9,10 +9,13 @@
 
 pub mod cidr;
 pub mod eval;
+pub mod host;
 pub mod key;
 pub mod limits;
 pub mod origin;
+pub mod path;
 pub mod policy;
+pub mod record;
 pub mod referrer;
 pub mod scan;
 pub mod snapshot;
@@ -20,6 +23,7 @@ pub mod webhook;
 
 pub use cidr::IpNet;
 pub use eval::{evaluate, Code, Evaluation, Lookup, Pending, RequestFacts, SnapshotView, Verdict};
+pub use host::{EnvironmentRule, HostEnvironments};
 pub use key::{Environment, KeyHash, KeyPrefix, Kind, PlaintextKey};
 pub use limits::{admit, LimitDecision, LimitInfo, LimitState, Limits};
 pub use policy::{

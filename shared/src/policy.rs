@@ -108,18 +108,17 @@ impl Serialize for Methods {
     }
 }
 
-impl<'de> Deserialize<'de> for Methods {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let list = Vec::<String>::deserialize(d)?;
+impl Methods {
+    /// From a list of method names, or `["*"]`.
+    pub fn from_list(list: Vec<String>) -> Result<Self, String> {
         if list.is_empty() {
-            return Err(D::Error::custom("methods must not be empty"));
+            return Err("methods must not be empty".into());
         }
         if list.iter().any(|m| m == "*") {
             return if list.len() == 1 {
                 Ok(Methods::Any)
             } else {
-                Err(D::Error::custom("\"*\" must be the only method"))
+                Err("\"*\" must be the only method".into())
             };
         }
         let mut out = Vec::with_capacity(list.len());
@@ -127,11 +126,17 @@ impl<'de> Deserialize<'de> for Methods {
             let valid =
                 !m.is_empty() && m.len() <= 32 && m.bytes().all(|b| b.is_ascii_alphabetic());
             if !valid {
-                return Err(D::Error::custom(format!("invalid method {m:?}")));
+                return Err(format!("invalid method {m:?}"));
             }
             out.push(m.to_ascii_uppercase());
         }
         Ok(Methods::List(out))
+    }
+}
+
+impl<'de> Deserialize<'de> for Methods {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Methods::from_list(Vec::<String>::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -143,29 +148,36 @@ pub struct RoutePath {
 }
 
 impl RoutePath {
-    /// Parses a route path.
+    /// Parses a route path, in the normal form of [`crate::path::normalize`]: request paths
+    /// are normalised before they are matched, so a route is too (`/a//b` is `/a/b`).
     pub fn parse(s: &str) -> Result<Self, String> {
         if !s.starts_with('/') || s.chars().any(char::is_whitespace) || s.contains(['?', '#']) {
             return Err(format!(
                 "route path {s:?} must start with / and have no query"
             ));
         }
-        if let Some(base) = s.strip_suffix('*') {
-            if !base.ends_with('/') || base.contains('*') {
+        let (base, prefix) = match s.strip_suffix('*') {
+            Some(base) if base.ends_with('/') && !base.contains('*') => (base, true),
+            _ if s.contains('*') => {
                 return Err(format!("`*` may only be the last segment of {s:?}"));
             }
-            Ok(RoutePath {
-                text: s.to_owned(),
-                prefix: true,
-            })
-        } else if s.contains('*') {
-            Err(format!("`*` may only be the last segment of {s:?}"))
-        } else {
-            Ok(RoutePath {
-                text: s.to_owned(),
-                prefix: false,
-            })
+            _ => (s, false),
+        };
+        if base.contains(';') {
+            return Err(format!(
+                "route path {s:?} may not contain `;` (request paths lose `;` parameters)"
+            ));
         }
+        let normal = crate::path::normalize(base)
+            .map_err(|e| format!("route path {s:?} cannot be normalised: {e}"))?;
+        let mut text = normal.into_owned();
+        if prefix {
+            if !text.ends_with('/') {
+                text.push('/');
+            }
+            text.push('*');
+        }
+        Ok(RoutePath { text, prefix })
     }
 
     /// The path text.

@@ -1,7 +1,8 @@
 //! Referrer patterns (contract section 3) and their matcher.
 //!
-//! A [`ReferrerPattern`] can only be built by [`ReferrerPattern::parse`], so one that exists is
-//! valid. Matching takes the request's `Origin`, else its `Referer`:
+//! A [`ReferrerPattern`] can only be built by [`ReferrerPattern::parse`] (an admin's input, in
+//! the control plane) or [`ReferrerPattern::decode`] (its canonical form, from a snapshot), so one
+//! that exists is valid. Matching takes the request's `Origin`, else its `Referer`:
 //!
 //! - scheme, host and port come from `Origin` when present, else from `Referer`;
 //! - a pattern with a path is checked against the `Referer`'s path; when an `Origin` is present
@@ -110,9 +111,35 @@ pub struct ReferrerPattern {
     path: PathPattern,
 }
 
+/// How far [`ReferrerPattern::parse_as`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// An admin's input: IDNs converted, wildcards over public suffixes refused.
+    #[cfg(feature = "validation")]
+    Create,
+    /// A canonical pattern from a signed snapshot: ASCII only, structure only.
+    Decode,
+}
+
 impl ReferrerPattern {
-    /// Parses a pattern, refusing every invalid form of contract section 3.
+    /// Parses an admin's pattern, refusing every invalid form of docs/referrers.md: the control
+    /// plane's check at creation. Needs the `validation` feature (public-suffix list and IDN
+    /// tables), which the Worker leaves out: it only ever [`decode`](Self::decode)s.
+    #[cfg(feature = "validation")]
     pub fn parse(input: &str) -> Result<Self, PatternError> {
+        Self::parse_as(input, Mode::Create)
+    }
+
+    /// Reads a pattern in the canonical form that [`parse`](Self::parse) gives ([`as_str`]
+    /// (Self::as_str)), as a signed snapshot carries it. The same code in every build of this
+    /// crate: it checks the structure but not the creation-time policy (public suffixes), which
+    /// the control plane applied, so whatever `parse` accepted decodes here, with or without
+    /// the `validation` feature.
+    pub fn decode(canonical: &str) -> Result<Self, PatternError> {
+        Self::parse_as(canonical, Mode::Decode)
+    }
+
+    fn parse_as(input: &str, mode: Mode) -> Result<Self, PatternError> {
         if input.is_empty() || input.chars().any(char::is_whitespace) {
             return Err(PatternError::Empty);
         }
@@ -146,17 +173,20 @@ impl ReferrerPattern {
             if base.contains('*') {
                 return Err(PatternError::MisplacedWildcard);
             }
-            let base = normalize_host(base).ok_or(PatternError::Host)?;
+            let base = pattern_host(base, mode).ok_or(PatternError::Host)?;
             if base.starts_with('[') {
                 return Err(PatternError::MisplacedWildcard);
             }
-            check_not_public_suffix(&base)?;
+            #[cfg(feature = "validation")]
+            if mode == Mode::Create {
+                check_not_public_suffix(&base)?;
+            }
             HostPattern::Subdomains(base)
         } else {
             if host_s.contains('*') {
                 return Err(PatternError::MisplacedWildcard);
             }
-            HostPattern::Exact(normalize_host(host_s).ok_or(PatternError::Host)?)
+            HostPattern::Exact(pattern_host(host_s, mode).ok_or(PatternError::Host)?)
         };
         let path = match path {
             None => PathPattern::Any,
@@ -404,39 +434,42 @@ fn ascii_labels_ok(host: &[u8]) -> bool {
     label_len > 0 && prev != b'-'
 }
 
-/// A request's host, checked like [`normalize_host`] but borrowed as sent when it is plain
-/// ASCII: compare it case-insensitively.
+/// A request's host, checked like [`ascii_host`] but borrowed as sent when it is a plain name:
+/// compare it case-insensitively. Browsers send IDNs in punycode, so a request host that is
+/// not ASCII matches nothing; this is the same in every build, so `/v1/verify` and the edge
+/// agree.
 fn request_host(host: &str) -> Option<Cow<'_, str>> {
     if host.is_ascii() && !host.starts_with('[') {
         ascii_labels_ok(host.as_bytes()).then_some(Cow::Borrowed(host))
     } else {
-        normalize_host(host).map(Cow::Owned)
+        ascii_host(host).map(Cow::Owned)
     }
 }
 
-/// Lowercases, converts IDNs to punycode and checks the label syntax.
-fn normalize_host(host: &str) -> Option<String> {
+/// A pattern's host: at creation IDNs are converted to punycode; a decoded pattern is ASCII.
+fn pattern_host(host: &str, mode: Mode) -> Option<String> {
+    match mode {
+        #[cfg(feature = "validation")]
+        Mode::Create if !host.is_ascii() => {
+            let ascii = idna::domain_to_ascii(host).ok()?;
+            ascii_labels_ok(ascii.as_bytes()).then_some(ascii)
+        }
+        _ => ascii_host(host),
+    }
+}
+
+/// Lowercases an ASCII host name and checks the label syntax; IPv6 literals in brackets are
+/// written in their canonical form.
+fn ascii_host(host: &str) -> Option<String> {
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         let v6: core::net::Ipv6Addr = inner.parse().ok()?;
         return Some(format!("[{v6}]"));
     }
-    let ascii = if host.is_ascii() {
-        host.to_ascii_lowercase()
-    } else {
-        to_punycode(host)?
-    };
+    if !host.is_ascii() {
+        return None;
+    }
+    let ascii = host.to_ascii_lowercase();
     ascii_labels_ok(ascii.as_bytes()).then_some(ascii)
-}
-
-#[cfg(feature = "validation")]
-fn to_punycode(host: &str) -> Option<String> {
-    idna::domain_to_ascii(host).ok()
-}
-
-#[cfg(not(feature = "validation"))]
-fn to_punycode(_host: &str) -> Option<String> {
-    // Without the IDN tables a non-ASCII host cannot be compared; browsers send punycode.
-    None
 }
 
 #[cfg(feature = "validation")]
@@ -447,16 +480,6 @@ fn check_not_public_suffix(base: &str) -> Result<(), PatternError> {
             Err(PatternError::PublicSuffixWildcard(base.to_owned()))
         }
         _ => Ok(()),
-    }
-}
-
-#[cfg(not(feature = "validation"))]
-fn check_not_public_suffix(base: &str) -> Result<(), PatternError> {
-    // Without the list, refuse at least every single-label base (`*.com`).
-    if base.contains('.') || base == "localhost" {
-        Ok(())
-    } else {
-        Err(PatternError::PublicSuffixWildcard(base.to_owned()))
     }
 }
 
@@ -660,10 +683,19 @@ impl Serialize for ReferrerPattern {
     }
 }
 
+/// An admin's pattern (JSON, with the `validation` feature: [`ReferrerPattern::parse`]), or a
+/// canonical one ([`ReferrerPattern::decode`]): a binary encoding, or any format in a build
+/// without the feature.
 impl<'de> Deserialize<'de> for ReferrerPattern {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[cfg(feature = "validation")]
+        let create = d.is_human_readable();
         let s = String::deserialize(d)?;
-        ReferrerPattern::parse(&s).map_err(serde::de::Error::custom)
+        #[cfg(feature = "validation")]
+        if create {
+            return ReferrerPattern::parse(&s).map_err(serde::de::Error::custom);
+        }
+        ReferrerPattern::decode(&s).map_err(serde::de::Error::custom)
     }
 }
 

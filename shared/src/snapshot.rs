@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::eval::{Lookup, SnapshotView};
 use crate::key::KeyHash;
 use crate::policy::{KeyRecord, ProjectPolicy};
+use crate::record::{self, Entry, WireProject, WireRecord};
 
 /// The format version this crate writes and reads.
 pub const FORMAT_VERSION: u16 = 1;
@@ -171,6 +172,47 @@ pub struct Shard {
     pub index: u32,
     /// Records, sorted by hash.
     pub records: Vec<KeyRecord>,
+}
+
+/// [`Manifest`] as read from the wire: project policies are checked one by one.
+#[derive(Deserialize)]
+struct WireManifest {
+    format: u16,
+    version: u64,
+    issued_at_ms: i64,
+    valid_until_ms: i64,
+    shard_bits: u8,
+    key_count: u64,
+    shard_digests: Vec<Digest32>,
+    projects: Vec<WireProject>,
+}
+
+/// [`Shard`] as read from the wire: records are checked one by one.
+#[derive(Deserialize)]
+struct WireShard {
+    format: u16,
+    shard_bits: u8,
+    index: u32,
+    records: Vec<WireRecord>,
+}
+
+/// A shard that matched its manifest digest, its records decoded one by one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedShard {
+    /// The shard's index.
+    pub index: u32,
+    /// Records by hash, in the shard's order (sorted by hash).
+    pub entries: Vec<(KeyHash, Entry)>,
+}
+
+impl VerifiedShard {
+    /// The records this build could not decode: `(key_id, reason)`.
+    pub fn unusable(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().filter_map(|(_, e)| match e {
+            Entry::Unusable { key_id, reason } => Some((key_id.as_str(), reason.as_str())),
+            Entry::Usable(_) => None,
+        })
+    }
 }
 
 /// The JSON wire form of a signed manifest.
@@ -385,8 +427,12 @@ pub fn parse_public_key(b64: &str) -> Result<VerifyingKey, SnapshotError> {
 /// A manifest whose signature, version and validity were checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedManifest {
+    /// With the project policies that decoded; the others are in `unusable_projects`.
     manifest: Manifest,
     key_id: String,
+    /// `(project_id, reason)` of each policy this build could not decode: their keys are
+    /// refused with `key_unavailable`.
+    unusable_projects: Vec<(String, String)>,
 }
 
 impl VerifiedManifest {
@@ -397,6 +443,10 @@ impl VerifiedManifest {
     /// The id of the key that signed it.
     pub fn key_id(&self) -> &str {
         &self.key_id
+    }
+    /// `(project_id, reason)` of each project policy this build could not decode.
+    pub fn unusable_projects(&self) -> &[(String, String)] {
+        &self.unusable_projects
     }
     /// The snapshot version.
     pub fn version(&self) -> u64 {
@@ -416,7 +466,7 @@ impl VerifiedManifest {
     }
 
     /// Checks a shard's bytes against the manifest and decodes it.
-    pub fn verify_shard(&self, index: u32, bytes: &[u8]) -> Result<Shard, SnapshotError> {
+    pub fn verify_shard(&self, index: u32, bytes: &[u8]) -> Result<VerifiedShard, SnapshotError> {
         self.verify_shard_hashed(index, bytes, Digest32::of(bytes))
     }
 
@@ -428,14 +478,14 @@ impl VerifiedManifest {
         index: u32,
         bytes: &[u8],
         sha256: Digest32,
-    ) -> Result<Shard, SnapshotError> {
+    ) -> Result<VerifiedShard, SnapshotError> {
         let expected = self
             .shard_digest(index)
             .ok_or(SnapshotError::ShardMisplaced { index })?;
         if sha256 != expected {
             return Err(SnapshotError::ShardDigestMismatch { index });
         }
-        let shard: Shard =
+        let shard: WireShard =
             postcard::from_bytes(bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
         if shard.format != FORMAT_VERSION {
             return Err(SnapshotError::UnsupportedFormat(shard.format));
@@ -446,11 +496,18 @@ impl VerifiedManifest {
             && shard
                 .records
                 .iter()
-                .all(|r| shard_index(&r.hash, bits) == index);
+                .all(|r| shard_index(&r.hash(), bits) == index);
         if !in_place {
             return Err(SnapshotError::ShardMisplaced { index });
         }
-        Ok(shard)
+        Ok(VerifiedShard {
+            index,
+            entries: shard
+                .records
+                .into_iter()
+                .map(|w| (w.hash(), record::decode_record(w)))
+                .collect(),
+        })
     }
 }
 
@@ -484,8 +541,26 @@ pub fn verify_snapshot(
     msg.extend_from_slice(&bytes);
     key.verify(&msg, &Signature::from_bytes(&sig_bytes))
         .map_err(|_| SnapshotError::BadSignature)?;
-    let manifest: Manifest =
+    let wire: WireManifest =
         postcard::from_bytes(&bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+    let mut projects = Vec::with_capacity(wire.projects.len());
+    let mut unusable_projects = Vec::new();
+    for p in wire.projects {
+        match record::decode_project(p) {
+            Ok(p) => projects.push(p),
+            Err(bad) => unusable_projects.push(bad),
+        }
+    }
+    let manifest = Manifest {
+        format: wire.format,
+        version: wire.version,
+        issued_at_ms: wire.issued_at_ms,
+        valid_until_ms: wire.valid_until_ms,
+        shard_bits: wire.shard_bits,
+        key_count: wire.key_count,
+        shard_digests: wire.shard_digests,
+        projects,
+    };
     if manifest.format != FORMAT_VERSION {
         return Err(SnapshotError::UnsupportedFormat(manifest.format));
     }
@@ -517,6 +592,7 @@ pub fn verify_snapshot(
     Ok(VerifiedManifest {
         manifest,
         key_id: signed.key_id,
+        unusable_projects,
     })
 }
 
@@ -543,7 +619,7 @@ impl Hasher for KeyHashHasher {
 }
 
 /// A map from key hash to record.
-pub type KeyMap = HashMap<KeyHash, KeyRecord, BuildHasherDefault<KeyHashHasher>>;
+pub type KeyMap = HashMap<KeyHash, Entry, BuildHasherDefault<KeyHashHasher>>;
 
 /// FNV-1a, for the project map: its keys come from the signed snapshot, not from requests, so
 /// a keyed hash buys nothing, and this is several times faster on short ids.
@@ -577,6 +653,8 @@ type ProjectMap = HashMap<String, ProjectPolicy, BuildHasherDefault<ProjectIdHas
 pub struct SnapshotIndex {
     manifest: Arc<VerifiedManifest>,
     projects: Arc<ProjectMap>,
+    /// Ids of the projects whose policy did not decode.
+    unusable_projects: Arc<Vec<String>>,
     shards: Vec<Option<Arc<KeyMap>>>,
     loaded: u32,
 }
@@ -591,9 +669,15 @@ impl SnapshotIndex {
             .map(|p| (p.project_id.clone(), p.clone()))
             .collect();
         let shards = vec![None; manifest.manifest.shard_digests.len()];
+        let unusable_projects = manifest
+            .unusable_projects
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect();
         SnapshotIndex {
             manifest: Arc::new(manifest),
             projects: Arc::new(projects),
+            unusable_projects: Arc::new(unusable_projects),
             shards,
             loaded: 0,
         }
@@ -622,6 +706,12 @@ impl SnapshotIndex {
         Ok(())
     }
 
+    /// [`load_shard_hashed`](Self::load_shard_hashed) for a shard the caller verified already
+    /// (to log its unusable records before it joins the index).
+    pub fn insert_shard(&mut self, shard: VerifiedShard) {
+        self.insert_verified(shard);
+    }
+
     /// Takes over the already-loaded shards of `previous` whose digest is unchanged, so a
     /// refresh only fetches what changed.
     pub fn adopt_unchanged(&mut self, previous: &SnapshotIndex) {
@@ -639,9 +729,9 @@ impl SnapshotIndex {
         }
     }
 
-    fn insert_verified(&mut self, shard: Shard) {
+    fn insert_verified(&mut self, shard: VerifiedShard) {
         let i = shard.index as usize;
-        let map: KeyMap = shard.records.into_iter().map(|r| (r.hash, r)).collect();
+        let map: KeyMap = shard.entries.into_iter().collect();
         if let Some(slot) = self.shards.get_mut(i) {
             if slot.is_none() {
                 self.loaded += 1;
@@ -665,13 +755,23 @@ impl SnapshotView for SnapshotIndex {
     fn key(&self, hash: &KeyHash) -> Lookup<'_> {
         let index = shard_index(hash, self.manifest.manifest.shard_bits);
         match self.shards.get(index as usize) {
-            Some(Some(map)) => map.get(hash).map_or(Lookup::Absent, Lookup::Found),
+            Some(Some(map)) => map.get(hash).map_or(Lookup::Absent, entry_lookup),
             Some(None) => Lookup::NotLoaded { shard: index },
             None => Lookup::Absent,
         }
     }
     fn project(&self, project_id: &str) -> Option<&ProjectPolicy> {
         self.projects.get(project_id)
+    }
+    fn project_unusable(&self, project_id: &str) -> bool {
+        !self.unusable_projects.is_empty() && self.unusable_projects.iter().any(|p| p == project_id)
+    }
+}
+
+fn entry_lookup(entry: &Entry) -> Lookup<'_> {
+    match entry {
+        Entry::Usable(r) => Lookup::Found(r),
+        Entry::Unusable { key_id, .. } => Lookup::Unusable { key_id },
     }
 }
 
@@ -690,12 +790,15 @@ impl MemoryView {
                 .into_iter()
                 .map(|p| (p.project_id.clone(), p))
                 .collect(),
-            keys: records.into_iter().map(|r| (r.hash, r)).collect(),
+            keys: records
+                .into_iter()
+                .map(|r| (r.hash, Entry::Usable(r)))
+                .collect(),
         }
     }
     /// Inserts or replaces a record.
     pub fn upsert_key(&mut self, record: KeyRecord) {
-        self.keys.insert(record.hash, record);
+        self.keys.insert(record.hash, Entry::Usable(record));
     }
     /// Inserts or replaces a project.
     pub fn upsert_project(&mut self, project: ProjectPolicy) {
@@ -709,7 +812,7 @@ impl MemoryView {
 
 impl SnapshotView for MemoryView {
     fn key(&self, hash: &KeyHash) -> Lookup<'_> {
-        self.keys.get(hash).map_or(Lookup::Absent, Lookup::Found)
+        self.keys.get(hash).map_or(Lookup::Absent, entry_lookup)
     }
     fn project(&self, project_id: &str) -> Option<&ProjectPolicy> {
         self.projects.get(project_id)

@@ -9,9 +9,9 @@ use core::num::{NonZeroU32, NonZeroU64};
 use common::{key, project, record, route, DAY, HOUR, T0};
 use keygate_shared::snapshot::{shard_index, verify_snapshot};
 use keygate_shared::{
-    admit, evaluate, Code, DefaultRoutePolicy, Environment, Evaluation, IpNet, KeyRecord, Kind,
-    LimitState, MemoryView, PlaintextKey, ProjectPolicy, Quota, QuotaPeriod, RateLimit,
-    ReferrerPattern, RequestFacts, Scope, SnapshotIndex, TrustedKeys, Verdict,
+    admit, evaluate, Code, DefaultRoutePolicy, Environment, EnvironmentRule, Evaluation, IpNet,
+    KeyRecord, Kind, LimitState, MemoryView, PlaintextKey, ProjectPolicy, Quota, QuotaPeriod,
+    RateLimit, ReferrerPattern, RequestFacts, Scope, SnapshotIndex, TrustedKeys, Verdict,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -89,7 +89,7 @@ fn bad_facts(key: &str) -> RequestFacts<'_> {
         ip: Some(ip("198.51.100.1")),
         method: Some("POST"),
         path: Some("/orders/1"),
-        required_environment: Some(Environment::Live),
+        environment: EnvironmentRule::Only(Environment::Live),
     }
 }
 
@@ -129,7 +129,7 @@ fn checks_run_in_contract_order() {
     expect(&r, &facts, Code::ExpiredKey);
     r.expires_at_ms = Some(T0 + 1);
     expect(&r, &facts, Code::EnvironmentNotAllowed);
-    facts.required_environment = Some(Environment::Test);
+    facts.environment = EnvironmentRule::Only(Environment::Test);
     expect(&r, &facts, Code::ReferrerNotAllowed);
     facts.origin = Some("https://shop.example.com");
     expect(&r, &facts, Code::IpNotAllowed);

@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 
 use keygate_shared::snapshot::{build_shards, verify_snapshot, Digest32, Manifest, FORMAT_VERSION};
 use keygate_shared::{
-    evaluate, Code, DefaultRoutePolicy, Environment, Evaluation, IpNet, KeyPrefix, KeyRecord, Kind,
-    LimitState, PlaintextKey, ProjectPolicy, Quota, QuotaPeriod, RateLimit, ReferrerPattern,
-    RequestFacts, Route, Scope, SnapshotIndex, SnapshotSigner, TrustedKeys,
+    evaluate, Code, DefaultRoutePolicy, Environment, EnvironmentRule, Evaluation, IpNet, KeyPrefix,
+    KeyRecord, Kind, LimitState, PlaintextKey, ProjectPolicy, Quota, QuotaPeriod, RateLimit,
+    ReferrerPattern, RequestFacts, Route, Scope, SnapshotIndex, SnapshotSigner, TrustedKeys,
 };
 use serde::{Deserialize, Serialize};
 
@@ -862,7 +862,9 @@ fn stored_verdicts() {
             ip,
             method: fact.method.as_deref(),
             path: fact.path.as_deref(),
-            required_environment: fact.required_environment,
+            environment: fact
+                .required_environment
+                .map_or(EnvironmentRule::Any, EnvironmentRule::Only),
         };
         let mut counters = LimitState::default();
         for _ in 0..fact.preceding_requests {

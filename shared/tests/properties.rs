@@ -621,8 +621,8 @@ proptest! {
         let mut total = 0;
         for (i, s) in shards.shards.iter().enumerate() {
             let shard = index.manifest().verify_shard(i as u32, &s.bytes).expect("shard verifies");
-            total += shard.records.len();
-            prop_assert!(shard.records.windows(2).all(|w| w[0].hash < w[1].hash));
+            total += shard.entries.len();
+            prop_assert!(shard.entries.windows(2).all(|w| w[0].0 < w[1].0));
             index.load_shard(i as u32, &s.bytes).expect("shard loads");
         }
         prop_assert_eq!(total, records.len());
