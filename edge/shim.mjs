@@ -30,6 +30,8 @@ function recover(e) {
 
 // Must match FORWARD_STRIPPED in edge/src/request.rs (a test checks).
 const FORWARD_STRIPPED = ["Proxy-Authorization"];
+// Must match `is_keygate_header` in edge/src/request.rs.
+const KEYGATE_HEADER = /^keygate[-_]/i;
 
 function originUnreachable() {
   const body = JSON.stringify({
@@ -72,9 +74,15 @@ export default {
     }
     const [source, target, keyId, projectId, environment, signature] = plan.split("\n");
     const headers = new Headers(h);
-    headers.delete(source === "authorization" ? "Authorization" : "X-API-Key");
+    // The key leaves with all three of its places (the query parameter is gone from `target`).
+    if (source === "authorization") headers.delete("Authorization");
+    headers.delete("X-API-Key");
     for (const name of FORWARD_STRIPPED) headers.delete(name);
-    // `set` replaces any value a client sent, so these cannot be forged.
+    // No client-sent header in the edge's namespace reaches the origin, in either spelling
+    // (CGI-style origins fold `Keygate_X` and `Keygate-X` into one variable).
+    for (const name of [...headers.keys()]) {
+      if (KEYGATE_HEADER.test(name)) headers.delete(name);
+    }
     headers.set("Keygate-Key-Id", keyId);
     headers.set("Keygate-Project-Id", projectId);
     headers.set("Keygate-Environment", environment);

@@ -1,10 +1,7 @@
 //! Configuration. Nothing global: every `Application` gets its own `Config`, so tests and the
 //! end-to-end suite can run many control planes side by side.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-
-use keygate_shared::Environment;
 
 use crate::clock::Clock;
 
@@ -72,7 +69,7 @@ pub struct Config {
     /// How long a signed snapshot stays valid.
     pub snapshot_validity_seconds: i64,
     /// `/v1/verify`'s `host` to the environment it serves.
-    pub host_environments: HashMap<String, Environment>,
+    pub host_environments: keygate_shared::HostEnvironments,
     /// The clock (system in production; manual in tests).
     pub clock: Clock,
     /// HTTP workers; `None` = one per core.
@@ -135,7 +132,7 @@ impl Config {
             jwt_secret: None,
             session_ttl_seconds: DEFAULT_SESSION_TTL_SECONDS,
             snapshot_validity_seconds: DEFAULT_SNAPSHOT_VALIDITY_SECONDS,
-            host_environments: HashMap::new(),
+            host_environments: keygate_shared::HostEnvironments::default(),
             clock: Clock::system(),
             workers: None,
             db_pool_size: None,
@@ -172,11 +169,8 @@ impl Config {
                 parse_positive("KEYGATE_SNAPSHOT_VALIDITY_SECONDS", &v)?;
         }
         if let Some(v) = var("KEYGATE_HOST_ENVIRONMENTS") {
-            self.host_environments = serde_json::from_str(&v).map_err(|e| {
-                anyhow::anyhow!(
-                    "KEYGATE_HOST_ENVIRONMENTS must be a JSON object such as {{\"api.example.com\":\"live\"}}: {e}"
-                )
-            })?;
+            self.host_environments = keygate_shared::HostEnvironments::from_json(&v)
+                .map_err(|e| anyhow::anyhow!("KEYGATE_HOST_ENVIRONMENTS {e}"))?;
         }
         if let Some(v) = var("KEYGATE_DB_POOL_SIZE") {
             self.db_pool_size = Some(

@@ -182,6 +182,14 @@ impl SnapshotService {
             .iter()
             .map(keys::record_from_row)
             .collect::<Result<Vec<KeyRecord>, _>>()?;
+        // Never publish what the edge's decoder would refuse: name the key instead. The API
+        // refuses such keys when they are written; this catches rows written otherwise.
+        for r in &records {
+            keygate_shared::record::edge_round_trip(r).map_err(ApiError::internal)?;
+        }
+        for p in &projects {
+            keygate_shared::record::edge_round_trip_project(p).map_err(ApiError::internal)?;
+        }
         let built = build_shards(records, None).map_err(ApiError::internal)?;
         let shards: ShardSet = built
             .shards

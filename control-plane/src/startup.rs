@@ -72,11 +72,7 @@ impl Application {
             clock: config.clock.clone(),
             jwt: JwtKeys::new(&jwt_secret),
             session_ttl_ms: config.session_ttl_seconds * 1000,
-            host_environments: config
-                .host_environments
-                .iter()
-                .map(|(h, e)| (h.to_ascii_lowercase(), *e))
-                .collect::<HashMap<_, _>>(),
+            host_environments: config.host_environments.clone(),
             snapshots: SnapshotService::new(
                 config.data_dir.clone(),
                 config.snapshot_validity_seconds,

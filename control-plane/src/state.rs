@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use keygate_shared::{Environment, LimitState};
+use keygate_shared::LimitState;
 
 use crate::auth::{JwtKeys, TokenCache};
 use crate::clock::Clock;
@@ -24,7 +24,7 @@ pub struct AppState {
     /// Session lifetime.
     pub session_ttl_ms: i64,
     /// `/v1/verify` host to environment.
-    pub host_environments: HashMap<String, Environment>,
+    pub host_environments: keygate_shared::HostEnvironments,
     /// Snapshot publishing.
     pub snapshots: SnapshotService,
     /// Rate-limit and quota counters of `/v1/verify`, per key id, in this process only.

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use diesel::prelude::*;
 
 use keygate_shared::{
-    evaluate, Code, Environment, Evaluation, KeyHash, KeyRecord, LimitInfo, Lookup, ProjectPolicy,
-    RequestFacts, Scope, SnapshotView,
+    evaluate, Code, Environment, EnvironmentRule, Evaluation, KeyHash, KeyRecord, LimitInfo,
+    Lookup, ProjectPolicy, RequestFacts, Scope, SnapshotView,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -102,7 +102,7 @@ impl VerifyResponse {
 struct Facts {
     ip: Option<IpAddr>,
     path: Option<String>,
-    required_environment: Option<Environment>,
+    environment: EnvironmentRule,
 }
 
 fn check(req: &VerifyRequest, state: &AppState) -> Result<Facts, ApiError> {
@@ -115,29 +115,42 @@ fn check(req: &VerifyRequest, state: &AppState) -> Result<Facts, ApiError> {
                 .map_err(|_| ApiError::validation("ip", format!("{s:?} is not an IP address")))
         })
         .transpose()?;
+    // Seen as the edge sees it: the Workers runtime parses the request URL first (WHATWG:
+    // dot segments resolved and clamped at the root, `\` read as `/`), then the edge
+    // normalises what is left with the shared function.
     let path = match req.path.as_deref() {
         None => None,
-        Some(p) if p.starts_with('/') => Some(p.split(['?', '#']).next().unwrap_or(p).to_owned()),
-        Some(_) => return Err(ApiError::validation("path", "must start with /")),
+        Some(p) => {
+            let p = p.split(['?', '#']).next().unwrap_or(p);
+            if !p.starts_with('/') {
+                return Err(ApiError::validation("path", "must start with /"));
+            }
+            let parsed = url::Url::parse(&format!("http://verify.invalid{p}"))
+                .map_err(|e| ApiError::validation("path", e.to_string()))?;
+            Some(
+                keygate_shared::path::normalize(parsed.path())
+                    .map_err(|e| ApiError::BadRequest {
+                        code: "invalid_path",
+                        detail: format!("path: {e}"),
+                    })?
+                    .into_owned(),
+            )
+        }
     };
     if let Some(m) = &req.method {
         if m.is_empty() || m.len() > 32 || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
             return Err(ApiError::validation("method", "is not an HTTP method"));
         }
     }
-    let required_environment = req.host.as_deref().and_then(|h| {
-        let host = h.trim().to_ascii_lowercase();
-        let bare = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
-        state
-            .host_environments
-            .get(&host)
-            .or_else(|| state.host_environments.get(bare))
-            .copied()
-    });
+    // A request without `host` asks about the key alone: no host rule applies.
+    let environment = match req.host.as_deref() {
+        None => EnvironmentRule::Any,
+        Some(h) => state.host_environments.rule_for(Some(h)),
+    };
     Ok(Facts {
         ip,
         path,
-        required_environment,
+        environment,
     })
 }
 
@@ -223,7 +236,7 @@ pub fn verify(state: &AppState, req: &VerifyRequest) -> Result<VerifyResponse, A
         ip: facts.ip,
         method: req.method.as_deref(),
         path: facts.path.as_deref(),
-        required_environment: facts.required_environment,
+        environment: facts.environment,
     };
     let verdict = match evaluate(&view, &request, now, None) {
         Evaluation::Done(v) => v,

@@ -1,9 +1,12 @@
 //! The Worker's configuration, read once per isolate from its vars and secrets.
 
-use std::collections::HashMap;
-
 use keygate_shared::origin::OriginSigner;
-use keygate_shared::{Environment, TrustedKeys};
+use keygate_shared::{EnvironmentRule, HostEnvironments, TrustedKeys};
+
+/// How long a snapshot the control plane has not confirmed keeps deciding when
+/// `SNAPSHOT_MAX_STALENESS_SECONDS` is unset: during that long a key revoked while the edge
+/// cannot reach the control plane still works; after it, the edge answers 503.
+pub const DEFAULT_MAX_STALENESS_SECONDS: f64 = 600.0;
 
 /// Parsed configuration.
 #[derive(Debug, Clone)]
@@ -16,10 +19,12 @@ pub struct EdgeConfig {
     pub refresh_ms: i64,
     /// Optional bound on how long ago the snapshot was last confirmed by the control plane
     /// (`SNAPSHOT_MAX_STALENESS_SECONDS`); past it the edge fails closed even inside the
-    /// snapshot's own validity. Unset or 0: only the validity window applies.
+    /// snapshot's own validity. Unset: [`DEFAULT_MAX_STALENESS_SECONDS`]; 0: only the validity
+    /// window applies.
     pub max_staleness_ms: Option<i64>,
-    /// Hostnames limited to one environment (`HOST_ENVIRONMENTS`, JSON object).
-    pub host_environments: HashMap<String, Environment>,
+    /// Hostnames limited to one environment (`HOST_ENVIRONMENTS`, JSON object); once any is
+    /// listed, other hosts are refused.
+    pub host_environments: HostEnvironments,
     /// How often usage counts are posted (`USAGE_FLUSH_SECONDS`, default 10).
     pub usage_flush_ms: i64,
     /// Token with the `edge` role (`EDGE_TOKEN`).
@@ -82,19 +87,25 @@ impl EdgeConfig {
                 return Err(err(name, "must be an http(s) URL"));
             }
         }
-        let host_environments = match get("HOST_ENVIRONMENTS").filter(|v| !v.trim().is_empty()) {
-            None => HashMap::new(),
-            Some(json) => {
-                let raw: HashMap<String, Environment> =
-                    serde_json::from_str(&json).map_err(|e| {
-                        err(
-                            "HOST_ENVIRONMENTS",
-                            format!("must be a JSON object of host to \"live\"|\"test\": {e}"),
-                        )
-                    })?;
-                raw.into_iter()
-                    .map(|(h, e)| (h.to_ascii_lowercase(), e))
-                    .collect()
+        // Snapshots and the edge token travel on this link: whoever could read or answer it in
+        // plain text could replay an older snapshot or answer 304 forever.
+        if !control_plane_url.starts_with("https://") && !is_loopback_url(&control_plane_url) {
+            return Err(err(
+                "CONTROL_PLANE_URL",
+                "must be https (plain http only to a loopback address, for local runs)",
+            ));
+        }
+        let host_environments =
+            HostEnvironments::from_json(&get("HOST_ENVIRONMENTS").unwrap_or_default())
+                .map_err(|e| err("HOST_ENVIRONMENTS", e))?;
+        let sign_v1 = match get("ORIGIN_SIGNATURE_V1").as_deref().map(str::trim) {
+            None | Some("" | "false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(v) => {
+                return Err(err(
+                    "ORIGIN_SIGNATURE_V1",
+                    format!("{v:?} is not true or false"),
+                ))
             }
         };
         let trusted_keys = TrustedKeys::from_base64url_list(&required("SNAPSHOT_PUBLIC_KEYS")?)
@@ -102,8 +113,11 @@ impl EdgeConfig {
         if trusted_keys.is_empty() {
             return Err(err("SNAPSHOT_PUBLIC_KEYS", "lists no key"));
         }
-        let max_staleness_ms =
-            Some(seconds("SNAPSHOT_MAX_STALENESS_SECONDS", 0.0)?).filter(|&s| s > 0);
+        let max_staleness_ms = Some(seconds(
+            "SNAPSHOT_MAX_STALENESS_SECONDS",
+            DEFAULT_MAX_STALENESS_SECONDS,
+        )?)
+        .filter(|&s| s > 0);
         Ok(EdgeConfig {
             control_plane_url,
             origin_url,
@@ -113,28 +127,44 @@ impl EdgeConfig {
             usage_flush_ms: seconds("USAGE_FLUSH_SECONDS", 10.0)?,
             edge_token: required("EDGE_TOKEN")?,
             trusted_keys,
-            origin_signer: OriginSigner::new(required("ORIGIN_HMAC_SECRET")?.as_bytes()),
+            origin_signer: OriginSigner::new(required("ORIGIN_HMAC_SECRET")?.as_bytes())
+                .with_v1(sign_v1),
         })
     }
 
-    /// The environment a host is limited to, if any. The port is ignored.
-    pub fn environment_for_host(&self, host: &str) -> Option<Environment> {
-        if self.host_environments.is_empty() {
-            return None;
-        }
-        let name = host
-            .rsplit_once(':')
-            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(host, |(h, _)| h);
-        self.host_environments
-            .get(&name.to_ascii_lowercase())
-            .copied()
+    /// Which environments a request to `host` may use.
+    pub fn environment_for_host(&self, host: Option<&str>) -> EnvironmentRule {
+        self.host_environments.rule_for(host)
     }
+}
+
+/// Whether a URL's host is a loopback address (`127.0.0.0/8`, `[::1]`, `localhost`).
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
+    let host = if authority.starts_with('[') {
+        authority
+            .split(']')
+            .next()
+            .map(|h| &h[1..])
+            .unwrap_or_default()
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keygate_shared::Environment;
+    use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs
@@ -164,15 +194,18 @@ mod tests {
         assert_eq!(cfg.control_plane_url, "http://127.0.0.1:8080");
         assert_eq!(cfg.refresh_ms, 500);
         assert_eq!(
-            cfg.environment_for_host("api.example.com:443"),
-            Some(Environment::Live)
+            cfg.environment_for_host(Some("api.example.com:443")),
+            EnvironmentRule::Only(Environment::Live)
         );
         assert_eq!(
-            cfg.environment_for_host("sandbox.example.com"),
-            Some(Environment::Test)
+            cfg.environment_for_host(Some("sandbox.example.com")),
+            EnvironmentRule::Only(Environment::Test)
         );
-        assert_eq!(cfg.environment_for_host("other.example.com"), None);
-        assert_eq!(cfg.max_staleness_ms, None);
+        assert_eq!(
+            cfg.environment_for_host(Some("keygate-edge.acme.workers.dev")),
+            EnvironmentRule::Unmapped
+        );
+        assert_eq!(cfg.max_staleness_ms, Some(600_000));
 
         let missing: Vec<_> = base
             .iter()
@@ -192,5 +225,36 @@ mod tests {
             EdgeConfig::from_lookup(lookup(&bad)).expect_err("bad").name,
             "SNAPSHOT_REFRESH_SECONDS"
         );
+    }
+
+    #[test]
+    fn the_control_plane_is_reached_over_https_except_on_loopback() {
+        let with = |url: &str| {
+            let mut pairs = vec![
+                ("ORIGIN_URL", "https://origin.example.com"),
+                ("EDGE_TOKEN", "tok"),
+                ("SNAPSHOT_PUBLIC_KEYS", PK),
+                ("ORIGIN_HMAC_SECRET", "s"),
+            ];
+            pairs.push(("CONTROL_PLANE_URL", url));
+            EdgeConfig::from_lookup(lookup(&pairs)).map(|_| ())
+        };
+        for ok in [
+            "https://keygate.example.com",
+            "http://127.0.0.1:8080",
+            "http://127.9.0.1",
+            "http://[::1]:8080/",
+            "http://localhost:8080",
+        ] {
+            assert_eq!(with(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://keygate.example.com",
+            "http://10.0.0.1:8080",
+            "http://127.0.0.1.evil.example",
+            "http://localhost@evil.example",
+        ] {
+            assert_eq!(with(bad).expect_err(bad).name, "CONTROL_PLANE_URL", "{bad}");
+        }
     }
 }

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use keygate_shared::snapshot::{verify_snapshot, Digest32};
+use keygate_shared::snapshot::{signed_version, verify_snapshot, Digest32};
 use keygate_shared::SnapshotIndex;
 use wasm_bindgen::prelude::*;
 use worker::js_sys::{Promise, Uint8Array};
@@ -53,7 +53,15 @@ struct HolderState {
     last_failed: bool,
     /// When the running load for requests with nothing usable started.
     loading_since: Option<i64>,
+    /// Ids of keys whose snapshot record this build could not decode, as last seen (at most
+    /// [`MAX_UNUSABLE_LISTED`]), and how many were seen in all: refused alone, reported by the
+    /// status endpoint.
+    unusable_keys: Vec<String>,
+    unusable_seen: u64,
 }
+
+/// How many unusable key ids the status endpoint lists.
+pub const MAX_UNUSABLE_LISTED: usize = 100;
 
 thread_local! {
     static STATE: RefCell<HolderState> = RefCell::new(HolderState::default());
@@ -375,6 +383,11 @@ fn install(mut index: SnapshotIndex, etag: Option<String>, now_ms: i64) {
             index.manifest().version(),
             index.manifest().manifest().key_count
         );
+        for (project_id, reason) in index.manifest().unusable_projects() {
+            console_error!(
+                "keygate-edge: project {project_id} cannot be used by this build, its keys are refused (key_unavailable): {reason}"
+            );
+        }
         s.held = Some(Held {
             index: Rc::new(index),
             etag,
@@ -393,7 +406,15 @@ pub async fn refresh(cfg: &EdgeConfig, env: &Env, now_ms: i64) {
             s.held.as_ref().map(|h| h.index.manifest().version()),
         )
     });
-    let outcome = match fetch_snapshot(cfg, etag.as_deref()).await {
+    // A cold isolate holds nothing to compare an offered snapshot with: the KV copy's version,
+    // read alongside the control plane's answer, is its floor.
+    let (fetched, floor) = if held.is_none() {
+        futures_util::future::join(fetch_snapshot(cfg, etag.as_deref()), kv_floor(cfg, env)).await
+    } else {
+        (fetch_snapshot(cfg, etag.as_deref()).await, None)
+    };
+    let held = held.max(floor);
+    let outcome = match fetched {
         Ok(Fetched::NotModified) => {
             STATE.with(|s| {
                 if let Some(h) = s.borrow_mut().held.as_mut() {
@@ -425,6 +446,13 @@ pub async fn refresh(cfg: &EdgeConfig, env: &Env, now_ms: i64) {
         s.refreshing = false;
         s.last_failed = failed;
     });
+}
+
+/// The version of the KV copy of the snapshot, when its signature verifies (whatever its age).
+async fn kv_floor(cfg: &EdgeConfig, env: &Env) -> Option<u64> {
+    let kv = env.kv("SNAPSHOT_KV").ok()?;
+    let bytes = kv.get(KV_SNAPSHOT).bytes().await.ok()??;
+    signed_version(&bytes, &cfg.trusted_keys).ok()
 }
 
 async fn load_from_kv(cfg: &EdgeConfig, env: &Env, now_ms: i64) {
@@ -486,9 +514,13 @@ pub async fn load_shard(
             Digest32::of(&bytes)
         }
     };
-    let mut mine = (*index).clone();
-    mine.load_shard_hashed(shard, &bytes, sha256)
+    let verified = index
+        .manifest()
+        .verify_shard_hashed(shard, &bytes, sha256)
         .map_err(|e| format!("shard refused: {e}"))?;
+    note_unusable(&verified);
+    let mut mine = (*index).clone();
+    mine.insert_shard(verified);
     let updated = STATE.with(|s| {
         let mut s = s.borrow_mut();
         let held = s.held.as_mut()?;
@@ -506,6 +538,40 @@ pub async fn load_shard(
         Some(Rc::clone(&held.index))
     });
     Ok(updated.unwrap_or_else(|| Rc::new(mine)))
+}
+
+/// Logs each record of a shard that this build cannot decode (refused alone, with
+/// `key_unavailable`) and keeps its id for the status endpoint.
+fn note_unusable(shard: &keygate_shared::snapshot::VerifiedShard) {
+    let bad: Vec<(&str, &str)> = shard.unusable().collect();
+    if bad.is_empty() {
+        return;
+    }
+    for (key_id, reason) in &bad {
+        console_error!(
+            "keygate-edge: key {key_id} in shard {} cannot be used by this build and is refused (key_unavailable): {reason}",
+            shard.index
+        );
+    }
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        s.unusable_seen += bad.len() as u64;
+        for (key_id, _) in bad {
+            if !s.unusable_keys.iter().any(|k| k == key_id)
+                && s.unusable_keys.len() < MAX_UNUSABLE_LISTED
+            {
+                s.unusable_keys.push(key_id.to_owned());
+            }
+        }
+    });
+}
+
+/// Key ids refused as unusable (at most [`MAX_UNUSABLE_LISTED`]), and how many records were.
+pub fn unusable_keys() -> (Vec<String>, u64) {
+    STATE.with(|s| {
+        let s = s.borrow();
+        (s.unusable_keys.clone(), s.unusable_seen)
+    })
 }
 
 /// The scheduled job: copies the current snapshot and its shards into KV, so a cold isolate can

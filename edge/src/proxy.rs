@@ -122,7 +122,11 @@ async fn handle_inner(
 ) -> Result<Response> {
     let now = now_ms();
     let url = req.url()?;
-    let path = url.path().to_owned();
+    // Decided and forwarded on the path the origin will route (docs/edge.md, "Paths").
+    let path = match keygate_shared::path::normalize(url.path()) {
+        Ok(p) => p.into_owned(),
+        Err(e) => return invalid_path(e),
+    };
     let query = url.query().map(str::to_owned);
     let method = req.method();
     let h = req.headers();
@@ -149,10 +153,7 @@ async fn handle_inner(
     let ip: Option<IpAddr> = h
         .get("CF-Connecting-IP")?
         .and_then(|v| v.trim().parse().ok());
-    let host = h
-        .get("Host")?
-        .or_else(|| url.host_str().map(str::to_owned))
-        .unwrap_or_default();
+    let host = h.get("Host")?.or_else(|| url.host_str().map(str::to_owned));
     let method_s = method.to_string();
     let facts = RequestFacts {
         key: Some(&key),
@@ -161,7 +162,7 @@ async fn handle_inner(
         ip,
         method: Some(&method_s),
         path: Some(&path),
-        required_environment: cfg.environment_for_host(&host),
+        environment: cfg.environment_for_host(host.as_deref()),
     };
 
     let mut index: Rc<SnapshotIndex> = match holder::plan(cfg, now) {
@@ -230,25 +231,34 @@ async fn handle_inner(
         );
     };
 
-    // Forward, with the key removed from where it was. Copying the header list in one call and
-    // deleting a few names keeps the hot path to a handful of crossings into JavaScript.
+    // Forward, with the key removed from all three places whichever it was taken from, and no
+    // client-sent `Keygate-*` header. Copying the header list in one call and deleting a few
+    // names keeps the hot path to a handful of crossings into JavaScript.
     let fwd = Headers(web_sys::Headers::new_with_headers(
         req.inner().headers().as_ref(),
     )?);
-    match source {
-        KeySource::Authorization => fwd.delete("Authorization")?,
-        KeySource::ApiKeyHeader => fwd.delete("X-API-Key")?,
-        KeySource::Query => {}
+    if source == KeySource::Authorization {
+        fwd.delete("Authorization")?;
     }
     for name in request::FORWARD_STRIPPED {
         fwd.delete(name)?;
     }
-    let fwd_query = match source {
-        KeySource::Query => query.as_deref().and_then(request::strip_key_param),
-        _ => query.clone(),
-    };
-    let (target, signature) =
-        signed_target(cfg, &path, fwd_query.as_deref(), &method_s, &key_id, now);
+    let client_keygate: Vec<String> = fwd
+        .keys()
+        .filter(|n| request::is_keygate_header(n))
+        .collect();
+    for name in client_keygate {
+        fwd.delete(&name)?;
+    }
+    let fwd_query = query.as_deref().and_then(request::strip_key_param);
+    let (target, signature) = signed_target(
+        cfg,
+        &path,
+        fwd_query.as_deref(),
+        &method_s,
+        (&key_id, &project_id, environment),
+        now,
+    );
     // `set` replaces any value a client sent, so these cannot be forged.
     fwd.set("Keygate-Key-Id", &key_id)?;
     fwd.set("Keygate-Project-Id", &project_id)?;
@@ -397,6 +407,15 @@ fn refuse(
     to_response(answer)
 }
 
+fn invalid_path(e: keygate_shared::path::PathError) -> Result<Response> {
+    problem(
+        400,
+        "invalid_path",
+        "Invalid path",
+        &format!("The request path cannot be normalised safely: {e}."),
+    )
+}
+
 fn unavailable(origin: Option<&str>, referer: Option<&str>) -> Result<Response> {
     let cors = respond::cors_allowed(origin, referer, None);
     refuse(Code::SnapshotUnavailable, None, origin, cors)
@@ -502,6 +521,9 @@ async fn internal_endpoint(
                 "loaded_shards": i.loaded_shards(),
                 "issued_at_ms": m.manifest().issued_at_ms,
                 "valid_until_ms": m.manifest().valid_until_ms,
+                "unusable_keys": holder::unusable_keys().0,
+                "unusable_records_seen": holder::unusable_keys().1,
+                "unusable_projects": m.unusable_projects().iter().map(|(id, _)| id).collect::<Vec<_>>(),
             })
         }
         None => serde_json::json!({ "version": null }),
@@ -514,28 +536,34 @@ fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The origin URL of a forwarded request and its `Keygate-Signature`, which covers the path
-/// the origin receives.
+/// The origin URL of a forwarded request and its `Keygate-Signature` (version 2: the method,
+/// the path and query the origin receives, the key, its project and environment).
 fn signed_target(
     cfg: &EdgeConfig,
     path: &str,
     query: Option<&str>,
     method: &str,
-    key_id: &str,
+    (key_id, project_id, environment): (&str, &str, &str),
     now: i64,
 ) -> (String, String) {
     let target = request::forward_url(&cfg.origin_url, path, query);
     let signature = cfg.origin_signer.sign(
         now.div_euclid(1000),
-        method,
-        request::url_path(&target),
-        key_id,
+        &keygate_shared::origin::Signed {
+            method,
+            path_and_query: request::url_path_and_query(&target),
+            key_id,
+            project_id,
+            environment,
+        },
     );
     (target, signature)
 }
 
 /// How the entry module forwards a request that [`fast_forward`] accepted: newline-separated
-/// `source` (`authorization` or `x-api-key`: the header to remove), the origin URL, the key id,
+/// `source` (`authorization` when that header held the key and is removed; `X-API-Key` and
+/// client-sent `Keygate-*` headers are removed in any case), the origin URL (without any `key`
+/// query parameter), the key id,
 /// the project id, the environment and the `Keygate-Signature` value.
 pub type ForwardPlan = String;
 
@@ -563,8 +591,10 @@ pub fn fast_forward(
     }
     let now = now_ms();
     let index = holder::decidable(&cfg, now)?;
-    // The runtime hands over a normalised absolute URL, so its path and query are plain slices.
-    let (path, query) = request::split_normalised_url(url)?;
+    // The runtime hands over an absolute URL, so its path and query are plain slices.
+    let (raw_path, query) = request::split_normalised_url(url)?;
+    // A path that cannot be normalised is refused by the full handler.
+    let path = keygate_shared::path::normalize(raw_path).ok()?;
     if path == STATUS_PATH || path == SYNC_PATH {
         return None;
     }
@@ -578,8 +608,8 @@ pub fn fast_forward(
         referer: referer_h,
         ip,
         method: Some(method),
-        path: Some(path),
-        required_environment: cfg.environment_for_host(host),
+        path: Some(&path),
+        environment: cfg.environment_for_host(Some(host)),
     };
     let Evaluation::Done(verdict) = evaluate(&*index, &facts, now, None) else {
         return None;
@@ -603,7 +633,25 @@ pub fn fast_forward(
         referer: referer_h,
     };
     record_usage(&record.key_id, Code::Valid, &caller, now, &cfg, ctx);
-    let (target, signature) = signed_target(&cfg, path, query, method, &record.key_id, now);
+    let fwd_query = query.and_then(|q| {
+        if request::query_has_param(q, "key") {
+            request::strip_key_param(q).map(std::borrow::Cow::Owned)
+        } else {
+            Some(std::borrow::Cow::Borrowed(q))
+        }
+    });
+    let (target, signature) = signed_target(
+        &cfg,
+        &path,
+        fwd_query.as_deref(),
+        method,
+        (
+            &record.key_id,
+            &record.project_id,
+            record.environment.as_str(),
+        ),
+        now,
+    );
     let source = match source {
         KeySource::Authorization => "authorization",
         _ => "x-api-key",

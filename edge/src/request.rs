@@ -128,17 +128,36 @@ pub fn split_normalised_url(url: &str) -> Option<(&str, Option<&str>)> {
     })
 }
 
-/// The path part of a URL (`http://h:1/a/b?x` → `/a/b`).
-pub fn url_path(url: &str) -> &str {
+/// The path and query of a URL (`http://h:1/a/b?x` → `/a/b?x`): what the origin receives and
+/// the signature covers.
+pub fn url_path_and_query(url: &str) -> &str {
     let after_scheme = url.split_once("://").map_or(url, |(_, r)| r);
-    let start = after_scheme.find('/').unwrap_or(after_scheme.len());
+    let start = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
     let rest = &after_scheme[start..];
-    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let end = rest.find('#').unwrap_or(rest.len());
     if rest[..end].is_empty() {
         "/"
     } else {
         &rest[..end]
     }
+}
+
+/// Whether a raw query has a parameter named `name` (percent-decoded), without allocating for
+/// the common case of a query that does not mention it at all.
+pub fn query_has_param(query: &str, name: &str) -> bool {
+    (query.contains(name) || query.contains('%'))
+        && query.split('&').any(|pair| {
+            let k = pair.split_once('=').map_or(pair, |(k, _)| k);
+            percent_decode(k) == name
+        })
+}
+
+/// Whether a header name is in the edge's own namespace (`Keygate-*`, or `Keygate_*`, which
+/// CGI-style origins fold into the same variable): a client may not send one to the origin.
+pub fn is_keygate_header(name: &str) -> bool {
+    name.len() >= 8
+        && name.as_bytes()[..7].eq_ignore_ascii_case(b"keygate")
+        && matches!(name.as_bytes()[7], b'-' | b'_')
 }
 
 /// Request headers never forwarded besides the key's own. The runtime's `fetch` already sets
@@ -233,7 +252,30 @@ mod tests {
             forward_url("https://api.internal/base", "/x", None),
             "https://api.internal/base/x"
         );
-        assert_eq!(url_path("https://api.internal/base/x?y=1"), "/base/x");
-        assert_eq!(url_path("http://h:1"), "/");
+        assert_eq!(
+            url_path_and_query("https://api.internal/base/x?y=1#f"),
+            "/base/x?y=1"
+        );
+        assert_eq!(url_path_and_query("http://h:1"), "/");
+        assert_eq!(url_path_and_query("http://h:1/a"), "/a");
+    }
+
+    #[test]
+    fn keygate_headers_and_key_params_are_recognised() {
+        for name in [
+            "Keygate-Key-Id",
+            "keygate-x",
+            "KEYGATE_ENVIRONMENT",
+            "Keygate_",
+        ] {
+            assert!(is_keygate_header(name), "{name}");
+        }
+        for name in ["Keygate", "Keygatex-a", "X-Keygate-Id", "Key-Id"] {
+            assert!(!is_keygate_header(name), "{name}");
+        }
+        assert!(query_has_param("a=1&key=x", "key"));
+        assert!(query_has_param("k%65y=x", "key"));
+        assert!(!query_has_param("keys=1&monkey=2", "key"));
+        assert!(!query_has_param("a=1", "key"));
     }
 }

@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn cors_rules() {
-        let pats = vec![ReferrerPattern::parse("https://app.example.com").expect("p")];
+        let pats = vec![ReferrerPattern::decode("https://app.example.com").expect("p")];
         let o = Some("https://app.example.com");
         assert!(cors_allowed(o, None, Some(&pats)));
         assert!(!cors_allowed(

@@ -206,6 +206,17 @@ pub struct VerifiedShard {
 }
 
 impl VerifiedShard {
+    /// Every record, or the first unusable one's `(key_id, reason)`.
+    pub fn into_records(self) -> Result<Vec<KeyRecord>, (String, String)> {
+        self.entries
+            .into_iter()
+            .map(|(_, e)| match e {
+                Entry::Usable(r) => Ok(r),
+                Entry::Unusable { key_id, reason } => Err((key_id, reason)),
+            })
+            .collect()
+    }
+
     /// The records this build could not decode: `(key_id, reason)`.
     pub fn unusable(&self) -> impl Iterator<Item = (&str, &str)> {
         self.entries.iter().filter_map(|(_, e)| match e {
@@ -520,29 +531,7 @@ pub fn verify_snapshot(
     held_version: Option<u64>,
     now_ms: i64,
 ) -> Result<VerifiedManifest, SnapshotError> {
-    let signed: SignedSnapshot =
-        serde_json::from_slice(wire).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
-    if signed.format != FORMAT_VERSION {
-        return Err(SnapshotError::UnsupportedFormat(signed.format));
-    }
-    let key = trusted
-        .get(&signed.key_id)
-        .ok_or_else(|| SnapshotError::UnknownKeyId(signed.key_id.clone()))?;
-    let bytes = URL_SAFE_NO_PAD
-        .decode(&signed.manifest)
-        .map_err(|_| SnapshotError::Malformed("manifest is not base64url".into()))?;
-    let sig_bytes: [u8; 64] = URL_SAFE_NO_PAD
-        .decode(&signed.signature)
-        .ok()
-        .and_then(|v| v.try_into().ok())
-        .ok_or(SnapshotError::BadSignature)?;
-    let mut msg = Vec::with_capacity(SIGNING_CONTEXT.len() + bytes.len());
-    msg.extend_from_slice(SIGNING_CONTEXT);
-    msg.extend_from_slice(&bytes);
-    key.verify(&msg, &Signature::from_bytes(&sig_bytes))
-        .map_err(|_| SnapshotError::BadSignature)?;
-    let wire: WireManifest =
-        postcard::from_bytes(&bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+    let (wire, key_id) = signed_manifest(wire, trusted)?;
     let mut projects = Vec::with_capacity(wire.projects.len());
     let mut unusable_projects = Vec::new();
     for p in wire.projects {
@@ -591,9 +580,47 @@ pub fn verify_snapshot(
     }
     Ok(VerifiedManifest {
         manifest,
-        key_id: signed.key_id,
+        key_id,
         unusable_projects,
     })
+}
+
+/// The version of a signed snapshot whose signature verifies, whatever its validity: a floor
+/// below which a cold isolate accepts nothing (the KV copy's version, for instance), so that
+/// an older snapshot replayed to it is refused even before it holds one.
+pub fn signed_version(wire: &[u8], trusted: &TrustedKeys) -> Result<u64, SnapshotError> {
+    signed_manifest(wire, trusted).map(|(m, _)| m.version)
+}
+
+/// Checks the format, the key id and the signature, and decodes the manifest.
+fn signed_manifest(
+    wire: &[u8],
+    trusted: &TrustedKeys,
+) -> Result<(WireManifest, String), SnapshotError> {
+    let signed: SignedSnapshot =
+        serde_json::from_slice(wire).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+    if signed.format != FORMAT_VERSION {
+        return Err(SnapshotError::UnsupportedFormat(signed.format));
+    }
+    let key = trusted
+        .get(&signed.key_id)
+        .ok_or_else(|| SnapshotError::UnknownKeyId(signed.key_id.clone()))?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(&signed.manifest)
+        .map_err(|_| SnapshotError::Malformed("manifest is not base64url".into()))?;
+    let sig_bytes: [u8; 64] = URL_SAFE_NO_PAD
+        .decode(&signed.signature)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or(SnapshotError::BadSignature)?;
+    let mut msg = Vec::with_capacity(SIGNING_CONTEXT.len() + bytes.len());
+    msg.extend_from_slice(SIGNING_CONTEXT);
+    msg.extend_from_slice(&bytes);
+    key.verify(&msg, &Signature::from_bytes(&sig_bytes))
+        .map_err(|_| SnapshotError::BadSignature)?;
+    let wire: WireManifest =
+        postcard::from_bytes(&bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+    Ok((wire, signed.key_id))
 }
 
 /// Hashes a [`KeyHash`] by eight of its bytes: they are already uniformly distributed.

@@ -41,18 +41,25 @@ fn now_s() -> i64 {
 }
 
 fn signature_valid(secret: &[u8], req: &StubRequest) -> bool {
-    let (Some(sig), Some(key_id)) = (
+    let (Some(sig), Some(key_id), Some(project_id), Some(environment)) = (
         req.header("keygate-signature"),
         req.header("keygate-key-id"),
+        req.header("keygate-project-id"),
+        req.header("keygate-environment"),
     ) else {
         return false;
     };
-    keygate_shared::origin::verify(
+    // Version 2 only: every field the origin relies on is covered.
+    keygate_shared::origin::verify_v2(
         secret,
         sig,
-        &req.method,
-        req.path(),
-        key_id,
+        &keygate_shared::origin::Signed {
+            method: &req.method,
+            path_and_query: &req.target,
+            key_id,
+            project_id,
+            environment,
+        },
         now_s(),
         keygate_shared::origin::DEFAULT_TOLERANCE_SECONDS,
     )

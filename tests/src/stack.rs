@@ -250,6 +250,10 @@ impl Stack {
         config.bootstrap_token = Some(owner_token.clone());
         config.snapshot_validity_seconds = options.snapshot_validity_seconds;
         config.workers = Some(2);
+        // `/v1/verify` maps hosts as the edge does.
+        config.host_environments =
+            keygate_shared::HostEnvironments::from_json(&options.host_environments)
+                .map_err(|e| format!("host_environments: {e}"))?;
         let control_plane = ControlPlane::start(config.clone())?;
         let cp_url = control_plane.url.clone();
         // Restarts keep the port, so the edge's CONTROL_PLANE_URL stays right.

@@ -348,6 +348,15 @@ pub fn record_from_row(r: &KeyRow) -> Result<KeyRecord, ApiError> {
     })
 }
 
+/// Whatever the API accepts, the edge enforces: a key whose snapshot record the edge's decoder
+/// (the same code in the Worker's build) would not give back unchanged is refused here, with
+/// the reason, rather than published.
+fn check_edge_decodes(row: &KeyRow) -> Result<(), ApiError> {
+    let record = record_from_row(row)?;
+    keygate_shared::record::edge_round_trip(&record)
+        .map_err(|e| ApiError::validation("restrictions", e.reason))
+}
+
 fn check_scopes(mut scopes: Vec<Scope>) -> Result<Vec<Scope>, ApiError> {
     if scopes.len() > MAX_LIST_ITEMS {
         return Err(ApiError::validation(
@@ -462,6 +471,7 @@ pub fn create(
             rotated_from: None,
             last_used_at: None,
         };
+        check_edge_decodes(&row)?;
         diesel::insert_into(api_keys::table)
             .values(&row)
             .execute(conn)?;
@@ -624,6 +634,11 @@ pub fn update(
             expires_at,
             updated_at: now,
         };
+        check_edge_decodes(&KeyRow {
+            policy: changes.policy.clone(),
+            expires_at: changes.expires_at,
+            ..row.clone()
+        })?;
         diesel::update(api_keys::table.find(id))
             .set(&changes)
             .execute(conn)?;

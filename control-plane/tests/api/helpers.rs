@@ -143,7 +143,7 @@ pub fn test_config(
     config.workers = Some(2);
     config.db_pool_size = Some(8);
     config.session_ttl_seconds = 3600;
-    config.host_environments = [
+    config.host_environments = keygate_shared::HostEnvironments::from_pairs([
         (
             "api.example.com".to_owned(),
             keygate_shared::Environment::Live,
@@ -152,9 +152,8 @@ pub fn test_config(
             "sandbox.example.com".to_owned(),
             keygate_shared::Environment::Test,
         ),
-    ]
-    .into_iter()
-    .collect();
+    ])
+    .expect("host mapping");
     if backend == Backend::Postgres {
         config.database_url = pg.map(|p| p.url.clone());
     }

@@ -43,7 +43,7 @@ pub async fn all_records(app: &TestApp, snap: &VerifiedManifest) -> Vec<KeyRecor
             Some("public, max-age=31536000, immutable")
         );
         let shard = snap.verify_shard(i, &r.raw).expect("shard verifies");
-        out.extend(shard.records);
+        out.extend(shard.into_records().expect("every record decodes"));
     }
     out
 }
@@ -82,8 +82,9 @@ async fn snapshot_verifies_and_holds_records(app: TestApp) {
     assert_eq!(shard.status, 200);
     let shard = snap.verify_shard(idx, &shard.raw).unwrap();
     let rec = shard
-        .records
-        .iter()
+        .into_records()
+        .expect("every record decodes")
+        .into_iter()
         .find(|r| r.hash == hash)
         .expect("pk record");
     assert_eq!(rec.key_id, pk["id"].as_str().unwrap());

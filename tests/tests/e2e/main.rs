@@ -4,6 +4,8 @@
 //! runtime (`workerd`, installed by `npm ci`); `cargo xtask test` builds it first.
 
 mod alerts;
+mod differential;
 mod edge_runtime;
+mod gate;
 mod pipeline;
 mod snapshot_trust;
