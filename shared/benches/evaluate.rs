@@ -55,7 +55,10 @@ fn benches(c: &mut Criterion) {
 
     let std_map: HashMap<[u8; 32], KeyRecord> =
         records.iter().map(|r| (r.hash.0, r.clone())).collect();
-    let key_map: KeyMap = records.iter().map(|r| (r.hash, r.clone())).collect();
+    let key_map: KeyMap = records
+        .iter()
+        .map(|r| (r.hash, keygate_shared::record::Entry::Usable(r.clone())))
+        .collect();
 
     let mut g = c.benchmark_group("evaluate_100k");
     g.bench_function("floor_sha256_std_hashmap", |b| {

@@ -1,5 +1,6 @@
 //! Property tests: key format round trips and error detection, CIDR matching against a
 //! bit-by-bit model, referrer pattern canonical forms, and snapshot round trips.
+#![cfg(feature = "validation")]
 
 mod common;
 

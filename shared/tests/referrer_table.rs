@@ -1,5 +1,6 @@
 //! Contract section 3, row by row: which requests each pattern lets through, which patterns are
 //! refused at creation, and the tricks people try against referrer restrictions.
+#![cfg(feature = "validation")]
 
 use keygate_shared::referrer::any_matches;
 use keygate_shared::{PatternError, ReferrerPattern};

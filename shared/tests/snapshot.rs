@@ -1,5 +1,6 @@
 //! Snapshot verification refuses each kind of bad snapshot with its own error, and accepts
 //! what it must (same version, either key during a signing-key rotation).
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 

@@ -2,7 +2,8 @@
 //!
 //! Installs what is missing, builds the edge Worker (release, as deployed; the end-to-end tests run
 //! it in workerd), then runs each check and reports every failure, not only the first:
-//! `cargo fmt --check`, `cargo test --workspace`, `cargo build -p keygate-shared` for wasm32 and
+//! `cargo fmt --check`, `cargo test --workspace`, `keygate-shared`'s tests with the Worker's
+//! feature set natively and on wasm32 (in Node), and
 //! `cargo clippy --workspace --all-targets -- -D warnings`.
 //!
 //! The tests run on SQLite and, through `KEYGATE_TEST_POSTGRES_URL`, on PostgreSQL too: when the
@@ -37,8 +38,27 @@ pub fn run(root: &Path) -> Result<()> {
     let mut test = with_root(cargo());
     test.args(["test", "--workspace"])
         .env("KEYGATE_TEST_POSTGRES_URL", &postgres_url);
+    // `keygate-shared` as the Worker builds it: its feature set (`edge/Cargo.toml` takes no
+    // default features), natively and compiled for wasm32, run in Node by wasm-bindgen's test
+    // runner (installed with the wasm-bindgen CLI). `cargo test --workspace` unifies features,
+    // so these are the only runs of the Worker's build of the shared code.
+    let mut worker_native = with_root(cargo());
+    worker_native.args(["test", "-p", "keygate-shared", "--no-default-features"]);
+    let runner = crate::process::find_tool("wasm-bindgen-test-runner").ok_or_else(|| {
+        anyhow::anyhow!("wasm-bindgen-test-runner is not installed (cargo xtask install)")
+    })?;
     let mut wasm = with_root(cargo());
-    wasm.args(["build", "-p", "keygate-shared", "--target", WASM_TARGET]);
+    wasm.args([
+        "test",
+        "-p",
+        "keygate-shared",
+        "--no-default-features",
+        "--target",
+        WASM_TARGET,
+        "--test",
+        "worker_build",
+    ])
+    .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", runner);
     let mut clippy = with_root(cargo());
     clippy.args([
         "clippy",
@@ -58,7 +78,11 @@ pub fn run(root: &Path) -> Result<()> {
     for (name, mut cmd) in [
         ("rustfmt", fmt),
         ("tests", test),
-        ("keygate-shared on wasm32", wasm),
+        ("keygate-shared as the Worker builds it", worker_native),
+        (
+            "keygate-shared as the Worker builds it, on wasm32 in Node",
+            wasm,
+        ),
         ("clippy", clippy),
     ] {
         if let Err(e) = run_cmd(&mut cmd) {

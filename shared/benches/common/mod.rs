@@ -67,8 +67,8 @@ pub fn records(n: usize) -> (PlaintextKey, Vec<KeyRecord>) {
     let scope = |s: &str| Scope::parse(s).expect("scope");
     let read = scope("orders:read");
     let write = scope("orders:write");
-    let shop = ReferrerPattern::parse("https://shop.example.com/checkout/*").expect("pattern");
-    let org = ReferrerPattern::parse("*.example.org").expect("pattern");
+    let shop = ReferrerPattern::decode("https://shop.example.com/checkout/*").expect("pattern");
+    let org = ReferrerPattern::decode("*.example.org").expect("pattern");
     let net = IpNet::parse("203.0.113.0/24").expect("net");
     let rate = RateLimit {
         limit: NonZeroU32::new(100).expect("nz"),

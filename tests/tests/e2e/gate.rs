@@ -112,9 +112,12 @@ fn a_publishable_key_with_single_label_referrers_takes_no_other_key_down() {
     assert_eq!(status["unusable_keys"], json!([]), "{status}");
 }
 
-/// `(raw path, what the edge does)`: `Ok(path)` forwards exactly `path` to the origin, `Err`
+/// What the edge does with a path: `Ok(path)` forwards exactly `path` to the origin, `Err`
 /// refuses with that status and code.
-fn path_corpus() -> Vec<(&'static str, Result<&'static str, (u16, &'static str)>)> {
+type Outcome = Result<&'static str, (u16, &'static str)>;
+
+/// `(raw path, outcome)`.
+fn path_corpus() -> Vec<(&'static str, Outcome)> {
     let scope = Err((403, "insufficient_scope"));
     let invalid = Err((400, "invalid_path"));
     vec![
