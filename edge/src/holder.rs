@@ -413,7 +413,7 @@ pub async fn refresh(cfg: &EdgeConfig, env: &Env, now_ms: i64) {
     } else {
         (fetch_snapshot(cfg, etag.as_deref()).await, None)
     };
-    let held = held.max(floor);
+    let at_least = held.max(floor);
     let outcome = match fetched {
         Ok(Fetched::NotModified) => {
             STATE.with(|s| {
@@ -424,7 +424,7 @@ pub async fn refresh(cfg: &EdgeConfig, env: &Env, now_ms: i64) {
             Ok(())
         }
         Ok(Fetched::New { bytes, etag }) => {
-            match verify_snapshot(&bytes, &cfg.trusted_keys, held, now_ms) {
+            match verify_snapshot(&bytes, &cfg.trusted_keys, at_least, now_ms) {
                 Ok(m) => {
                     install(SnapshotIndex::new(m), etag, now_ms);
                     Ok(())

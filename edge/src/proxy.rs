@@ -121,7 +121,16 @@ async fn handle_inner(
     cfg: &Rc<EdgeConfig>,
 ) -> Result<Response> {
     let now = now_ms();
-    let url = req.url()?;
+    // The runtime builds the URL from the request line and `Host`; one it cannot parse (two
+    // `Host` headers, say) is the client's fault, not an internal error.
+    let Ok(url) = req.url() else {
+        return problem(
+            400,
+            "invalid_url",
+            "Invalid URL",
+            "The request URL cannot be parsed.",
+        );
+    };
     // Decided and forwarded on the path the origin will route (docs/edge.md, "Paths").
     let path = match keygate_shared::path::normalize(url.path()) {
         Ok(p) => p.into_owned(),

@@ -284,6 +284,7 @@ fn edge_enforces_every_check_and_forwards_signed_requests() {
                 "PUT",
                 "/orders/9",
                 &[
+                    ("Host", LIVE_HOST),
                     ("Authorization", &bearer(&writer)),
                     ("Content-Type", "application/json"),
                 ],
@@ -493,7 +494,12 @@ fn new_revoked_rotated_and_expiring_keys_take_effect_within_the_refresh_interval
     assert_eq!(r.status, 200, "{}", r.body);
     let revoked = wait_status(&stack, &key, "/x", 401, Duration::from_secs(10));
     let auth = format!("Bearer {key}");
-    let r = stack.edge("GET", "/x", &[("Authorization", &auth)], None);
+    let r = stack.edge(
+        "GET",
+        "/x",
+        &[("Host", LIVE_HOST), ("Authorization", &auth)],
+        None,
+    );
     assert_eq!(code(&r), "revoked_key");
     eprintln!("new key usable after {usable:?}; revocation enforced after {revoked:?}");
 
@@ -515,7 +521,10 @@ fn new_revoked_rotated_and_expiring_keys_take_effect_within_the_refresh_interval
     let r = stack.edge(
         "GET",
         "/x",
-        &[("Authorization", &format!("Bearer {old}"))],
+        &[
+            ("Host", LIVE_HOST),
+            ("Authorization", &format!("Bearer {old}")),
+        ],
         None,
     );
     assert_eq!(r.status, 200, "old key valid during the grace period");
@@ -523,14 +532,20 @@ fn new_revoked_rotated_and_expiring_keys_take_effect_within_the_refresh_interval
     let r = stack.edge(
         "GET",
         "/x",
-        &[("Authorization", &format!("Bearer {old}"))],
+        &[
+            ("Host", LIVE_HOST),
+            ("Authorization", &format!("Bearer {old}")),
+        ],
         None,
     );
     assert_eq!(code(&r), "expired_key");
     let r = stack.edge(
         "GET",
         "/x",
-        &[("Authorization", &format!("Bearer {new}"))],
+        &[
+            ("Host", LIVE_HOST),
+            ("Authorization", &format!("Bearer {new}")),
+        ],
         None,
     );
     assert_eq!(r.status, 200, "new key still valid");
@@ -553,7 +568,10 @@ fn new_revoked_rotated_and_expiring_keys_take_effect_within_the_refresh_interval
     let r = stack.edge(
         "GET",
         "/x",
-        &[("Authorization", &format!("Bearer {short}"))],
+        &[
+            ("Host", LIVE_HOST),
+            ("Authorization", &format!("Bearer {short}")),
+        ],
         None,
     );
     assert_eq!(code(&r), "expired_key");
@@ -575,7 +593,14 @@ fn rate_limits_and_quotas_hold_in_durable_objects() {
     );
     wait_status(&stack, &limited, "/x", 200, Duration::from_secs(15));
     let auth = format!("Bearer {limited}");
-    let call = |auth: &str| stack.edge("GET", "/x", &[("Authorization", auth)], None);
+    let call = |auth: &str| {
+        stack.edge(
+            "GET",
+            "/x",
+            &[("Host", LIVE_HOST), ("Authorization", auth)],
+            None,
+        )
+    };
     assert_eq!(call(&auth).status, 200);
     let r = call(&auth);
     assert_eq!(r.status, 200);
@@ -629,7 +654,12 @@ fn the_edge_keeps_serving_when_the_control_plane_stops_and_fails_closed_past_val
     let auth = format!("Bearer {key}");
     let ok = || {
         stack
-            .edge("GET", "/x", &[("Authorization", &auth)], None)
+            .edge(
+                "GET",
+                "/x",
+                &[("Host", LIVE_HOST), ("Authorization", &auth)],
+                None,
+            )
             .status
             == 200
     };
@@ -640,7 +670,12 @@ fn the_edge_keeps_serving_when_the_control_plane_stops_and_fails_closed_past_val
     );
 
     stack.stop_control_plane();
-    let r = stack.edge("GET", "/x", &[("Authorization", &auth)], None);
+    let r = stack.edge(
+        "GET",
+        "/x",
+        &[("Host", LIVE_HOST), ("Authorization", &auth)],
+        None,
+    );
     assert_eq!(
         r.status,
         200,
@@ -649,7 +684,12 @@ fn the_edge_keeps_serving_when_the_control_plane_stops_and_fails_closed_past_val
     );
     // Past the snapshot's validity (10 s from its last signing), the edge fails closed.
     let closed = Stack::wait_for(Duration::from_secs(25), || {
-        let r = stack.edge("GET", "/x", &[("Authorization", &auth)], None);
+        let r = stack.edge(
+            "GET",
+            "/x",
+            &[("Host", LIVE_HOST), ("Authorization", &auth)],
+            None,
+        );
         r.status == 503 && code(&r) == "snapshot_unavailable"
     });
     assert!(closed.is_some(), "{}", stack.edge_logs());
@@ -658,7 +698,12 @@ fn the_edge_keeps_serving_when_the_control_plane_stops_and_fails_closed_past_val
     stack.restart_control_plane().expect("restart");
     let ok = || {
         stack
-            .edge("GET", "/x", &[("Authorization", &auth)], None)
+            .edge(
+                "GET",
+                "/x",
+                &[("Host", LIVE_HOST), ("Authorization", &auth)],
+                None,
+            )
             .status
             == 200
     };
