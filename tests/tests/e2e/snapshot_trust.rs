@@ -312,3 +312,40 @@ fn a_shard_that_does_not_match_the_signed_manifest_is_refused() {
     assert_eq!(call().expect("edge answers").status, 200, "{}", edge.logs());
     assert_eq!(origin.count(), 1);
 }
+
+#[test]
+fn a_cold_isolate_refuses_a_snapshot_older_than_its_kv_copy() {
+    let signer = SnapshotSigner::from_seed(&[13u8; 32]);
+    let key = fixed_key("floor", "Floor000000000000000000000000000");
+    // Version 5 revokes the key; version 4, older but validly signed, still has it active.
+    let current: Arc<Mutex<Published>> = Arc::new(Mutex::new(publish(&signer, 5, &key, true)));
+    let cp = control_plane(&current, |_| {});
+    let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).expect("origin");
+    let state = tempfile::tempdir().expect("temp");
+    let auth = format!("Bearer {}", key.expose());
+    let edge = edge_config(state.path(), &cp, &origin, &signer, "2")
+        .start()
+        .expect("workerd");
+    let r = edge.get("/x", &[("Authorization", &auth)]).expect("edge");
+    assert_eq!(r.status, 401, "{}", edge.logs());
+    // The scheduled copy puts version 5 into KV.
+    let sync = http::request(
+        "POST",
+        &format!("{}/.well-known/keygate/sync-kv", edge.url()),
+        &[("Authorization", &format!("Bearer {EDGE_TOKEN}"))],
+        None,
+    )
+    .expect("sync");
+    assert_eq!(sync.status, 200, "{}\n{}", sync.text(), edge.logs());
+    drop(edge);
+
+    // Whoever answers for the control plane now replays version 4 to a fresh isolate.
+    *current.lock().expect("lock") = publish(&signer, 4, &key, false);
+    let edge = edge_config(state.path(), &cp, &origin, &signer, "2")
+        .start()
+        .expect("workerd");
+    let r = edge.get("/x", &[("Authorization", &auth)]).expect("edge");
+    assert_eq!(r.status, 401, "the replayed snapshot was used:\n{}", edge.logs());
+    assert!(edge.logs().contains("older"), "{}", edge.logs());
+    assert_eq!(origin.count(), 0);
+}
