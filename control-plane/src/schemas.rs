@@ -46,6 +46,16 @@ pub enum DefaultRoutePolicySchema {
     Deny,
 }
 
+/// How a project's routes compare with request paths (docs/edge.md, "Paths").
+#[derive(Debug, ToSchema, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = RouteMatching)]
+#[allow(missing_docs)]
+pub enum RouteMatchingSchema {
+    Exact,
+    CaseInsensitive,
+}
+
 /// `{methods, path, scope}`: a request whose method and path match needs `scope`.
 #[derive(Debug, ToSchema, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

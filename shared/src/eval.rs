@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::host::EnvironmentRule;
 use crate::key::{self, KeyHash};
 use crate::limits::{self, LimitDecision, LimitInfo, LimitState, Limits};
-use crate::policy::{match_route, DefaultRoutePolicy, KeyRecord, ProjectPolicy};
+use crate::policy::{match_route_with, DefaultRoutePolicy, KeyRecord, ProjectPolicy};
 use crate::referrer;
 
 /// A verdict's machine-readable code.
@@ -286,7 +286,8 @@ pub fn evaluate<'v, V: SnapshotView + ?Sized>(
         let Some(project) = view.project(&record.project_id) else {
             return done(Code::InsufficientScope);
         };
-        let allowed = match match_route(&project.routes, method, path) {
+        let allowed = match match_route_with(&project.routes, method, path, project.route_matching)
+        {
             Some(route) => record.scopes.contains(&route.scope),
             None => project.default_route_policy == DefaultRoutePolicy::Allow,
         };

@@ -28,7 +28,7 @@ pub use key::{Environment, KeyHash, KeyPrefix, Kind, PlaintextKey};
 pub use limits::{admit, LimitDecision, LimitInfo, LimitState, Limits};
 pub use policy::{
     DefaultRoutePolicy, KeyRecord, KeyStatus, Methods, ProjectPolicy, Quota, QuotaPeriod,
-    RateLimit, Restrictions, Route, RoutePath, Scope,
+    RateLimit, Restrictions, Route, RouteMatching, RoutePath, Scope,
 };
 pub use referrer::{PatternError, ReferrerPattern};
 pub use snapshot::{

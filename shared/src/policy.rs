@@ -79,6 +79,25 @@ pub enum DefaultRoutePolicy {
     Deny,
 }
 
+/// How a project's routes compare with request paths.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteMatching {
+    /// Byte for byte (after normalisation): `/ADMIN` is not `/admin`.
+    #[default]
+    Exact,
+    /// ASCII letters compare case-insensitively, for origins that route that way (Express by
+    /// default, IIS): `/ADMIN` needs the scope of `/admin`.
+    CaseInsensitive,
+}
+
+impl RouteMatching {
+    /// Whether this is [`RouteMatching::Exact`].
+    pub fn is_exact(&self) -> bool {
+        *self == RouteMatching::Exact
+    }
+}
+
 /// HTTP methods a route applies to: a list, or `["*"]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Methods {
@@ -186,16 +205,20 @@ impl RoutePath {
     }
 
     /// `/orders/*` matches `/orders/`, `/orders/1`, and also `/orders` itself.
-    fn matches(&self, path: &str) -> bool {
+    fn matches(&self, path: &str, matching: RouteMatching) -> bool {
         let text = self.text.as_bytes();
         let path = path.as_bytes();
+        let eq = match matching {
+            RouteMatching::Exact => short_eq,
+            RouteMatching::CaseInsensitive => <[u8]>::eq_ignore_ascii_case,
+        };
         if self.prefix {
             // `text` is `{base}/*`.
             let base = &text[..text.len() - 1];
-            (path.len() >= base.len() && short_eq(&path[..base.len()], base))
-                || short_eq(path, &base[..base.len() - 1])
+            (path.len() >= base.len() && eq(&path[..base.len()], base))
+                || eq(path, &base[..base.len() - 1])
         } else {
-            short_eq(path, text)
+            eq(path, text)
         }
     }
 
@@ -280,11 +303,21 @@ pub struct Route {
 /// The most specific route matching `method` and `path`: the most specific path first, then a
 /// route that names the method over one with `*`.
 pub fn match_route<'r>(routes: &'r [Route], method: &str, path: &str) -> Option<&'r Route> {
+    match_route_with(routes, method, path, RouteMatching::Exact)
+}
+
+/// [`match_route`] comparing paths as `matching` says.
+pub fn match_route_with<'r>(
+    routes: &'r [Route],
+    method: &str,
+    path: &str,
+    matching: RouteMatching,
+) -> Option<&'r Route> {
     // One integer per candidate (a plain loop: this runs on every request). On a tie the last
     // route wins, as with `Iterator::max_by_key`.
     let mut best: Option<(&Route, u64)> = None;
     for r in routes {
-        if !(r.path.matches(path) && r.methods.matches(method)) {
+        if !(r.path.matches(path, matching) && r.methods.matches(method)) {
             continue;
         }
         let score = r.path.specificity() << 1 | u64::from(matches!(r.methods, Methods::List(_)));
@@ -304,6 +337,10 @@ pub struct ProjectPolicy {
     pub routes: Vec<Route>,
     /// Policy for paths no route matches.
     pub default_route_policy: DefaultRoutePolicy,
+    /// How routes compare with paths. Left out of the encoding when exact, so a snapshot that
+    /// uses no other matching keeps format 1, which edges before format 2 read.
+    #[serde(default, skip_serializing_if = "RouteMatching::is_exact")]
+    pub route_matching: RouteMatching,
 }
 
 /// A key's part of a snapshot: everything evaluation needs, and the hash instead of the key.

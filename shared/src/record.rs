@@ -15,7 +15,7 @@ use crate::cidr::IpNet;
 use crate::key::{Environment, KeyHash, Kind};
 use crate::policy::{
     DefaultRoutePolicy, KeyRecord, Methods, ProjectPolicy, Quota, QuotaPeriod, RateLimit, Route,
-    RoutePath, Scope,
+    RouteMatching, RoutePath, Scope,
 };
 use crate::referrer::ReferrerPattern;
 
@@ -122,12 +122,32 @@ struct WireRoute {
     scope: String,
 }
 
-/// A project policy as the manifest carries it.
+/// A project policy as a format-1 manifest carries it.
+#[derive(Debug, Deserialize)]
+pub(crate) struct WireProjectV1 {
+    project_id: String,
+    routes: Vec<WireRoute>,
+    default_route_policy: DefaultRoutePolicy,
+}
+
+/// A project policy as a format-2 manifest carries it: format 1 and how routes match.
 #[derive(Debug, Deserialize)]
 pub(crate) struct WireProject {
     project_id: String,
     routes: Vec<WireRoute>,
     default_route_policy: DefaultRoutePolicy,
+    route_matching: RouteMatching,
+}
+
+impl From<WireProjectV1> for WireProject {
+    fn from(v: WireProjectV1) -> Self {
+        WireProject {
+            project_id: v.project_id,
+            routes: v.routes,
+            default_route_policy: v.default_route_policy,
+            route_matching: RouteMatching::Exact,
+        }
+    }
 }
 
 /// Checks a wire project's routes: `Err((project_id, reason))` when one does not decode.
@@ -150,6 +170,7 @@ pub(crate) fn decode_project(w: WireProject) -> Result<ProjectPolicy, (String, S
         project_id: w.project_id,
         routes,
         default_route_policy: w.default_route_policy,
+        route_matching: w.route_matching,
     })
 }
 
@@ -187,7 +208,12 @@ pub fn edge_round_trip_project(project: &ProjectPolicy) -> Result<(), RecordErro
         reason,
     };
     let bytes = postcard::to_allocvec(project).map_err(|e| fail(e.to_string()))?;
-    let wire: WireProject = postcard::from_bytes(&bytes).map_err(|e| fail(e.to_string()))?;
+    let wire: WireProject = if project.route_matching.is_exact() {
+        postcard::from_bytes::<WireProjectV1>(&bytes).map(Into::into)
+    } else {
+        postcard::from_bytes(&bytes)
+    }
+    .map_err(|e| fail(e.to_string()))?;
     match decode_project(wire) {
         Ok(back) if back == *project => Ok(()),
         Ok(_) => Err(fail("decodes to a different policy".into())),

@@ -31,8 +31,28 @@ use crate::key::KeyHash;
 use crate::policy::{KeyRecord, ProjectPolicy};
 use crate::record::{self, Entry, WireProject, WireRecord};
 
-/// The format version this crate writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The newest manifest format this crate reads and writes. Format 2 adds each project's route
+/// matching; [`SnapshotSigner::sign`] writes format 1 whenever no project needs more, so edges
+/// from before format 2 keep reading what a newer control plane publishes until a project opts
+/// in.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest manifest format this crate reads.
+pub const MIN_FORMAT_VERSION: u16 = 1;
+/// The shard format, unchanged since format 1.
+pub const SHARD_FORMAT: u16 = 1;
+
+/// The lowest manifest format that can carry `manifest`.
+pub fn format_for(manifest: &Manifest) -> u16 {
+    if manifest
+        .projects
+        .iter()
+        .all(|p| p.route_matching.is_exact())
+    {
+        1
+    } else {
+        2
+    }
+}
 /// Domain separation for manifest signatures.
 pub const SIGNING_CONTEXT: &[u8] = b"keygate-snapshot-manifest-v1\0";
 /// How far in the future `issued_at` may be before a snapshot is refused (clock skew).
@@ -174,6 +194,25 @@ pub struct Shard {
     pub records: Vec<KeyRecord>,
 }
 
+/// The fields every manifest format starts with.
+#[derive(Deserialize)]
+struct FormatOnly {
+    format: u16,
+}
+
+/// A format-1 [`Manifest`]: projects without route matching.
+#[derive(Deserialize)]
+struct WireManifestV1 {
+    format: u16,
+    version: u64,
+    issued_at_ms: i64,
+    valid_until_ms: i64,
+    shard_bits: u8,
+    key_count: u64,
+    shard_digests: Vec<Digest32>,
+    projects: Vec<record::WireProjectV1>,
+}
+
 /// [`Manifest`] as read from the wire: project policies are checked one by one.
 #[derive(Deserialize)]
 struct WireManifest {
@@ -310,7 +349,7 @@ pub fn build_shards(
     let mut shards = Vec::with_capacity(count);
     for (index, records) in buckets.into_iter().enumerate() {
         let shard = Shard {
-            format: FORMAT_VERSION,
+            format: SHARD_FORMAT,
             shard_bits: bits,
             index: index as u32,
             records,
@@ -372,14 +411,23 @@ impl SnapshotSigner {
         URL_SAFE_NO_PAD.encode(self.key.verifying_key().as_bytes())
     }
     /// Signs a manifest, giving the JSON wire bytes.
+    /// The manifest's `format` is set to [`format_for`] it.
     pub fn sign(&self, manifest: &Manifest) -> Result<Vec<u8>, SnapshotError> {
-        let bytes = encode(manifest)?;
+        let format = format_for(manifest);
+        let bytes = if manifest.format == format {
+            encode(manifest)?
+        } else {
+            encode(&Manifest {
+                format,
+                ..manifest.clone()
+            })?
+        };
         let mut msg = Vec::with_capacity(SIGNING_CONTEXT.len() + bytes.len());
         msg.extend_from_slice(SIGNING_CONTEXT);
         msg.extend_from_slice(&bytes);
         let sig = self.key.sign(&msg);
         let signed = SignedSnapshot {
-            format: FORMAT_VERSION,
+            format,
             key_id: self.key_id.clone(),
             manifest: URL_SAFE_NO_PAD.encode(&bytes),
             signature: URL_SAFE_NO_PAD.encode(sig.to_bytes()),
@@ -498,7 +546,7 @@ impl VerifiedManifest {
         }
         let shard: WireShard =
             postcard::from_bytes(bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
-        if shard.format != FORMAT_VERSION {
+        if shard.format != SHARD_FORMAT {
             return Err(SnapshotError::UnsupportedFormat(shard.format));
         }
         let bits = self.manifest.shard_bits;
@@ -550,9 +598,6 @@ pub fn verify_snapshot(
         shard_digests: wire.shard_digests,
         projects,
     };
-    if manifest.format != FORMAT_VERSION {
-        return Err(SnapshotError::UnsupportedFormat(manifest.format));
-    }
     if manifest.shard_bits > MAX_SHARD_BITS
         || manifest.shard_digests.len() != 1usize << manifest.shard_bits
     {
@@ -599,7 +644,7 @@ fn signed_manifest(
 ) -> Result<(WireManifest, String), SnapshotError> {
     let signed: SignedSnapshot =
         serde_json::from_slice(wire).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
-    if signed.format != FORMAT_VERSION {
+    if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&signed.format) {
         return Err(SnapshotError::UnsupportedFormat(signed.format));
     }
     let key = trusted
@@ -618,8 +663,32 @@ fn signed_manifest(
     msg.extend_from_slice(&bytes);
     key.verify(&msg, &Signature::from_bytes(&sig_bytes))
         .map_err(|_| SnapshotError::BadSignature)?;
-    let wire: WireManifest =
-        postcard::from_bytes(&bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+    let malformed = |e: postcard::Error| SnapshotError::Malformed(e.to_string());
+    // The format inside the signed bytes decides the layout; it must be the one outside.
+    let format = postcard::from_bytes::<FormatOnly>(&bytes)
+        .map_err(malformed)?
+        .format;
+    if format != signed.format {
+        return Err(SnapshotError::Malformed(format!(
+            "the manifest says format {format}, its envelope {}",
+            signed.format
+        )));
+    }
+    let wire: WireManifest = if format == 1 {
+        let v1: WireManifestV1 = postcard::from_bytes(&bytes).map_err(malformed)?;
+        WireManifest {
+            format: v1.format,
+            version: v1.version,
+            issued_at_ms: v1.issued_at_ms,
+            valid_until_ms: v1.valid_until_ms,
+            shard_bits: v1.shard_bits,
+            key_count: v1.key_count,
+            shard_digests: v1.shard_digests,
+            projects: v1.projects.into_iter().map(Into::into).collect(),
+        }
+    } else {
+        postcard::from_bytes(&bytes).map_err(malformed)?
+    };
     Ok((wire, signed.key_id))
 }
 

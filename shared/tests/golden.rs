@@ -166,11 +166,13 @@ fn projects() -> Vec<ProjectPolicy> {
                 route(&["*"], "/admin/*", "admin"),
             ],
             default_route_policy: DefaultRoutePolicy::Deny,
+            route_matching: Default::default(),
         },
         ProjectPolicy {
             project_id: "proj_beta".into(),
             routes: vec![route(&["*"], "/private/*", "private")],
             default_route_policy: DefaultRoutePolicy::Allow,
+            route_matching: Default::default(),
         },
     ]
 }

@@ -263,19 +263,19 @@ fn unsupported_formats() {
     let (wire, shards) = fixture(&signer, Window::default());
     // On the wire.
     let mut s = signed(&wire);
-    s.format = 2;
+    s.format = FORMAT_VERSION + 1;
     assert_eq!(
         verify_snapshot(&to_wire(&s), &trusted, None, T0),
-        Err(SnapshotError::UnsupportedFormat(2))
+        Err(SnapshotError::UnsupportedFormat(FORMAT_VERSION + 1))
     );
-    // Inside a correctly signed manifest.
+    // Inside a correctly signed manifest, a format other than the envelope's.
     let mut m = common::manifest(&shards, projects(), Window::default());
-    m.format = 2;
-    let wire2 = signer.sign(&m).expect("sign");
-    assert_eq!(
-        verify_snapshot(&wire2, &trusted, None, T0),
-        Err(SnapshotError::UnsupportedFormat(2))
-    );
+    m.format = FORMAT_VERSION + 1;
+    let bytes = postcard::to_allocvec(&m).expect("encode");
+    assert!(matches!(
+        verify_snapshot(&sign_raw(1, &bytes), &trusted, None, T0),
+        Err(SnapshotError::Malformed(_))
+    ));
     // Inside a shard the manifest commits to.
     let good = verify_snapshot(&wire, &trusted, None, T0).expect("verifies");
     let index = 0;

@@ -78,6 +78,7 @@ fn a_signed_snapshot_of_those_patterns_decodes_record_by_record() {
                 project_id: "prj_1".into(),
                 routes: Vec::new(),
                 default_route_policy: DefaultRoutePolicy::Allow,
+                route_matching: Default::default(),
             }],
         })
         .expect("signs");
@@ -113,4 +114,78 @@ fn paths_normalise_the_same() {
     );
     assert_eq!(normalize("//admin;x").as_deref(), Ok("/admin"));
     assert_eq!(normalize("/a%2fb"), Err(PathError::EncodedSeparator));
+}
+
+#[test]
+fn route_matching_rides_in_format_2_and_only_when_used() {
+    use keygate_shared::snapshot::SignedSnapshot;
+    use keygate_shared::{evaluate, Code, Evaluation, MemoryView, RequestFacts, RouteMatching};
+    let signer = SnapshotSigner::from_seed(&[9; 32]);
+    let mut trusted = TrustedKeys::new();
+    trusted.add(signer.verifying_key());
+    let route: keygate_shared::Route = serde_json::from_value(serde_json::json!(
+        {"methods": ["*"], "path": "/admin/*", "scope": "admin"}
+    ))
+    .expect("route");
+    for matching in [RouteMatching::Exact, RouteMatching::CaseInsensitive] {
+        let project = ProjectPolicy {
+            project_id: "prj_1".into(),
+            routes: vec![route.clone()],
+            default_route_policy: DefaultRoutePolicy::Allow,
+            route_matching: matching,
+        };
+        let wire = signer
+            .sign(&Manifest {
+                format: FORMAT_VERSION,
+                version: 1,
+                issued_at_ms: 0,
+                valid_until_ms: i64::MAX,
+                shard_bits: 0,
+                key_count: 0,
+                shard_digests: vec![build_shards(Vec::new(), Some(0)).expect("shard").digests()[0]],
+                projects: vec![project.clone()],
+            })
+            .expect("signs");
+        let signed: SignedSnapshot = serde_json::from_slice(&wire).expect("json");
+        assert_eq!(signed.format, if matching.is_exact() { 1 } else { 2 });
+        let m = verify_snapshot(&wire, &trusted, None, 1).expect("verifies");
+        assert_eq!(m.manifest().projects, vec![project.clone()]);
+
+        // `/ADMIN` needs the admin scope only when routes match case-insensitively.
+        let prefix = KeyPrefix::parse("wb").expect("prefix");
+        let key =
+            PlaintextKey::from_parts(&prefix, Kind::Secret, Environment::Live, &"a".repeat(32))
+                .expect("key");
+        let record = KeyRecord {
+            hash: key.hash(),
+            key_id: "key_1".into(),
+            project_id: "prj_1".into(),
+            kind: Kind::Secret,
+            environment: Environment::Live,
+            revoked: false,
+            expires_at_ms: None,
+            scopes: Vec::new(),
+            referrers: Vec::new(),
+            ips: Vec::new(),
+            rate_limit: None,
+            quota: None,
+            metadata_json: None,
+        };
+        let view = MemoryView::new(m.manifest().projects.clone(), vec![record]);
+        let facts = RequestFacts {
+            key: Some(key.expose()),
+            method: Some("GET"),
+            path: Some("/ADMIN/users"),
+            ..RequestFacts::default()
+        };
+        let Evaluation::Done(v) = evaluate(&view, &facts, 1, None) else {
+            panic!("decided");
+        };
+        let expected = if matching.is_exact() {
+            Code::Valid
+        } else {
+            Code::InsufficientScope
+        };
+        assert_eq!(v.code, expected, "{matching:?}");
+    }
 }

@@ -39,6 +39,7 @@ impl SignedSnapshot {
                 project_id: project_id.to_owned(),
                 routes: Vec::new(),
                 default_route_policy: DefaultRoutePolicy::Allow,
+                route_matching: Default::default(),
             }],
         };
         SignedSnapshot {

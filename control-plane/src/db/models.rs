@@ -16,6 +16,7 @@ pub struct ProjectRow {
     pub default_route_policy: String,
     pub created_at: i64,
     pub updated_at: i64,
+    pub route_matching: String,
 }
 
 /// An API key row. Holds the key's hash and start, never the key.

@@ -10,6 +10,7 @@ diesel::table! {
         default_route_policy -> Text,
         created_at -> BigInt,
         updated_at -> BigInt,
+        route_matching -> Text,
     }
 }
 

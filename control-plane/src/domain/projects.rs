@@ -1,7 +1,7 @@
 //! Projects: a key prefix (fixed at creation), routes and the default route policy.
 
 use diesel::prelude::*;
-use keygate_shared::{DefaultRoutePolicy, KeyPrefix, ProjectPolicy, Route};
+use keygate_shared::{DefaultRoutePolicy, KeyPrefix, ProjectPolicy, Route, RouteMatching};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -33,6 +33,10 @@ pub struct CreateProject {
     #[serde(default)]
     #[schema(value_type = Option<crate::schemas::DefaultRoutePolicySchema>)]
     pub default_route_policy: DefaultRoutePolicy,
+    /// `exact` (default) or `case_insensitive`: how routes compare with request paths.
+    #[serde(default)]
+    #[schema(value_type = Option<crate::schemas::RouteMatchingSchema>)]
+    pub route_matching: RouteMatching,
 }
 
 /// Body of `PATCH /v1/projects/{project_id}`.
@@ -47,6 +51,9 @@ pub struct UpdateProject {
     /// `allow` or `deny`.
     #[schema(value_type = Option<crate::schemas::DefaultRoutePolicySchema>)]
     pub default_route_policy: Option<DefaultRoutePolicy>,
+    /// `exact` or `case_insensitive`.
+    #[schema(value_type = Option<crate::schemas::RouteMatchingSchema>)]
+    pub route_matching: Option<RouteMatching>,
     /// Refused: a prefix never changes.
     #[schema(value_type = Option<String>)]
     pub key_prefix: Option<serde_json::Value>,
@@ -67,6 +74,9 @@ pub struct ProjectView {
     /// Policy for paths no route matches.
     #[schema(value_type = crate::schemas::DefaultRoutePolicySchema)]
     pub default_route_policy: DefaultRoutePolicy,
+    /// How routes compare with request paths.
+    #[schema(value_type = crate::schemas::RouteMatchingSchema)]
+    pub route_matching: RouteMatching,
     /// RFC 3339.
     #[serde(with = "crate::timefmt::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -84,6 +94,13 @@ pub struct ProjectList {
     pub items: Vec<ProjectView>,
 }
 
+fn matching_str(m: RouteMatching) -> &'static str {
+    match m {
+        RouteMatching::Exact => "exact",
+        RouteMatching::CaseInsensitive => "case_insensitive",
+    }
+}
+
 fn policy_str(p: DefaultRoutePolicy) -> &'static str {
     match p {
         DefaultRoutePolicy::Allow => "allow",
@@ -99,12 +116,17 @@ impl ProjectView {
             "deny" => DefaultRoutePolicy::Deny,
             _ => DefaultRoutePolicy::Allow,
         };
+        let route_matching = match r.route_matching.as_str() {
+            "case_insensitive" => RouteMatching::CaseInsensitive,
+            _ => RouteMatching::Exact,
+        };
         Ok(ProjectView {
             id: r.id,
             name: r.name,
             key_prefix: r.key_prefix,
             routes,
             default_route_policy,
+            route_matching,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -116,6 +138,7 @@ impl ProjectView {
             project_id: self.id.clone(),
             routes: self.routes.clone(),
             default_route_policy: self.default_route_policy,
+            route_matching: self.route_matching,
         }
     }
 }
@@ -164,6 +187,7 @@ pub fn create(
         default_route_policy: policy_str(input.default_route_policy).to_owned(),
         created_at: now,
         updated_at: now,
+        route_matching: matching_str(input.route_matching).to_owned(),
     };
     write_tx(conn, |conn| {
         bump_version(conn)?;
@@ -247,12 +271,16 @@ pub fn update(
         if let Some(p) = input.default_route_policy {
             after.default_route_policy = p;
         }
+        if let Some(m) = input.route_matching {
+            after.route_matching = m;
+        }
         after.updated_at = now;
         diesel::update(projects::table.find(id))
             .set((
                 projects::name.eq(&after.name),
                 projects::routes.eq(to_json(&after.routes)?),
                 projects::default_route_policy.eq(policy_str(after.default_route_policy)),
+                projects::route_matching.eq(matching_str(after.route_matching)),
                 projects::updated_at.eq(now),
             ))
             .execute(conn)?;

@@ -53,6 +53,7 @@ pub fn projects() -> Vec<ProjectPolicy> {
             } else {
                 DefaultRoutePolicy::Allow
             },
+            route_matching: Default::default(),
         })
         .collect();
     v.sort_by(|a, b| a.project_id.cmp(&b.project_id));

@@ -56,6 +56,7 @@ pub fn project(id: &str, routes: Vec<Route>, default: DefaultRoutePolicy) -> Pro
         project_id: id.to_owned(),
         routes,
         default_route_policy: default,
+        route_matching: Default::default(),
     }
 }
 

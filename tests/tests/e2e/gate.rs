@@ -232,6 +232,45 @@ fn no_spelling_of_a_path_reaches_a_route_without_its_scope() {
             Err((_, c)) => assert_eq!((r.status, &r.body["code"]), (200, &json!(c)), "{raw}"),
         }
     }
+
+    // For an origin that routes case-insensitively, the project says so, and `/ADMIN` needs
+    // the scope of `/admin` at the edge and in `/v1/verify`.
+    let r = stack.api(
+        "PATCH",
+        &format!("/v1/projects/{project}"),
+        Some(&json!({"route_matching": "case_insensitive"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["route_matching"], "case_insensitive");
+    let refused = Stack::wait_for(Duration::from_secs(15), || {
+        get(&stack, &reader, "/ADMIN", &[]).status == 403
+    });
+    assert!(
+        refused.is_some(),
+        "/ADMIN still passes\n{}",
+        stack.edge_logs()
+    );
+    let before = origin.count();
+    for (raw, status) in [("/Admin/Users", 403), ("/%41DMIN", 403), ("/ORDERS/1", 200)] {
+        let r = get(&stack, &reader, raw, &[]);
+        assert_eq!(r.status, status, "{raw}: {}", r.text());
+        let v = stack.api(
+            "POST",
+            "/v1/verify",
+            Some(&json!({"key": reader, "method": "GET", "path": raw, "host": LIVE_HOST})),
+        );
+        let want = if status == 200 {
+            "valid"
+        } else {
+            "insufficient_scope"
+        };
+        assert_eq!(v.body["code"], want, "{raw}");
+    }
+    assert_eq!(
+        origin.count(),
+        before + 1,
+        "only /ORDERS/1 reached the origin"
+    );
 }
 
 #[test]

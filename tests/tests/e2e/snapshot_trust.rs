@@ -345,7 +345,12 @@ fn a_cold_isolate_refuses_a_snapshot_older_than_its_kv_copy() {
         .start()
         .expect("workerd");
     let r = edge.get("/x", &[("Authorization", &auth)]).expect("edge");
-    assert_eq!(r.status, 401, "the replayed snapshot was used:\n{}", edge.logs());
+    assert_eq!(
+        r.status,
+        401,
+        "the replayed snapshot was used:\n{}",
+        edge.logs()
+    );
     assert!(edge.logs().contains("older"), "{}", edge.logs());
     assert_eq!(origin.count(), 0);
 }
