@@ -160,7 +160,7 @@ where
 // Helpers.
 
 /// A control plane whose delivery worker polls every 20 ms.
-async fn start(backend: Backend, max_attempts: i64) -> Option<TestApp> {
+async fn start(backend: Backend, max_attempts: i64) -> TestApp {
     spawn_with(backend, |c| {
         c.webhooks.poll_interval = Duration::from_millis(20);
         c.webhooks.retry_base_seconds = 10;
@@ -177,14 +177,14 @@ macro_rules! webhook_tests {
             mod $name {
                 #[actix_web::test]
                 async fn sqlite() {
-                    let app = super::start(crate::helpers::Backend::Sqlite, 5).await.unwrap();
+                    let app = super::start(crate::helpers::Backend::Sqlite, 5).await;
                     super::$name(app).await;
                 }
                 #[actix_web::test]
+                #[ignore = "needs PostgreSQL at KEYGATE_TEST_POSTGRES_URL; `cargo xtask test` runs it"]
                 async fn postgres() {
-                    if let Some(app) = super::start(crate::helpers::Backend::Postgres, 5).await {
-                        super::$name(app).await;
-                    }
+                    let app = super::start(crate::helpers::Backend::Postgres, 5).await;
+                    super::$name(app).await;
                 }
             }
         )*
