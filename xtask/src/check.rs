@@ -23,7 +23,7 @@ pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test"
 
 /// Runs every check; fails if any fails.
 pub fn run(root: &Path) -> Result<()> {
-    tools::install(root)?;
+    tools::install(root, tools::Browser::Required)?;
     edge::build(root, true)?;
 
     let postgres_url = std::env::var("KEYGATE_TEST_POSTGRES_URL")
