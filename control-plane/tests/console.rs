@@ -1,7 +1,12 @@
 //! The admin console: security headers and cookie flags over plain HTTP, then the daily work
-//! in headless Chromium through chromedriver (skipped, with a message, only when
-//! /usr/bin/chromium or /usr/bin/chromedriver is absent). Screenshots of each page go to
+//! in headless Chromium through chromedriver. Screenshots of each page go to
 //! target/console-screenshots/.
+//!
+//! The browser tests need /usr/bin/chromium and /usr/bin/chromedriver (Debian's `chromium` and
+//! `chromium-driver`), so they are `#[ignore]`d: a plain `cargo test` reports them as ignored.
+//! `cargo xtask test` installs both and runs them (`--include-ignored`); run by hand with
+//! `cargo test -p keygate-control-plane --test console -- --include-ignored`. Once running, a
+//! browser test fails, naming the missing file, when either is absent.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -329,8 +334,117 @@ async fn usage_charts_and_last_used() {
     assert!(html.contains("<td>never</td>"), "the unused key");
 }
 
+/// The hidden CSRF field's value in a console page.
+fn csrf_in(html: &str) -> String {
+    html.split("name=\"csrf_token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF field in the page")
+        .to_owned()
+}
+
+/// The confirmation box is required by the server, not only by the browser: a revoke posted
+/// without it, or with another value, is refused and the key stays active.
+#[actix_web::test]
+async fn revoking_a_key_in_the_console_needs_the_confirmation() {
+    use keygate_control_plane::domain::{keys, projects};
+    let app = start().await;
+    let (key_id, now) = {
+        let mut conn = app.state.pool.get().expect("connection");
+        let now = app.state.clock.now_ms();
+        let p = projects::create(
+            &mut conn,
+            now,
+            "system",
+            serde_json::from_value(json!({"name": "Shop", "key_prefix": "shop"})).expect("spec"),
+        )
+        .expect("project");
+        let k = keys::create(
+            &mut conn,
+            now,
+            "system",
+            &p.id,
+            serde_json::from_value(
+                json!({"name": "server", "kind": "secret", "environment": "live"}),
+            )
+            .expect("spec"),
+        )
+        .expect("key");
+        (k.view.id, now)
+    };
+    let status = |app: &TestApp| {
+        let mut conn = app.state.pool.get().expect("connection");
+        let view = keys::get(&mut conn, now, &key_id).expect("key");
+        serde_json::to_value(view.status).expect("status")
+    };
+    let client = http_client();
+    let cookie = session_cookie(&client, &app.base).await;
+    let key_path = format!("/console/keys/{key_id}");
+    let csrf = csrf_in(&page(&client, &app.base, &cookie, &key_path).await);
+    let revoke = |fields: Vec<(&'static str, String)>| {
+        let (client, cookie) = (&client, &cookie);
+        let url = format!("{}{key_path}/revoke", app.base);
+        async move {
+            let mut resp = client
+                .post(url)
+                .insert_header(("cookie", cookie.as_str()))
+                .send_form(&fields)
+                .await
+                .expect("post revoke");
+            let body = resp.body().await.expect("body");
+            (
+                resp.status(),
+                header(&resp, "location"),
+                String::from_utf8_lossy(&body).into_owned(),
+            )
+        }
+    };
+
+    for confirm in [None, Some("on"), Some("no")] {
+        let mut fields = vec![
+            ("csrf_token", csrf.clone()),
+            ("reason", "unconfirmed".to_owned()),
+        ];
+        if let Some(v) = confirm {
+            fields.push(("confirm", v.to_owned()));
+        }
+        let (code, _, body) = revoke(fields).await;
+        assert_eq!(code, 422, "confirm={confirm:?} must be refused");
+        assert!(
+            body.contains("Tick the confirmation to revoke the key."),
+            "confirm={confirm:?}: {body}"
+        );
+        assert_eq!(status(&app), json!("active"), "confirm={confirm:?}");
+    }
+
+    // The same form with the box ticked revokes the key.
+    let (code, location, _) = revoke(vec![
+        ("csrf_token", csrf.clone()),
+        ("reason", "confirmed".to_owned()),
+        ("confirm", "yes".to_owned()),
+    ])
+    .await;
+    assert_eq!(code, 303);
+    assert_eq!(location, format!("{key_path}?revoked=1"));
+    assert_eq!(status(&app), json!("revoked"));
+}
+
 // ---------------------------------------------------------------------------------------
 // The browser test.
+
+/// Fails the test, naming what is missing, unless Chromium and chromedriver are installed.
+fn require_browser() {
+    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
+        .into_iter()
+        .filter(|p| !Path::new(p).is_file())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "this browser test needs {} (Debian packages chromium and chromium-driver; \
+         `cargo xtask install` installs them)",
+        missing.join(" and ")
+    );
+}
 
 struct Driver {
     child: Child,
@@ -500,13 +614,9 @@ async fn audit_actions(c: &Client, base: &str, target: &str) -> Vec<(String, Str
 }
 
 #[actix_web::test]
+#[ignore = "needs /usr/bin/chromium and /usr/bin/chromedriver; `cargo xtask test` runs it"]
 async fn console_in_a_browser() {
-    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
-        eprintln!(
-            "SKIPPED console_in_a_browser: {CHROMIUM} or {CHROMEDRIVER} is missing (cargo xtask install installs them)"
-        );
-        return;
-    }
+    require_browser();
     let app = start().await;
     let base = app.base.clone();
     let driver = start_chromedriver();
@@ -876,14 +986,10 @@ async fn console_in_a_browser() {
 }
 
 #[actix_web::test]
+#[ignore = "needs /usr/bin/chromium and /usr/bin/chromedriver; `cargo xtask test` runs it"]
 async fn alerts_in_a_browser() {
     use keygate_control_plane::domain::{alerts, keys, projects, usage};
-    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
-        eprintln!(
-            "SKIPPED alerts_in_a_browser: {CHROMIUM} or {CHROMEDRIVER} is missing (cargo xtask install installs them)"
-        );
-        return;
-    }
+    require_browser();
     let app = start().await;
     let base = app.base.clone();
     // A key that someone hammers from where it may not be used.
