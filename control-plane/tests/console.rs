@@ -627,6 +627,9 @@ async fn console_in_a_browser() {
     c.goto(&format!("{base}/console/login"))
         .await
         .expect("goto");
+    for field in ["#email", "#password", "form button[type=submit]"] {
+        assert_eq!(count(&c, field).await, 1, "{field} on the login page");
+    }
     shot(&c, "01-login").await;
     login(&c, &base, OWNER_EMAIL).await;
 
@@ -715,6 +718,8 @@ async fn console_in_a_browser() {
     c.goto(&format!("{base}/console/projects"))
         .await
         .expect("goto");
+    let listed = text(&c, &format!("a[href=\"/console/projects/{project_id}\"]")).await;
+    assert_eq!(listed, "Acme store", "the project, renamed, in the list");
     shot(&c, "03-projects").await;
 
     // A publishable key without referrers is refused inline; with them it is created.
@@ -841,7 +846,29 @@ async fn console_in_a_browser() {
         .to_owned();
     assert_ne!(new_key_id, key_id);
 
-    // Revoke with a reason: the confirmation is required.
+    // Revoke with a reason: the confirmation is required, by the server too.
+    let csrf = c
+        .find(Locator::Css("#revoke-form input[name=csrf_token]"))
+        .await
+        .expect("csrf")
+        .prop("value")
+        .await
+        .expect("value")
+        .expect("a value");
+    let status = post_from_page(
+        &c,
+        &format!("/console/keys/{new_key_id}/revoke"),
+        json!({"csrf_token": csrf, "reason": "unconfirmed"}),
+    )
+    .await;
+    assert_eq!(
+        status, 422,
+        "a revoke without the confirmation must be refused"
+    );
+    c.goto(&format!("{base}/console/keys/{new_key_id}"))
+        .await
+        .expect("goto");
+    assert_eq!(text(&c, "#key-status").await, "active");
     fill(&c, "#reason", "laptop lost").await;
     click(&c, "#revoke-form button[type=submit]").await;
     // The browser refuses to submit without the required confirmation.
@@ -876,13 +903,23 @@ async fn console_in_a_browser() {
     c.goto(&format!("{base}/console/audit"))
         .await
         .expect("goto");
+    let newest = text(&c, "#audit tbody tr td.action").await;
+    assert_eq!(newest, "key.revoke", "the newest entry comes first");
     shot(&c, "10-audit").await;
 
     // Snapshot status and the owner's pages.
     c.goto(&format!("{base}/console/snapshot"))
         .await
         .expect("goto");
-    assert!(!text(&c, "#signing-key").await.is_empty());
+    let (version, signing_key) = {
+        let mut conn = app.state.pool.get().expect("connection");
+        let now = app.state.clock.now_ms();
+        let version = keygate_control_plane::domain::current_version(&mut conn).expect("version");
+        let keyring = app.state.snapshots.keyring(now);
+        (version, keyring.active().key_id().to_owned())
+    };
+    assert_eq!(text(&c, "#signing-key").await, signing_key);
+    assert_eq!(text(&c, "#snapshot-version").await, version.to_string());
     shot(&c, "11-snapshot").await;
     c.goto(&format!("{base}/console/admins"))
         .await
@@ -906,6 +943,30 @@ async fn console_in_a_browser() {
     c.goto(&format!("{base}/console/keys/{key_id}"))
         .await
         .expect("goto");
+    // The page fits the width: nothing but the tables' own scrolling area is wider than it.
+    let widths = c
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+            vec![],
+        )
+        .await
+        .expect("widths");
+    let (page_width, viewport) = (widths[0].as_u64(), widths[1].as_u64());
+    assert!(
+        page_width.is_some() && page_width <= viewport && viewport <= Some(420),
+        "a narrow screen scrolls sideways: page {page_width:?}, viewport {viewport:?}"
+    );
+    // The old key, in its grace period: still active, pointing at its successor.
+    assert_eq!(text(&c, "#key-status").await, "active");
+    assert_eq!(
+        count(
+            &c,
+            &format!("#key-facts a[href=\"/console/keys/{new_key_id}\"]")
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(&c, "#rotate-form").await, 0, "rotated once already");
     shot(&c, "13-key-detail-narrow").await;
     c.set_window_size(1280, 1000).await.expect("resize");
 
@@ -1091,6 +1152,27 @@ async fn alerts_in_a_browser() {
         .expect("auto_revoke");
     revoke.click().await.expect("check");
     click(&c, "#rule-new_ips button[type=submit]").await;
+    assert_eq!(
+        c.current_url().await.expect("url").path(),
+        format!("/console/projects/{project_id}/alert-rules")
+    );
+    assert_eq!(count(&c, "#new_ips-threshold-error").await, 0);
+    let saved = c
+        .find(Locator::Css("#new_ips-threshold"))
+        .await
+        .expect("field")
+        .prop("value")
+        .await
+        .expect("value");
+    assert_eq!(saved.as_deref(), Some("4"), "the saved threshold is shown");
+    let checked = c
+        .find(Locator::Css("#rule-new_ips input[name=auto_revoke]"))
+        .await
+        .expect("auto_revoke")
+        .prop("checked")
+        .await
+        .expect("checked");
+    assert_eq!(checked.as_deref(), Some("true"), "revocation shown as on");
     shot(&c, "23-alert-rules").await;
     let rules = {
         let mut conn = app.state.pool.get().expect("connection");
