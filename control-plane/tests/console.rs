@@ -155,7 +155,12 @@ async fn security_headers_and_session_cookie() {
         .expect("css");
     assert_eq!(resp.status(), 200);
     assert!(header(&resp, "content-type").starts_with("text/css"));
-    assert!(!resp.body().await.expect("css body").is_empty());
+    let css = resp.body().await.expect("css body");
+    assert_eq!(
+        css.as_ref(),
+        include_bytes!("../src/console/assets/console.css"),
+        "the stylesheet served is the one in the source"
+    );
 }
 
 /// Logs in over plain HTTP and returns the session cookie (`name=value`).
