@@ -1,7 +1,12 @@
 //! The admin console: security headers and cookie flags over plain HTTP, then the daily work
-//! in headless Chromium through chromedriver (skipped, with a message, only when
-//! /usr/bin/chromium or /usr/bin/chromedriver is absent). Screenshots of each page go to
+//! in headless Chromium through chromedriver. Screenshots of each page go to
 //! target/console-screenshots/.
+//!
+//! The browser tests need /usr/bin/chromium and /usr/bin/chromedriver (Debian's `chromium` and
+//! `chromium-driver`), so they are `#[ignore]`d: a plain `cargo test` reports them as ignored.
+//! `cargo xtask test` installs both and runs them (`--include-ignored`); run by hand with
+//! `cargo test -p keygate-control-plane --test console -- --include-ignored`. Once running, a
+//! browser test fails, naming the missing file, when either is absent.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -150,7 +155,12 @@ async fn security_headers_and_session_cookie() {
         .expect("css");
     assert_eq!(resp.status(), 200);
     assert!(header(&resp, "content-type").starts_with("text/css"));
-    assert!(!resp.body().await.expect("css body").is_empty());
+    let css = resp.body().await.expect("css body");
+    assert_eq!(
+        css.as_ref(),
+        include_bytes!("../src/console/assets/console.css"),
+        "the stylesheet served is the one in the source"
+    );
 }
 
 /// Logs in over plain HTTP and returns the session cookie (`name=value`).
@@ -329,8 +339,117 @@ async fn usage_charts_and_last_used() {
     assert!(html.contains("<td>never</td>"), "the unused key");
 }
 
+/// The hidden CSRF field's value in a console page.
+fn csrf_in(html: &str) -> String {
+    html.split("name=\"csrf_token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF field in the page")
+        .to_owned()
+}
+
+/// The confirmation box is required by the server, not only by the browser: a revoke posted
+/// without it, or with another value, is refused and the key stays active.
+#[actix_web::test]
+async fn revoking_a_key_in_the_console_needs_the_confirmation() {
+    use keygate_control_plane::domain::{keys, projects};
+    let app = start().await;
+    let (key_id, now) = {
+        let mut conn = app.state.pool.get().expect("connection");
+        let now = app.state.clock.now_ms();
+        let p = projects::create(
+            &mut conn,
+            now,
+            "system",
+            serde_json::from_value(json!({"name": "Shop", "key_prefix": "shop"})).expect("spec"),
+        )
+        .expect("project");
+        let k = keys::create(
+            &mut conn,
+            now,
+            "system",
+            &p.id,
+            serde_json::from_value(
+                json!({"name": "server", "kind": "secret", "environment": "live"}),
+            )
+            .expect("spec"),
+        )
+        .expect("key");
+        (k.view.id, now)
+    };
+    let status = |app: &TestApp| {
+        let mut conn = app.state.pool.get().expect("connection");
+        let view = keys::get(&mut conn, now, &key_id).expect("key");
+        serde_json::to_value(view.status).expect("status")
+    };
+    let client = http_client();
+    let cookie = session_cookie(&client, &app.base).await;
+    let key_path = format!("/console/keys/{key_id}");
+    let csrf = csrf_in(&page(&client, &app.base, &cookie, &key_path).await);
+    let revoke = |fields: Vec<(&'static str, String)>| {
+        let (client, cookie) = (&client, &cookie);
+        let url = format!("{}{key_path}/revoke", app.base);
+        async move {
+            let mut resp = client
+                .post(url)
+                .insert_header(("cookie", cookie.as_str()))
+                .send_form(&fields)
+                .await
+                .expect("post revoke");
+            let body = resp.body().await.expect("body");
+            (
+                resp.status(),
+                header(&resp, "location"),
+                String::from_utf8_lossy(&body).into_owned(),
+            )
+        }
+    };
+
+    for confirm in [None, Some("on"), Some("no")] {
+        let mut fields = vec![
+            ("csrf_token", csrf.clone()),
+            ("reason", "unconfirmed".to_owned()),
+        ];
+        if let Some(v) = confirm {
+            fields.push(("confirm", v.to_owned()));
+        }
+        let (code, _, body) = revoke(fields).await;
+        assert_eq!(code, 422, "confirm={confirm:?} must be refused");
+        assert!(
+            body.contains("Tick the confirmation to revoke the key."),
+            "confirm={confirm:?}: {body}"
+        );
+        assert_eq!(status(&app), json!("active"), "confirm={confirm:?}");
+    }
+
+    // The same form with the box ticked revokes the key.
+    let (code, location, _) = revoke(vec![
+        ("csrf_token", csrf.clone()),
+        ("reason", "confirmed".to_owned()),
+        ("confirm", "yes".to_owned()),
+    ])
+    .await;
+    assert_eq!(code, 303);
+    assert_eq!(location, format!("{key_path}?revoked=1"));
+    assert_eq!(status(&app), json!("revoked"));
+}
+
 // ---------------------------------------------------------------------------------------
 // The browser test.
+
+/// Fails the test, naming what is missing, unless Chromium and chromedriver are installed.
+fn require_browser() {
+    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
+        .into_iter()
+        .filter(|p| !Path::new(p).is_file())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "this browser test needs {} (Debian packages chromium and chromium-driver; \
+         `cargo xtask install` installs them)",
+        missing.join(" and ")
+    );
+}
 
 struct Driver {
     child: Child,
@@ -500,13 +619,9 @@ async fn audit_actions(c: &Client, base: &str, target: &str) -> Vec<(String, Str
 }
 
 #[actix_web::test]
+#[ignore = "needs /usr/bin/chromium and /usr/bin/chromedriver; `cargo xtask test` runs it"]
 async fn console_in_a_browser() {
-    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
-        eprintln!(
-            "SKIPPED console_in_a_browser: {CHROMIUM} or {CHROMEDRIVER} is missing (cargo xtask install installs them)"
-        );
-        return;
-    }
+    require_browser();
     let app = start().await;
     let base = app.base.clone();
     let driver = start_chromedriver();
@@ -517,6 +632,9 @@ async fn console_in_a_browser() {
     c.goto(&format!("{base}/console/login"))
         .await
         .expect("goto");
+    for field in ["#email", "#password", "form button[type=submit]"] {
+        assert_eq!(count(&c, field).await, 1, "{field} on the login page");
+    }
     shot(&c, "01-login").await;
     login(&c, &base, OWNER_EMAIL).await;
 
@@ -605,6 +723,8 @@ async fn console_in_a_browser() {
     c.goto(&format!("{base}/console/projects"))
         .await
         .expect("goto");
+    let listed = text(&c, &format!("a[href=\"/console/projects/{project_id}\"]")).await;
+    assert_eq!(listed, "Acme store", "the project, renamed, in the list");
     shot(&c, "03-projects").await;
 
     // A publishable key without referrers is refused inline; with them it is created.
@@ -731,7 +851,29 @@ async fn console_in_a_browser() {
         .to_owned();
     assert_ne!(new_key_id, key_id);
 
-    // Revoke with a reason: the confirmation is required.
+    // Revoke with a reason: the confirmation is required, by the server too.
+    let csrf = c
+        .find(Locator::Css("#revoke-form input[name=csrf_token]"))
+        .await
+        .expect("csrf")
+        .prop("value")
+        .await
+        .expect("value")
+        .expect("a value");
+    let status = post_from_page(
+        &c,
+        &format!("/console/keys/{new_key_id}/revoke"),
+        json!({"csrf_token": csrf, "reason": "unconfirmed"}),
+    )
+    .await;
+    assert_eq!(
+        status, 422,
+        "a revoke without the confirmation must be refused"
+    );
+    c.goto(&format!("{base}/console/keys/{new_key_id}"))
+        .await
+        .expect("goto");
+    assert_eq!(text(&c, "#key-status").await, "active");
     fill(&c, "#reason", "laptop lost").await;
     click(&c, "#revoke-form button[type=submit]").await;
     // The browser refuses to submit without the required confirmation.
@@ -766,13 +908,23 @@ async fn console_in_a_browser() {
     c.goto(&format!("{base}/console/audit"))
         .await
         .expect("goto");
+    let newest = text(&c, "#audit tbody tr td.action").await;
+    assert_eq!(newest, "key.revoke", "the newest entry comes first");
     shot(&c, "10-audit").await;
 
     // Snapshot status and the owner's pages.
     c.goto(&format!("{base}/console/snapshot"))
         .await
         .expect("goto");
-    assert!(!text(&c, "#signing-key").await.is_empty());
+    let (version, signing_key) = {
+        let mut conn = app.state.pool.get().expect("connection");
+        let now = app.state.clock.now_ms();
+        let version = keygate_control_plane::domain::current_version(&mut conn).expect("version");
+        let keyring = app.state.snapshots.keyring(now);
+        (version, keyring.active().key_id().to_owned())
+    };
+    assert_eq!(text(&c, "#signing-key").await, signing_key);
+    assert_eq!(text(&c, "#snapshot-version").await, version.to_string());
     shot(&c, "11-snapshot").await;
     c.goto(&format!("{base}/console/admins"))
         .await
@@ -796,6 +948,30 @@ async fn console_in_a_browser() {
     c.goto(&format!("{base}/console/keys/{key_id}"))
         .await
         .expect("goto");
+    // The page fits the width: nothing but the tables' own scrolling area is wider than it.
+    let widths = c
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+            vec![],
+        )
+        .await
+        .expect("widths");
+    let (page_width, viewport) = (widths[0].as_u64(), widths[1].as_u64());
+    assert!(
+        page_width.is_some() && page_width <= viewport && viewport <= Some(420),
+        "a narrow screen scrolls sideways: page {page_width:?}, viewport {viewport:?}"
+    );
+    // The old key, in its grace period: still active, pointing at its successor.
+    assert_eq!(text(&c, "#key-status").await, "active");
+    assert_eq!(
+        count(
+            &c,
+            &format!("#key-facts a[href=\"/console/keys/{new_key_id}\"]")
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(&c, "#rotate-form").await, 0, "rotated once already");
     shot(&c, "13-key-detail-narrow").await;
     c.set_window_size(1280, 1000).await.expect("resize");
 
@@ -876,14 +1052,10 @@ async fn console_in_a_browser() {
 }
 
 #[actix_web::test]
+#[ignore = "needs /usr/bin/chromium and /usr/bin/chromedriver; `cargo xtask test` runs it"]
 async fn alerts_in_a_browser() {
     use keygate_control_plane::domain::{alerts, keys, projects, usage};
-    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
-        eprintln!(
-            "SKIPPED alerts_in_a_browser: {CHROMIUM} or {CHROMEDRIVER} is missing (cargo xtask install installs them)"
-        );
-        return;
-    }
+    require_browser();
     let app = start().await;
     let base = app.base.clone();
     // A key that someone hammers from where it may not be used.
@@ -985,6 +1157,27 @@ async fn alerts_in_a_browser() {
         .expect("auto_revoke");
     revoke.click().await.expect("check");
     click(&c, "#rule-new_ips button[type=submit]").await;
+    assert_eq!(
+        c.current_url().await.expect("url").path(),
+        format!("/console/projects/{project_id}/alert-rules")
+    );
+    assert_eq!(count(&c, "#new_ips-threshold-error").await, 0);
+    let saved = c
+        .find(Locator::Css("#new_ips-threshold"))
+        .await
+        .expect("field")
+        .prop("value")
+        .await
+        .expect("value");
+    assert_eq!(saved.as_deref(), Some("4"), "the saved threshold is shown");
+    let checked = c
+        .find(Locator::Css("#rule-new_ips input[name=auto_revoke]"))
+        .await
+        .expect("auto_revoke")
+        .prop("checked")
+        .await
+        .expect("checked");
+    assert_eq!(checked.as_deref(), Some("true"), "revocation shown as on");
     shot(&c, "23-alert-rules").await;
     let rules = {
         let mut conn = app.state.pool.get().expect("connection");

@@ -42,6 +42,8 @@ pub struct StackOptions {
     pub crons: Vec<String>,
     /// Where the edge keeps its KV and Durable Object state (a temporary one when `None`).
     pub edge_state_dir: Option<PathBuf>,
+    /// How often the control plane evaluates the alert rules (its own default when `None`).
+    pub alert_interval: Option<Duration>,
 }
 
 /// Which origin the edge forwards to.
@@ -68,6 +70,7 @@ impl Default for StackOptions {
             inherit_edge_output: false,
             crons: Vec::new(),
             edge_state_dir: None,
+            alert_interval: None,
         }
     }
 }
@@ -254,6 +257,9 @@ impl Stack {
         config.host_environments =
             keygate_shared::HostEnvironments::from_json(&options.host_environments)
                 .map_err(|e| format!("host_environments: {e}"))?;
+        if let Some(interval) = options.alert_interval {
+            config.alert_interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        }
         let control_plane = ControlPlane::start(config.clone())?;
         let cp_url = control_plane.url.clone();
         // Restarts keep the port, so the edge's CONTROL_PLANE_URL stays right.

@@ -23,6 +23,7 @@ Usage: cargo xtask <command>
 Commands:
   install                 install what is missing: the wasm32 target, worker-build, the
                           wasm-bindgen CLI, the npm tools (workerd, wasm-opt, esbuild), Chromium
+                          and chromedriver; fails if any cannot be installed
   build-edge [--release]  build the edge Worker into edge/build/ with local tools only
   test                    install, build the edge, then run every test, the wasm32 build of
                           keygate-shared, rustfmt and clippy
@@ -52,7 +53,7 @@ fn run() -> Result<()> {
     match cmd {
         "install" => {
             no_args(cmd, rest)?;
-            tools::install(&root)
+            tools::install(&root, tools::Browser::Required)
         }
         "build-edge" => {
             let release = match rest {

@@ -1,6 +1,6 @@
 //! `cargo xtask up`: the local stack of contract section 6, until Ctrl-C.
 //!
-//! It installs the tools, builds the edge Worker, then runs the `keygate-stack` binary of the
+//! It installs the tools (all but the browser, which only the tests use), builds the edge Worker, then runs the `keygate-stack` binary of the
 //! `tests` package, which starts the control plane on embedded SQLite, the demo origin and the
 //! edge in workerd, and prints their addresses, an owner token and a demo key. xtask itself stays
 //! free of the control plane, so it compiles in seconds.
@@ -14,7 +14,7 @@ use crate::{edge, tools};
 
 /// Runs the stack until interrupted.
 pub fn up(root: &Path) -> Result<()> {
-    tools::install(root)?;
+    tools::install(root, tools::Browser::NotNeeded)?;
     edge::build(root, true)?;
     let status = cargo()
         .current_dir(root)

@@ -7,7 +7,9 @@
 //! - the wasm-bindgen CLI at the version of the `wasm-bindgen` crate in `Cargo.lock` (the two must
 //!   be equal, or the generated glue does not match the library);
 //! - `workerd`, `wasm-opt` (binaryen) and `esbuild` from `package-lock.json`, with `npm ci`;
-//! - Chromium and chromedriver from apt, for browser tests, when `/usr/bin/chromium` is missing.
+//! - Chromium and chromedriver from apt (`chromium`, `chromium-driver`), for the browser tests,
+//!   when `/usr/bin/chromium` or `/usr/bin/chromedriver` is missing. Failing that, the install
+//!   fails and names what is missing: the browser tests cannot run without them.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,13 +21,29 @@ use anyhow::{bail, Context, Result};
 /// The Rust target of the Worker.
 pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
+/// Where the browser tests look for Chromium.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+/// Where the browser tests look for chromedriver.
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// Whether to install the browser the console's tests drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Browser {
+    /// Install Chromium and chromedriver, or fail.
+    Required,
+    /// Leave them out (the local stack does not use them).
+    NotNeeded,
+}
+
 /// Installs what is missing.
-pub fn install(root: &Path) -> Result<()> {
+pub fn install(root: &Path, browser: Browser) -> Result<()> {
     wasm_target(root)?;
     worker_build(root)?;
     wasm_bindgen(root)?;
     npm_tools(root)?;
-    chromium()?;
+    if browser == Browser::Required {
+        chromium()?;
+    }
     eprintln!("xtask: every tool is installed");
     Ok(())
 }
@@ -176,27 +194,78 @@ fn npm_tools(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The browser files among `paths` that are missing (not a regular file).
+pub fn missing_files<'a>(paths: &[&'a str]) -> Vec<&'a str> {
+    paths
+        .iter()
+        .copied()
+        .filter(|p| !Path::new(p).is_file())
+        .collect()
+}
+
 fn chromium() -> Result<()> {
-    if Path::new("/usr/bin/chromium").exists() {
-        return Ok(());
-    }
-    if find_tool("apt-get").is_none() {
-        eprintln!("xtask: /usr/bin/chromium is missing and apt-get is not available; install Chromium and chromedriver for the browser tests");
-        return Ok(());
-    }
-    let root_user = stdout_of(Command::new("id").arg("-u")).as_deref() == Some("0");
-    let apt = |args: &[&str]| -> Result<()> {
-        let mut cmd = if root_user {
-            Command::new("apt-get")
-        } else {
-            let mut c = Command::new("sudo");
-            c.arg("apt-get");
-            c
+    let missing = missing_files(&[CHROMIUM, CHROMEDRIVER]);
+    if !missing.is_empty() {
+        let what = missing.join(" and ");
+        eprintln!("xtask: {what} missing: installing chromium and chromium-driver");
+        if find_tool("apt-get").is_none() {
+            bail!(
+                "{what} missing and apt-get is not available: install Chromium and chromedriver \
+                 (Debian packages chromium and chromium-driver) so that {CHROMIUM} and \
+                 {CHROMEDRIVER} exist; the console's browser tests need them"
+            );
+        }
+        let root_user = stdout_of(Command::new("id").arg("-u")).as_deref() == Some("0");
+        let apt = |args: &[&str]| -> Result<()> {
+            let mut cmd = if root_user {
+                Command::new("apt-get")
+            } else {
+                let mut c = Command::new("sudo");
+                c.arg("apt-get");
+                c
+            };
+            run(cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive"))
         };
-        run(cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive"))
-    };
-    apt(&["update"])?;
-    apt(&["install", "-y", "chromium", "chromium-driver"])
+        apt(&["update"])
+            .and_then(|()| apt(&["install", "-y", "chromium", "chromium-driver"]))
+            .with_context(|| format!("cannot install {what} for the browser tests"))?;
+        let still = missing_files(&[CHROMIUM, CHROMEDRIVER]);
+        if !still.is_empty() {
+            bail!(
+                "{} still missing after installing chromium and chromium-driver",
+                still.join(" and ")
+            );
+        }
+    }
+    // chromedriver drives only the Chromium of its own major version.
+    let chromium = browser_version(CHROMIUM)?;
+    let driver = browser_version(CHROMEDRIVER)?;
+    if major(&chromium) != major(&driver) {
+        bail!("{CHROMIUM} is {chromium:?} but {CHROMEDRIVER} is {driver:?}: their major versions must match (reinstall chromium and chromium-driver together)");
+    }
+    Ok(())
+}
+
+/// The version a browser binary reports, e.g. `131.0.6778.139`.
+fn browser_version(path: &str) -> Result<String> {
+    let out = stdout_of(Command::new(path).arg("--version"))
+        .with_context(|| format!("`{path} --version` failed"))?;
+    version_in(&out)
+        .map(str::to_owned)
+        .with_context(|| format!("no version in the output of `{path} --version`: {out:?}"))
+}
+
+/// The first word of `text` that looks like a dotted version number.
+fn version_in(text: &str) -> Option<&str> {
+    text.split_whitespace().find(|w| {
+        w.contains('.')
+            && w.split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+fn major(version: &str) -> &str {
+    version.split('.').next().unwrap_or(version)
 }
 
 #[cfg(test)]
@@ -209,6 +278,34 @@ mod tests {
         let v = locked_version(&root, "wasm-bindgen").expect("wasm-bindgen is locked");
         assert!(v.starts_with("0.2."), "{v}");
         assert!(locked_version(&root, "no-such-crate-here").is_err());
+    }
+
+    #[test]
+    fn browser_versions() {
+        assert_eq!(
+            version_in("Chromium 131.0.6778.139 built on Debian GNU/Linux 12 (bookworm)"),
+            Some("131.0.6778.139")
+        );
+        assert_eq!(
+            version_in("ChromeDriver 131.0.6778.139 (a3c0b3e5d4b2-refs/branch-heads/6778@{#2603})"),
+            Some("131.0.6778.139")
+        );
+        assert_eq!(version_in("no version here."), None);
+        assert_eq!(major("131.0.6778.139"), "131");
+    }
+
+    #[test]
+    fn missing_browser_files_are_named() {
+        let root = crate::workspace_root();
+        let lock = root.join("Cargo.lock");
+        let present = lock.to_str().expect("utf-8 path");
+        assert_eq!(
+            missing_files(&[present, "/nonexistent/chromedriver"]),
+            vec!["/nonexistent/chromedriver"]
+        );
+        // A directory is not a browser.
+        let dir = root.to_str().expect("utf-8 path");
+        assert_eq!(missing_files(&[dir]), vec![dir]);
     }
 
     #[test]

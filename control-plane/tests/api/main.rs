@@ -1,5 +1,5 @@
-//! Control plane API tests. Every test body runs against SQLite and, when
-//! `KEYGATE_TEST_POSTGRES_URL` is set, PostgreSQL.
+//! Control plane API tests. Every test body runs against SQLite and, as an ignored variant that
+//! `cargo xtask test` runs, against PostgreSQL at `KEYGATE_TEST_POSTGRES_URL` (see `helpers`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod helpers;

@@ -160,7 +160,7 @@ where
 // Helpers.
 
 /// A control plane whose delivery worker polls every 20 ms.
-async fn start(backend: Backend, max_attempts: i64) -> Option<TestApp> {
+async fn start(backend: Backend, max_attempts: i64) -> TestApp {
     spawn_with(backend, |c| {
         c.webhooks.poll_interval = Duration::from_millis(20);
         c.webhooks.retry_base_seconds = 10;
@@ -177,14 +177,14 @@ macro_rules! webhook_tests {
             mod $name {
                 #[actix_web::test]
                 async fn sqlite() {
-                    let app = super::start(crate::helpers::Backend::Sqlite, 5).await.unwrap();
+                    let app = super::start(crate::helpers::Backend::Sqlite, 5).await;
                     super::$name(app).await;
                 }
                 #[actix_web::test]
+                #[ignore = "needs PostgreSQL at KEYGATE_TEST_POSTGRES_URL; `cargo xtask test` runs it"]
                 async fn postgres() {
-                    if let Some(app) = super::start(crate::helpers::Backend::Postgres, 5).await {
-                        super::$name(app).await;
-                    }
+                    let app = super::start(crate::helpers::Backend::Postgres, 5).await;
+                    super::$name(app).await;
                 }
             }
         )*
@@ -566,7 +566,9 @@ async fn retries_back_off_up_to_the_cap_then_fail(app: TestApp) {
     for (i, a) in attempts.iter().enumerate() {
         assert_eq!(a["attempt"], i + 1);
         assert_eq!(a["status_code"], 500);
-        assert!(a["duration_ms"].as_i64().unwrap() >= 0);
+        // Measured in milliseconds, within the attempt's 5 s timeout.
+        let duration = a["duration_ms"].as_i64().unwrap();
+        assert!((0..=5_000).contains(&duration), "{duration} ms");
         let at = ms(&a["at"]);
         assert!(at > last_at);
         last_at = at;
@@ -1007,7 +1009,11 @@ async fn api_roles_validation_and_secrets(app: TestApp) {
     let d = wait_delivery(&app, &doomed, "a refused attempt", |d| d["attempts"] == 1).await;
     assert_eq!(d["status"], "pending");
     assert_eq!(d["last_status_code"], Value::Null);
-    assert!(!d["last_error"].as_str().unwrap().is_empty());
+    let error = d["last_error"].as_str().unwrap();
+    assert!(
+        error.to_ascii_lowercase().contains("connection refused"),
+        "the refused connection is what the delivery records: {error}"
+    );
     let did = d["id"].as_str().unwrap().to_owned();
     let r = app
         .request(
