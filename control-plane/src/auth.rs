@@ -191,6 +191,61 @@ pub fn bearer_token(header: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Runs Argon2id work (`f`) on the blocking pool once one of the `password_hashing` permits
+/// is free, so that a burst of logins queues instead of taking every core and thread.
+pub async fn password_work<T, F>(state: &web::Data<AppState>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+{
+    let _permit = state
+        .password_hashing
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
+    crate::error::blocking(f).await
+}
+
+/// Logs in (`POST /v1/auth/login` and the console): throttling first, then the admin's row
+/// read on a pooled connection that is given back before the password is verified.
+pub async fn login(
+    state: &web::Data<AppState>,
+    input: crate::domain::accounts::Login,
+    client: Option<std::net::IpAddr>,
+) -> Result<crate::domain::accounts::Session, ApiError> {
+    let now = state.clock.now_ms();
+    let email = input.email.trim().to_lowercase();
+    if let Err(wait_ms) = state.login_throttle.begin(&email, client, now) {
+        let retry_after_s = u64::try_from((wait_ms + 999) / 1000).unwrap_or(1).max(1);
+        tracing::warn!(retry_after_s, "login throttled");
+        return Err(ApiError::LoginThrottled { retry_after_s });
+    }
+    let lookup = email.clone();
+    let row = crate::routes::db(state, move |c, _| {
+        crate::domain::accounts::find_login(c, &lookup)
+    })
+    .await?;
+    let (id, stored) = match row {
+        Some((id, hash)) => (Some(id), Some(hash)),
+        None => (None, None),
+    };
+    let password = input.password;
+    let ok = password_work(state, move || {
+        Ok(crate::domain::accounts::verify_password(
+            stored.as_deref(),
+            &password,
+        ))
+    })
+    .await?;
+    match id {
+        Some(id) if ok => {
+            state.login_throttle.succeeded(&email, client);
+            crate::domain::accounts::issue_session(&state.jwt, &id, now, state.session_ttl_ms)
+        }
+        _ => Err(ApiError::InvalidCredentials),
+    }
+}
+
 /// Ends the session `token` belongs to (see [`crate::domain::accounts::end_session`]);
 /// `Ok(false)` when it is not a live session token.
 pub async fn end_session_token(state: &web::Data<AppState>, token: &str) -> Result<bool, ApiError> {

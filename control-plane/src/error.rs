@@ -79,6 +79,12 @@ pub enum ApiError {
     /// Wrong email or password.
     #[error("email or password is wrong")]
     InvalidCredentials,
+    /// Too many failed logins for this account or from this client; retry after the delay.
+    #[error("too many failed logins for this account or from this address; try again in {retry_after_s} seconds")]
+    LoginThrottled {
+        /// Seconds to wait (the `Retry-After` header).
+        retry_after_s: u64,
+    },
     /// The method is not allowed on this path.
     #[error("this path does not accept this method; see the Allow header")]
     MethodNotAllowed,
@@ -120,6 +126,7 @@ impl ApiError {
             }
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -139,6 +146,7 @@ impl ApiError {
             ApiError::Conflict { code, .. } | ApiError::BadRequest { code, .. } => code,
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::LoginThrottled { .. } => "login_throttled",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -157,6 +165,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => "Bad request",
             ApiError::InvalidCredentials => "Invalid credentials",
             ApiError::MethodNotAllowed => "Method not allowed",
+            ApiError::LoginThrottled { .. } => "Too many login attempts",
             ApiError::Internal(_) => "Internal server error",
         }
     }
@@ -208,6 +217,9 @@ impl ResponseError for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         ));
+        if let ApiError::LoginThrottled { retry_after_s } = self {
+            resp.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
+        }
         if self.status() == StatusCode::UNAUTHORIZED {
             resp.insert_header((
                 header::WWW_AUTHENTICATE,

@@ -37,6 +37,7 @@ pub mod snapshot;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod throttle;
 pub mod timefmt;
 pub mod verify;
 

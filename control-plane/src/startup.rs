@@ -89,6 +89,11 @@ impl Application {
             alert_interval: std::time::Duration::from_millis(config.alert_interval_ms.max(100)),
             usage_retention: config.usage_retention(),
             webhooks: config.webhooks.clone(),
+            login_throttle: Default::default(),
+            password_hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            ),
+            trusted_proxies: config.trusted_proxies.clone(),
         });
         let listener = TcpListener::bind(&config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

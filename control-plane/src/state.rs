@@ -42,4 +42,10 @@ pub struct AppState {
     pub usage_retention: crate::domain::usage::Retention,
     /// Webhook delivery settings.
     pub webhooks: crate::config::WebhookSettings,
+    /// Failed-login counters.
+    pub login_throttle: crate::throttle::LoginThrottle,
+    /// Bounds concurrent Argon2id work (logins, new passwords) to the number of cores.
+    pub password_hashing: tokio::sync::Semaphore,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<keygate_shared::IpNet>,
 }

@@ -206,10 +206,12 @@ pub async fn create_admin(
     s.require_owner()?;
     let body = json!({"email": field(&form, "email"), "role": field(&form, "role"), "password": form.get("password").cloned().unwrap_or_default()});
     let actor = s.admin_id.clone();
-    let result = submit(&state, &body, move |c, now, input: CreateAdmin| {
-        domain::create_admin(c, now, &actor, input)
-    })
-    .await;
+    let result = match crate::extract::parse_json::<CreateAdmin>(body.to_string().as_bytes()) {
+        Ok(input) => {
+            crate::routes::accounts::create_admin_off_connection(&state, actor, input).await
+        }
+        Err(e) => Err(e),
+    };
     match result {
         Ok(_) => Ok(redirect("/console/admins")),
         Err(e) => {

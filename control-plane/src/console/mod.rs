@@ -20,7 +20,7 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::html;
 
-use crate::domain::accounts::{self as domain_accounts, Login};
+use crate::domain::accounts::Login;
 use crate::error::ApiError;
 use crate::state::AppState;
 use layout::FieldErrors;
@@ -216,12 +216,9 @@ async fn login(
         email: email.clone(),
         password,
     };
-    let st = state.clone();
     let ttl = state.session_ttl_ms;
-    let result = crate::routes::db(&state, move |c, now| {
-        domain_accounts::login(c, now, ttl, &st.jwt, input)
-    })
-    .await;
+    let client = crate::throttle::client_address(&req, &state.trusted_proxies);
+    let result = crate::auth::login(&state, input, client).await;
     match result {
         Ok(s) => {
             let cookie = session::session_cookie(&req, Some(&s.token), ttl / 1000);
@@ -237,6 +234,15 @@ async fn login(
             actix_web::http::StatusCode::UNAUTHORIZED,
             login_form(&email, Some("Email or password is wrong.")),
         )),
+        Err(ApiError::LoginThrottled { retry_after_s }) => {
+            let message = format!(
+                "Too many failed logins for this account or from this address. Try again in {retry_after_s} seconds."
+            );
+            Ok(HttpResponse::TooManyRequests()
+                .content_type("text/html; charset=utf-8")
+                .insert_header((header::RETRY_AFTER, retry_after_s.to_string()))
+                .body(login_form(&email, Some(&message))))
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -206,13 +206,26 @@ pub fn create_admin(
     actor: &str,
     input: CreateAdmin,
 ) -> Result<AdminView, ApiError> {
-    let email = check_email(&input.email)?;
+    check_email(&input.email)?;
     check_password(&input.password)?;
     let password_hash = hash_password(&input.password)?;
+    create_admin_hashed(conn, now, actor, &input.email, input.role, password_hash)
+}
+
+/// Creates an admin whose password was checked and hashed already (off the connection).
+pub fn create_admin_hashed(
+    conn: &mut DbConn,
+    now: i64,
+    actor: &str,
+    email: &str,
+    role: Role,
+    password_hash: String,
+) -> Result<AdminView, ApiError> {
+    let email = check_email(email)?;
     let row = AdminRow {
         id: new_id("adm"),
         email,
-        role: input.role.as_str().to_owned(),
+        role: role.as_str().to_owned(),
         password_hash,
         created_at: now,
     };
@@ -258,38 +271,48 @@ pub fn list_admins(conn: &mut DbConn) -> Result<AdminList, ApiError> {
     Ok(AdminList { items })
 }
 
-/// Checks a password and issues a session token.
-pub fn login(
-    conn: &mut DbConn,
-    now: i64,
-    ttl_ms: i64,
-    jwt: &JwtKeys,
-    input: Login,
-) -> Result<Session, ApiError> {
-    let email = input.email.trim().to_lowercase();
-    let row: Option<AdminRow> = admins::table
+/// The id and password hash of the admin with this email (normalised), if any. Login reads
+/// these, gives the connection back, and only then verifies the password: Argon2id takes tens
+/// of milliseconds of CPU, which must not hold a pooled connection.
+pub fn find_login(conn: &mut DbConn, email: &str) -> Result<Option<(String, String)>, ApiError> {
+    let email = email.trim().to_lowercase();
+    Ok(admins::table
         .filter(admins::email.eq(&email))
+        .select((admins::id, admins::password_hash))
         .first(conn)
-        .optional()?;
-    let stored = row
-        .as_ref()
-        .map_or(dummy_hash(), |r| r.password_hash.as_str());
-    let ok = PasswordHash::new(stored)
+        .optional()?)
+}
+
+/// Whether `password` matches the Argon2id PHC string `stored`. With no stored hash (unknown
+/// email) a dummy hash is verified instead, so both cases take as long, and the answer is
+/// `false`. The comparison inside `argon2` is constant-time.
+pub fn verify_password(stored: Option<&str>, password: &str) -> bool {
+    let known = stored.is_some();
+    let hash = match stored {
+        Some(s) => s,
+        None => dummy_hash(),
+    };
+    let ok = PasswordHash::new(hash)
         .map(|h| {
             Argon2::default()
-                .verify_password(input.password.as_bytes(), &h)
+                .verify_password(password.as_bytes(), &h)
                 .is_ok()
         })
         .unwrap_or(false);
-    match row {
-        Some(r) if ok => {
-            let expires_at = now + ttl_ms;
-            let token = jwt.issue(&r.id, now, expires_at)?;
-            tracing::info!(admin_id = %r.id, "admin logged in");
-            Ok(Session { token, expires_at })
-        }
-        _ => Err(ApiError::InvalidCredentials),
-    }
+    known && ok
+}
+
+/// Issues a session token for an admin whose password was verified.
+pub fn issue_session(
+    jwt: &JwtKeys,
+    admin_id: &str,
+    now: i64,
+    ttl_ms: i64,
+) -> Result<Session, ApiError> {
+    let expires_at = now + ttl_ms;
+    let token = jwt.issue(admin_id, now, expires_at)?;
+    tracing::info!(admin_id = %admin_id, "admin logged in");
+    Ok(Session { token, expires_at })
 }
 
 /// Ends a session token before it expires: from now on every replica refuses it. `token_hash`

@@ -10,7 +10,7 @@ use crate::domain::accounts::{
     TokenList,
 };
 use crate::domain::audit::{self as audit_log, AuditPage, AuditQuery};
-use crate::error::{blocking, ApiError, Problem};
+use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Query};
 use crate::state::AppState;
 
@@ -23,6 +23,8 @@ use crate::state::AppState;
     responses(
         (status = 200, body = Session),
         (status = 401, description = "invalid_credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "login_throttled: too many failed logins for this account or from this client; `Retry-After` says when to try again", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before the next attempt"))),
         (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
@@ -32,16 +34,12 @@ use crate::state::AppState;
 )]
 #[post("/auth/login")]
 pub async fn login(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: Json<Login>,
 ) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
-    let now = state.clock.now_ms();
-    let session = blocking(move || {
-        let mut c = st.pool.get()?;
-        domain::login(&mut c, now, st.session_ttl_ms, &st.jwt, body.0)
-    })
-    .await?;
+    let client = crate::throttle::client_address(&req, &state.trusted_proxies);
+    let session = crate::auth::login(&state, body.0, client).await?;
     Ok(HttpResponse::Ok().json(session))
 }
 
@@ -100,11 +98,28 @@ pub async fn create_admin(
     body: Json<CreateAdmin>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = auth.principal.actor;
-    let view = db(&state, move |c, now| {
-        domain::create_admin(c, now, &actor, body.0)
-    })
-    .await?;
+    let view = create_admin_off_connection(&state, actor, body.0).await?;
     Ok(HttpResponse::Created().json(view))
+}
+
+/// Checks a new admin, hashes the password (bounded, no connection held), then stores it.
+pub(crate) async fn create_admin_off_connection(
+    state: &web::Data<AppState>,
+    actor: String,
+    input: CreateAdmin,
+) -> Result<AdminView, ApiError> {
+    domain::check_email(&input.email)?;
+    domain::check_password(&input.password)?;
+    let CreateAdmin {
+        email,
+        role,
+        password,
+    } = input;
+    let hash = crate::auth::password_work(state, move || domain::hash_password(&password)).await?;
+    db(state, move |c, now| {
+        domain::create_admin_hashed(c, now, &actor, &email, role, hash)
+    })
+    .await
 }
 
 /// List admin accounts (owner only).

@@ -8,7 +8,9 @@ both_backends!(
     admins_and_login,
     tokens_lifecycle,
     logout_ends_that_session_only,
-    audit_filters_run_in_the_database
+    audit_filters_run_in_the_database,
+    failed_logins_are_throttled_per_account_and_address,
+    console_login_is_throttled_too
 );
 
 /// `POST /v1/auth/login` with these credentials.
@@ -330,4 +332,167 @@ async fn audit_filters_run_in_the_database(app: TestApp) {
         .await,
     );
     assert_eq!(both, vec![("key.create".to_owned(), other_actor)]);
+}
+
+/// `POST /v1/auth/login` sent from `from` (any 127.0.0.0/8 address reaches the server).
+async fn login_from(app: &TestApp, from: &str, email: &str, password: &str) -> Resp {
+    let client = awc::Client::builder()
+        .local_address(from.parse().unwrap())
+        .finish();
+    let mut res = client
+        .post(format!("{}/v1/auth/login", app.base))
+        .send_json(&json!({"email": email, "password": password}))
+        .await
+        .expect("login request");
+    let raw = res.body().await.expect("body").to_vec();
+    Resp {
+        status: res.status(),
+        headers: res.headers().clone(),
+        body: serde_json::from_slice(&raw).unwrap_or_default(),
+        raw,
+    }
+}
+
+async fn failed_logins_are_throttled_per_account_and_address(app: TestApp) {
+    const A: &str = "127.0.0.1";
+    const B: &str = "127.0.0.2";
+    for email in ["ops@example.com", "other@example.com"] {
+        let r = app
+            .post(
+                "/v1/admins",
+                OWNER_TOKEN,
+                json!({"email": email, "role": "admin", "password": "correct horse battery"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    // Wrong passwords for one account: 401 until the account is throttled, then 429.
+    let mut throttled = None;
+    for attempt in 1..=10 {
+        let r = login_from(&app, A, "ops@example.com", "wrong password!").await;
+        if r.status == 429 {
+            throttled = Some((attempt, r));
+            break;
+        }
+        assert_eq!(r.status, 401, "attempt {attempt}: {:?}", r.body);
+    }
+    let (attempt, r) = throttled.expect("no 429 after 10 wrong passwords");
+    assert_eq!(attempt, 6, "five failures are free");
+    assert_eq!(r.code(), "login_throttled");
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/problem+json")
+    );
+    let retry_after: i64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry_after >= 1, "{retry_after}");
+    // Even the right password waits; another account from another address does not.
+    let r = login_from(&app, A, "ops@example.com", "correct horse battery").await;
+    assert_eq!(r.status, 429);
+    let r = login_from(&app, B, "other@example.com", "correct horse battery").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // The same account from another address waits too: the account is throttled.
+    let r = login_from(&app, B, "ops@example.com", "correct horse battery").await;
+    assert_eq!(r.status, 429);
+
+    // Just before the backoff ends: still 429. After it: the right password works.
+    app.clock.advance_ms(retry_after * 1000 - 1);
+    let r = login_from(&app, A, "ops@example.com", "correct horse battery").await;
+    assert_eq!(r.status, 429);
+    app.clock.advance_ms(1);
+    let r = login_from(&app, A, "ops@example.com", "correct horse battery").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    // The backoff doubles: after a success the account starts over with five free failures,
+    // and each failure past them doubles the wait.
+    for _ in 0..5 {
+        let r = login_from(&app, B, "ops@example.com", "wrong password!").await;
+        assert_eq!(r.status, 401);
+    }
+    let first: i64 = login_from(&app, B, "ops@example.com", "wrong password!")
+        .await
+        .header("retry-after")
+        .unwrap()
+        .parse()
+        .unwrap();
+    app.clock.advance_ms(first * 1000);
+    assert_eq!(
+        login_from(&app, B, "ops@example.com", "wrong password!")
+            .await
+            .status,
+        401
+    );
+    let second = login_from(&app, B, "ops@example.com", "wrong password!").await;
+    assert_eq!(second.status, 429);
+    let second: i64 = second.header("retry-after").unwrap().parse().unwrap();
+    assert_eq!(second, 2 * first);
+    app.clock.advance_ms(second * 1000);
+
+    // One address guessing across many accounts is throttled as an address.
+    let mut address_throttled = false;
+    for i in 0..40 {
+        let r = login_from(
+            &app,
+            A,
+            &format!("nobody{i}@example.com"),
+            "wrong password!",
+        )
+        .await;
+        if r.status == 429 {
+            address_throttled = true;
+            break;
+        }
+        assert_eq!(r.status, 401);
+    }
+    assert!(
+        address_throttled,
+        "an address guessing across accounts was never throttled"
+    );
+    let r = login_from(&app, A, "other@example.com", "correct horse battery").await;
+    assert_eq!(r.status, 429, "{:?}", r.body);
+    let r = login_from(&app, B, "other@example.com", "correct horse battery").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
+async fn console_login_is_throttled_too(app: TestApp) {
+    let r = app
+        .post(
+            "/v1/admins",
+            OWNER_TOKEN,
+            json!({"email": "ops@example.com", "role": "admin", "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let client = awc::Client::builder().disable_redirects().finish();
+    let form = |password: &'static str| {
+        let (app, client) = (&app, &client);
+        async move {
+            client
+                .post(format!("{}/console/login", app.base))
+                .send_form(&[("email", "ops@example.com"), ("password", password)])
+                .await
+                .expect("console login")
+        }
+    };
+    for _ in 0..5 {
+        assert_eq!(form("wrong password!").await.status(), 401);
+    }
+    let r = form("correct horse battery").await;
+    assert_eq!(r.status(), 429);
+    let retry_after: i64 = r
+        .headers()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The API shares the console's counters.
+    assert_eq!(
+        login(&app, "ops@example.com", "correct horse battery")
+            .await
+            .status,
+        429
+    );
+    app.clock.advance_ms(retry_after * 1000);
+    assert_eq!(form("correct horse battery").await.status(), 303);
 }
