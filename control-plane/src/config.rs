@@ -40,6 +40,9 @@ pub struct WebhookSettings {
     pub timeout_seconds: i64,
     /// How often the delivery worker looks for due deliveries.
     pub poll_interval: std::time::Duration,
+    /// Whether endpoints may be on loopback, private, link-local or other non-public addresses
+    /// (`KEYGATE_WEBHOOK_ALLOW_PRIVATE=true`, for self-hosted receivers). Off by default.
+    pub allow_private_targets: bool,
 }
 
 impl Default for WebhookSettings {
@@ -50,6 +53,7 @@ impl Default for WebhookSettings {
             max_attempts: 12,
             timeout_seconds: 10,
             poll_interval: std::time::Duration::from_secs(1),
+            allow_private_targets: false,
         }
     }
 }
@@ -160,7 +164,7 @@ impl Config {
     /// `KEYGATE_USAGE_HOUR_RETENTION_DAYS`, `KEYGATE_USAGE_DAY_RETENTION_DAYS`,
     /// `KEYGATE_SIGHTING_RETENTION_DAYS`, `KEYGATE_WEBHOOK_RETRY_BASE_SECONDS`,
     /// `KEYGATE_WEBHOOK_RETRY_CAP_SECONDS`, `KEYGATE_WEBHOOK_MAX_ATTEMPTS`,
-    /// `KEYGATE_WEBHOOK_TIMEOUT_SECONDS`, `KEYGATE_TRUSTED_PROXIES`.
+    /// `KEYGATE_WEBHOOK_TIMEOUT_SECONDS`, `KEYGATE_WEBHOOK_ALLOW_PRIVATE`, `KEYGATE_TRUSTED_PROXIES`.
     pub fn apply_env(mut self) -> anyhow::Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         if let Some(v) = var("KEYGATE_BOOTSTRAP_TOKEN") {
@@ -240,6 +244,15 @@ impl Config {
         }
         if let Some(v) = var("KEYGATE_WEBHOOK_MAX_ATTEMPTS") {
             self.webhooks.max_attempts = parse_positive("KEYGATE_WEBHOOK_MAX_ATTEMPTS", &v)?;
+        }
+        if let Some(v) = var("KEYGATE_WEBHOOK_ALLOW_PRIVATE") {
+            self.webhooks.allow_private_targets = match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    anyhow::bail!("KEYGATE_WEBHOOK_ALLOW_PRIVATE must be true or false, not {v:?}")
+                }
+            };
         }
         if let Some(v) = var("KEYGATE_WEBHOOK_TIMEOUT_SECONDS") {
             self.webhooks.timeout_seconds = parse_positive("KEYGATE_WEBHOOK_TIMEOUT_SECONDS", &v)?;

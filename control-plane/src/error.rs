@@ -76,6 +76,17 @@ pub enum ApiError {
         /// Why.
         detail: String,
     },
+    /// A well-formed request that is refused for what it asks (a webhook URL on a private
+    /// address): 422 with its own code.
+    #[error("{field}: {detail}")]
+    Unprocessable {
+        /// Stable code (`webhook_target_forbidden`).
+        code: &'static str,
+        /// The offending field.
+        field: &'static str,
+        /// Why.
+        detail: String,
+    },
     /// Wrong email or password.
     #[error("email or password is wrong")]
     InvalidCredentials,
@@ -121,9 +132,9 @@ impl ApiError {
             ApiError::MalformedJson(_) | ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Validation { .. } | ApiError::DuplicatePrefix(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::Validation { .. }
+            | ApiError::DuplicatePrefix(_)
+            | ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -143,7 +154,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Validation { .. } => "validation_failed",
             ApiError::DuplicatePrefix(_) => "duplicate_prefix",
-            ApiError::Conflict { code, .. } | ApiError::BadRequest { code, .. } => code,
+            ApiError::Conflict { code, .. }
+            | ApiError::BadRequest { code, .. }
+            | ApiError::Unprocessable { code, .. } => code,
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::LoginThrottled { .. } => "login_throttled",
@@ -161,6 +174,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::Validation { .. } => "Validation failed",
             ApiError::DuplicatePrefix(_) => "Duplicate key prefix",
+            ApiError::Unprocessable { .. } => "Unprocessable request",
             ApiError::Conflict { .. } => "Conflict",
             ApiError::BadRequest { .. } => "Bad request",
             ApiError::InvalidCredentials => "Invalid credentials",

@@ -34,6 +34,7 @@ pub mod routes;
 pub mod scan;
 pub mod schemas;
 pub mod snapshot;
+pub mod ssrf;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

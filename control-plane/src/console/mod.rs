@@ -153,6 +153,7 @@ pub fn field_error(e: ApiError, map: fn(&str) -> String) -> Result<FieldErrors, 
         }
         ApiError::DuplicatePrefix(_) => errors.push("key_prefix", e.to_string()),
         ApiError::Conflict { .. } => errors.push("form", e.to_string()),
+        ApiError::Unprocessable { field, .. } => errors.push(&map(field), e.to_string()),
         other => return Err(other.into()),
     }
     Ok(errors)

@@ -98,7 +98,7 @@ async fn new_ips_rule_raises_once_and_revokes_the_key(app: TestApp) {
         .post(
             "/v1/webhooks",
             OWNER_TOKEN,
-            json!({"url": "http://127.0.0.1:9/alerts", "events": ["alert.raised"]}),
+            json!({"url": "https://hooks.example.com/alerts", "events": ["alert.raised"]}),
         )
         .await;
     assert_eq!(hook.status, 201, "{:?}", hook.body);
