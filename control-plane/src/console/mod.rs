@@ -89,6 +89,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/snapshot", web::get().to(accounts::snapshot))
             .route("/admins", web::get().to(accounts::admins))
             .route("/admins", web::post().to(accounts::create_admin))
+            .route("/admins/{id}/role", web::post().to(accounts::set_role))
+            .route(
+                "/admins/{id}/delete",
+                web::post().to(accounts::delete_admin),
+            )
+            .route("/account", web::get().to(accounts::account))
+            .route(
+                "/account/password",
+                web::post().to(accounts::change_password),
+            )
             .route("/tokens", web::post().to(accounts::create_token))
             .route(
                 "/tokens/{id}/delete",

@@ -63,6 +63,8 @@ pub struct AdminRow {
     /// Argon2 PHC string.
     pub password_hash: String,
     pub created_at: i64,
+    /// Sessions issued under another epoch are refused (see `auth::Claims::sep`).
+    pub session_epoch: i64,
 }
 
 /// An admin API token row: SHA-256 hex of the token, never the token.

@@ -170,6 +170,14 @@ pub fn check_email(email: &str) -> Result<String, ApiError> {
     Ok(e)
 }
 
+/// The validation error of a password field.
+pub fn password_error(field: &str) -> ApiError {
+    ApiError::validation(
+        field,
+        format!("must be at least {MIN_PASSWORD_CHARS} characters and at most {MAX_PASSWORD_BYTES} bytes"),
+    )
+}
+
 /// Checks a password's length.
 pub fn check_password(password: &str) -> Result<(), ApiError> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
@@ -228,6 +236,7 @@ pub fn create_admin_hashed(
         role: role.as_str().to_owned(),
         password_hash,
         created_at: now,
+        session_epoch: 0,
     };
     write_tx(conn, |conn| {
         let taken: i64 = admins::table
@@ -264,6 +273,159 @@ pub fn create_admin_hashed(
     })
 }
 
+/// Body of `POST /v1/auth/password`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    /// The admin's password now.
+    pub current_password: String,
+    /// The new password, at least 12 characters.
+    pub new_password: String,
+}
+
+impl std::fmt::Debug for ChangePassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangePassword").finish_non_exhaustive()
+    }
+}
+
+/// Body of `PATCH /v1/admins/{admin_id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAdmin {
+    /// The new role.
+    pub role: Role,
+}
+
+/// The admin row with this id, or 404.
+pub fn find_admin_row(conn: &mut DbConn, id: &str) -> Result<AdminRow, ApiError> {
+    admins::table
+        .find(id)
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| ApiError::not_found("admin", id))
+}
+
+/// Locks the owner rows (PostgreSQL; SQLite's `BEGIN IMMEDIATE` has locked the database
+/// already) and counts them, so that two owners demoted or deleted at once cannot both pass
+/// the last-owner check.
+fn owners_locked(conn: &mut DbConn) -> Result<usize, ApiError> {
+    let query = admins::table
+        .filter(admins::role.eq(Role::Owner.as_str()))
+        .select(admins::id);
+    let ids: Vec<String> = match conn {
+        DbConn::Postgresql(c) => query.for_update().load(c)?,
+        DbConn::Sqlite(c) => query.load(c)?,
+    };
+    Ok(ids.len())
+}
+
+fn last_owner(what: &str) -> ApiError {
+    ApiError::Conflict {
+        code: "last_owner",
+        detail: format!("{what} would leave no owner; make another admin an owner first"),
+    }
+}
+
+/// Ends every session of an admin at once: sessions carry the epoch they were issued under.
+fn bump_epoch(conn: &mut DbConn, id: &str) -> Result<i64, ApiError> {
+    diesel::update(admins::table.find(id))
+        .set(admins::session_epoch.eq(admins::session_epoch + 1))
+        .execute(conn)?;
+    Ok(admins::table
+        .find(id)
+        .select(admins::session_epoch)
+        .first(conn)?)
+}
+
+/// Changes an admin's role (owners only). Demoting the last owner is 409 `last_owner`. A change
+/// ends the admin's sessions, so the new role applies to a fresh login.
+pub fn update_admin(
+    conn: &mut DbConn,
+    now: i64,
+    actor: &str,
+    id: &str,
+    input: UpdateAdmin,
+) -> Result<AdminView, ApiError> {
+    write_tx(conn, |conn| {
+        let row = find_admin_row(conn, id)?;
+        let before = admin_view(&row)?;
+        if before.role == input.role {
+            return Ok(before);
+        }
+        if before.role == Role::Owner && owners_locked(conn)? <= 1 {
+            return Err(last_owner("demoting this admin"));
+        }
+        diesel::update(admins::table.find(id))
+            .set(admins::role.eq(input.role.as_str()))
+            .execute(conn)?;
+        bump_epoch(conn, id)?;
+        let after = admin_view(&find_admin_row(conn, id)?)?;
+        audit::record(
+            conn,
+            now,
+            actor,
+            "admin.update",
+            id,
+            serde_json::json!({ "before": before, "after": after, "sessions_ended": true }),
+        )?;
+        tracing::info!(admin_id = %id, role = after.role.as_str(), "admin role changed");
+        Ok(after)
+    })
+}
+
+/// Deletes an admin (owners only); their sessions end at once. Deleting the last owner is
+/// 409 `last_owner`.
+pub fn delete_admin(conn: &mut DbConn, now: i64, actor: &str, id: &str) -> Result<(), ApiError> {
+    write_tx(conn, |conn| {
+        let row = find_admin_row(conn, id)?;
+        let before = admin_view(&row)?;
+        if before.role == Role::Owner && owners_locked(conn)? <= 1 {
+            return Err(last_owner("deleting this admin"));
+        }
+        diesel::delete(revoked_sessions::table.filter(revoked_sessions::admin_id.eq(id)))
+            .execute(conn)?;
+        diesel::delete(admins::table.find(id)).execute(conn)?;
+        audit::record(
+            conn,
+            now,
+            actor,
+            "admin.delete",
+            id,
+            serde_json::json!({ "before": before, "after": null }),
+        )?;
+        tracing::info!(admin_id = %id, "admin deleted");
+        Ok(())
+    })
+}
+
+/// Stores a new password hash for an admin and ends all their sessions; returns the new
+/// session epoch. Audited as `admin.password` (no hash in the details).
+pub fn set_password(
+    conn: &mut DbConn,
+    now: i64,
+    id: &str,
+    password_hash: &str,
+) -> Result<i64, ApiError> {
+    write_tx(conn, |conn| {
+        find_admin_row(conn, id)?;
+        diesel::update(admins::table.find(id))
+            .set(admins::password_hash.eq(password_hash))
+            .execute(conn)?;
+        let epoch = bump_epoch(conn, id)?;
+        audit::record(
+            conn,
+            now,
+            id,
+            "admin.password",
+            id,
+            serde_json::json!({ "sessions_ended": true }),
+        )?;
+        tracing::info!(admin_id = %id, "admin changed their password");
+        Ok(epoch)
+    })
+}
+
 /// Lists admins.
 pub fn list_admins(conn: &mut DbConn) -> Result<AdminList, ApiError> {
     let rows: Vec<AdminRow> = admins::table.order(admins::id.asc()).load(conn)?;
@@ -274,11 +436,14 @@ pub fn list_admins(conn: &mut DbConn) -> Result<AdminList, ApiError> {
 /// The id and password hash of the admin with this email (normalised), if any. Login reads
 /// these, gives the connection back, and only then verifies the password: Argon2id takes tens
 /// of milliseconds of CPU, which must not hold a pooled connection.
-pub fn find_login(conn: &mut DbConn, email: &str) -> Result<Option<(String, String)>, ApiError> {
+pub fn find_login(
+    conn: &mut DbConn,
+    email: &str,
+) -> Result<Option<(String, String, i64)>, ApiError> {
     let email = email.trim().to_lowercase();
     Ok(admins::table
         .filter(admins::email.eq(&email))
-        .select((admins::id, admins::password_hash))
+        .select((admins::id, admins::password_hash, admins::session_epoch))
         .first(conn)
         .optional()?)
 }
@@ -306,11 +471,12 @@ pub fn verify_password(stored: Option<&str>, password: &str) -> bool {
 pub fn issue_session(
     jwt: &JwtKeys,
     admin_id: &str,
+    epoch: i64,
     now: i64,
     ttl_ms: i64,
 ) -> Result<Session, ApiError> {
     let expires_at = now + ttl_ms;
-    let token = jwt.issue(admin_id, now, expires_at)?;
+    let token = jwt.issue(admin_id, epoch, now, expires_at)?;
     tracing::info!(admin_id = %admin_id, "admin logged in");
     Ok(Session { token, expires_at })
 }

@@ -153,6 +153,18 @@ async fn role_matrix(app: TestApp) {
         ),
         (Method::GET, "/v1/admins".into(), None, vec![O]),
         (
+            Method::PATCH,
+            "/v1/admins/adm_01jd0000000000000000000000".into(),
+            Some(json!({"role": "viewer"})),
+            vec![O],
+        ),
+        (
+            Method::DELETE,
+            "/v1/admins/adm_01jd0000000000000000000000".into(),
+            None,
+            vec![O],
+        ),
+        (
             Method::POST,
             "/v1/admin-tokens".into(),
             Some(json!({"name": "t", "role": "viewer"})),

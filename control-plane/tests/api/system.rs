@@ -32,6 +32,9 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/openapi.json"),
     // Beyond the contract table.
     ("post", "/v1/auth/logout"),
+    ("post", "/v1/auth/password"),
+    ("patch", "/v1/admins/{admin_id}"),
+    ("delete", "/v1/admins/{admin_id}"),
     ("get", "/v1/snapshot/shards/{digest_hex}"),
     ("get", "/v1/snapshot/public-keys"),
     ("post", "/v1/usage"),
