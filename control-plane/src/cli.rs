@@ -14,8 +14,8 @@ use crate::domain::accounts::{self, CreateAdmin, CreateToken};
 use crate::keyring::Keyring;
 use crate::startup::{open_database, Application};
 
-/// Keygate control plane.
-#[derive(Debug, Parser)]
+/// Keygate control plane. No `Debug`: `scan --token` holds a token.
+#[derive(Parser)]
 #[command(
     name = "keygate",
     version,
@@ -28,7 +28,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 struct Common {
     /// Holds the SQLite database, the snapshot signing keys and the session secret.
     #[arg(
@@ -43,7 +43,7 @@ struct Common {
     database_url: Option<String>,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum Command {
     /// Start the control plane (applies pending migrations first).
     Serve {

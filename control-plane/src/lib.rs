@@ -43,5 +43,8 @@ pub mod timefmt;
 pub mod verify;
 
 pub use clock::Clock;
+
+/// What `Debug` prints in place of a plaintext key, token, password or webhook secret.
+pub const REDACTED: &str = "<redacted>";
 pub use config::Config;
 pub use startup::Application;

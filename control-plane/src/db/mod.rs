@@ -49,13 +49,20 @@ macro_rules! with_backend {
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
-/// Which database, parsed from the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which database, parsed from the configuration. `Debug` is [`DbTarget::describe`]: no
+/// credentials.
+#[derive(Clone, PartialEq, Eq)]
 pub enum DbTarget {
     /// A PostgreSQL connection URL.
     Postgres(String),
     /// A SQLite file.
     Sqlite(PathBuf),
+}
+
+impl std::fmt::Debug for DbTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DbTarget({})", self.describe())
+    }
 }
 
 impl DbTarget {

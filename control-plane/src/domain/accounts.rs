@@ -37,8 +37,8 @@ impl std::fmt::Debug for Login {
     }
 }
 
-/// A session token.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// A session token. `Debug` leaves the token out.
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct Session {
     /// JWT to send as `Authorization: Bearer <token>`.
     pub token: String,
@@ -46,6 +46,15 @@ pub struct Session {
     #[serde(with = "crate::timefmt::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub expires_at: i64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("token", &crate::REDACTED)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// Body of `POST /v1/admins`.
@@ -120,8 +129,8 @@ pub struct TokenView {
     pub last_used_at: Option<i64>,
 }
 
-/// A new token: shown once.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// A new token: shown once. `Debug` leaves the token out.
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct CreatedToken {
     /// `tok_...`.
     pub id: String,
@@ -135,6 +144,18 @@ pub struct CreatedToken {
     pub created_at: i64,
     /// The token. Store it now: it is never shown again.
     pub token: String,
+}
+
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("created_at", &self.created_at)
+            .field("token", &crate::REDACTED)
+            .finish()
+    }
 }
 
 /// A list of tokens.

@@ -180,14 +180,24 @@ pub struct KeyView {
     pub last_used_at: Option<i64>,
 }
 
-/// A created key: its view plus the plaintext, shown this once.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// A created key: its view plus the plaintext, shown this once. `Debug` leaves the plaintext
+/// out.
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct CreatedKey {
     /// The view.
     #[serde(flatten)]
     pub view: KeyView,
     /// The plaintext key. Store it now: it is never shown again.
     pub key: String,
+}
+
+impl std::fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKey")
+            .field("view", &self.view)
+            .field("key", &crate::REDACTED)
+            .finish()
+    }
 }
 
 /// The old key of a rotation.
@@ -201,8 +211,9 @@ pub struct PreviousKey {
     pub expires_at: Option<i64>,
 }
 
-/// A rotation's result: the new key, its plaintext, and the old key's end.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// A rotation's result: the new key, its plaintext, and the old key's end. `Debug` leaves the
+/// plaintext out.
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct RotatedKey {
     /// The new key's view.
     #[serde(flatten)]
@@ -211,6 +222,16 @@ pub struct RotatedKey {
     pub key: String,
     /// The old key.
     pub previous: PreviousKey,
+}
+
+impl std::fmt::Debug for RotatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatedKey")
+            .field("view", &self.view)
+            .field("key", &crate::REDACTED)
+            .field("previous", &self.previous)
+            .finish()
+    }
 }
 
 /// A page of keys.
