@@ -25,18 +25,29 @@ pub const MAX_REASON_CHARS: usize = 500;
 
 type Metadata = serde_json::Map<String, serde_json::Value>;
 
-/// A key spec: the body of `POST /v1/projects/{project_id}/keys`.
+fn default_kind() -> Kind {
+    Kind::Secret
+}
+
+fn default_environment() -> Environment {
+    Environment::Live
+}
+
+/// A key spec: the body of `POST /v1/projects/{project_id}/keys`. Only `name` is required:
+/// `kind` defaults to `secret`, `environment` to `live`, everything else to none.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeySpec {
     /// Display name.
     #[schema(example = "Checkout web app")]
     pub name: String,
-    /// `secret` or `publishable`.
-    #[schema(value_type = crate::schemas::KindSchema)]
+    /// `secret` (the default) or `publishable`.
+    #[serde(default = "default_kind")]
+    #[schema(value_type = crate::schemas::KindSchema, default = "secret")]
     pub kind: Kind,
-    /// `live` or `test`.
-    #[schema(value_type = crate::schemas::EnvironmentSchema)]
+    /// `live` (the default) or `test`.
+    #[serde(default = "default_environment")]
+    #[schema(value_type = crate::schemas::EnvironmentSchema, default = "live")]
     pub environment: Environment,
     /// Granted scopes.
     #[serde(default)]
