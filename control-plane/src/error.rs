@@ -87,6 +87,14 @@ pub enum ApiError {
         /// Why.
         detail: String,
     },
+    /// A dependency (the database) cannot be reached: 503.
+    #[error("{detail}")]
+    ServiceUnavailable {
+        /// Stable code (`database_unavailable`).
+        code: &'static str,
+        /// Why.
+        detail: String,
+    },
     /// Wrong email or password.
     #[error("email or password is wrong")]
     InvalidCredentials,
@@ -138,6 +146,7 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -156,7 +165,8 @@ impl ApiError {
             ApiError::DuplicatePrefix(_) => "duplicate_prefix",
             ApiError::Conflict { code, .. }
             | ApiError::BadRequest { code, .. }
-            | ApiError::Unprocessable { code, .. } => code,
+            | ApiError::Unprocessable { code, .. }
+            | ApiError::ServiceUnavailable { code, .. } => code,
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::LoginThrottled { .. } => "login_throttled",
@@ -180,6 +190,7 @@ impl ApiError {
             ApiError::InvalidCredentials => "Invalid credentials",
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::LoginThrottled { .. } => "Too many login attempts",
+            ApiError::ServiceUnavailable { .. } => "Service unavailable",
             ApiError::Internal(_) => "Internal server error",
         }
     }

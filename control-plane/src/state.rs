@@ -17,6 +17,8 @@ use crate::snapshot::SnapshotService;
 pub struct AppState {
     /// Connection pool.
     pub pool: Pool,
+    /// The database (for `/readyz`, which opens a connection of its own).
+    pub db_target: crate::db::DbTarget,
     /// The clock.
     pub clock: Clock,
     /// Session token keys.

@@ -71,6 +71,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(snapshot::public_keys),
     )
     .service(system::healthz)
+    .service(system::readyz)
     .service(system::openapi)
     .service(system::metrics);
 }
