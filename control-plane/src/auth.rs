@@ -115,6 +115,10 @@ role_set!(
     SnapshotReaders = [Owner, Admin, Viewer, Edge]
 );
 role_set!(
+    /// Every role: one's own session (logging out, changing one's password).
+    AnyRole = [Owner, Admin, Viewer, Edge]
+);
+role_set!(
     /// The edge (and owners): usage reports.
     UsageWriters = [Owner, Edge]
 );
@@ -191,6 +195,126 @@ pub fn bearer_token(header: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Runs Argon2id work (`f`) on the blocking pool once one of the `password_hashing` permits
+/// is free, so that a burst of logins queues instead of taking every core and thread.
+pub async fn password_work<T, F>(state: &web::Data<AppState>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+{
+    let _permit = state
+        .password_hashing
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
+    crate::error::blocking(f).await
+}
+
+/// Logs in (`POST /v1/auth/login` and the console): throttling first, then the admin's row
+/// read on a pooled connection that is given back before the password is verified.
+pub async fn login(
+    state: &web::Data<AppState>,
+    input: crate::domain::accounts::Login,
+    client: Option<std::net::IpAddr>,
+) -> Result<crate::domain::accounts::Session, ApiError> {
+    let now = state.clock.now_ms();
+    let email = input.email.trim().to_lowercase();
+    if let Err(wait_ms) = state.login_throttle.begin(&email, client, now) {
+        let retry_after_s = u64::try_from((wait_ms + 999) / 1000).unwrap_or(1).max(1);
+        tracing::warn!(retry_after_s, "login throttled");
+        return Err(ApiError::LoginThrottled { retry_after_s });
+    }
+    let lookup = email.clone();
+    let row = crate::routes::db(state, move |c, _| {
+        crate::domain::accounts::find_login(c, &lookup)
+    })
+    .await?;
+    let (id, stored) = match row {
+        Some((id, hash, epoch)) => (Some((id, epoch)), Some(hash)),
+        None => (None, None),
+    };
+    let password = input.password;
+    let ok = password_work(state, move || {
+        Ok(crate::domain::accounts::verify_password(
+            stored.as_deref(),
+            &password,
+        ))
+    })
+    .await?;
+    match id {
+        Some((id, epoch)) if ok => {
+            state.login_throttle.succeeded(&email, client);
+            crate::domain::accounts::issue_session(
+                &state.jwt,
+                &id,
+                epoch,
+                now,
+                state.session_ttl_ms,
+            )
+        }
+        _ => Err(ApiError::InvalidCredentials),
+    }
+}
+
+/// Changes the password of the admin whose session `token` is: the current password is checked
+/// (throttled like a login, so a stolen session cannot guess it), the new one hashed off the
+/// connection, and the admin's session epoch moved on, which ends every session of theirs,
+/// this one included. Returns a new session to continue with.
+pub async fn change_password(
+    state: &web::Data<AppState>,
+    token: &str,
+    input: crate::domain::accounts::ChangePassword,
+    client: Option<std::net::IpAddr>,
+) -> Result<crate::domain::accounts::Session, ApiError> {
+    use crate::domain::accounts as domain;
+    let now = state.clock.now_ms();
+    let Some(claims) = state.jwt.decode(token, now) else {
+        return Err(not_a_session());
+    };
+    domain::check_password(&input.new_password)
+        .map_err(|_| domain::password_error("new_password"))?;
+    let id = claims.sub.clone();
+    let row = crate::routes::db(state, move |c, _| domain::find_admin_row(c, &id)).await?;
+    if let Err(wait_ms) = state.login_throttle.begin(&row.email, client, now) {
+        let retry_after_s = u64::try_from((wait_ms + 999) / 1000).unwrap_or(1).max(1);
+        return Err(ApiError::LoginThrottled { retry_after_s });
+    }
+    let (stored, current, new) = (
+        row.password_hash.clone(),
+        input.current_password,
+        input.new_password,
+    );
+    let new_hash = password_work(state, move || {
+        if !domain::verify_password(Some(&stored), &current) {
+            return Ok(None);
+        }
+        domain::hash_password(&new).map(Some)
+    })
+    .await?;
+    let Some(new_hash) = new_hash else {
+        return Err(ApiError::Unprocessable {
+            code: "wrong_current_password",
+            field: "current_password",
+            detail: "is not this admin's password".into(),
+        });
+    };
+    state.login_throttle.succeeded(&row.email, client);
+    let id = row.id.clone();
+    let epoch = crate::routes::db(state, move |c, now| {
+        domain::set_password(c, now, &id, &new_hash)
+    })
+    .await?;
+    domain::issue_session(&state.jwt, &row.id, epoch, now, state.session_ttl_ms)
+}
+
+/// The answer to a session-only request made with an API token.
+pub fn not_a_session() -> ApiError {
+    ApiError::BadRequest {
+        code: "not_a_session",
+        detail: "only a session token (from POST /v1/auth/login) can do this; API tokens are managed with /v1/admin-tokens".into(),
+    }
+}
+
 /// Ends the session `token` belongs to (see [`crate::domain::accounts::end_session`]);
 /// `Ok(false)` when it is not a live session token.
 pub async fn end_session_token(state: &web::Data<AppState>, token: &str) -> Result<bool, ApiError> {
@@ -253,13 +377,16 @@ async fn resolve(state: web::Data<AppState>, header: String) -> AuthOutcome {
                 if crate::domain::accounts::session_ended(&mut conn, &hash)? {
                     return Ok(Err("the session was logged out"));
                 }
-                let role: Option<String> = admins::table
+                let row: Option<(String, i64)> = admins::table
                     .find(&claims.sub)
-                    .select(admins::role)
+                    .select((admins::role, admins::session_epoch))
                     .first(&mut *conn)
                     .optional()?;
-                Ok(role
-                    .and_then(|r| Role::parse(&r))
+                if row.as_ref().is_some_and(|(_, epoch)| *epoch != claims.sep) {
+                    return Ok(Err("the session was ended (role or password changed)"));
+                }
+                Ok(row
+                    .and_then(|(r, _)| Role::parse(&r))
                     .map(|role| Principal {
                         actor: claims.sub,
                         role,
@@ -335,6 +462,10 @@ pub struct Claims {
     /// out of one leaves the other.
     #[serde(default)]
     pub jti: String,
+    /// The admin's session epoch at issue; a session is refused once the admin's epoch has
+    /// moved on (a demotion or a password change).
+    #[serde(default)]
+    pub sep: i64,
 }
 
 /// HS256 keys for session tokens.
@@ -358,13 +489,21 @@ impl JwtKeys {
         }
     }
 
-    /// Issues a session token for `admin_id` valid until `exp_ms`.
-    pub fn issue(&self, admin_id: &str, now_ms: i64, exp_ms: i64) -> Result<String, ApiError> {
+    /// Issues a session token for `admin_id` (whose session epoch is `epoch`) valid until
+    /// `exp_ms`.
+    pub fn issue(
+        &self,
+        admin_id: &str,
+        epoch: i64,
+        now_ms: i64,
+        exp_ms: i64,
+    ) -> Result<String, ApiError> {
         let claims = Claims {
             sub: admin_id.to_owned(),
             iat: now_ms / 1000,
             exp: exp_ms / 1000,
             jti: hex::encode(rand::random::<[u8; 16]>()),
+            sep: epoch,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(ApiError::internal)

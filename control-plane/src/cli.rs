@@ -11,11 +11,11 @@ use crate::auth::Role;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::accounts::{self, CreateAdmin, CreateToken};
-use crate::keyring::{Keyring, DEFAULT_RETIRE_AFTER_MS};
+use crate::keyring::Keyring;
 use crate::startup::{open_database, Application};
 
-/// Keygate control plane.
-#[derive(Debug, Parser)]
+/// Keygate control plane. No `Debug`: `scan --token` holds a token.
+#[derive(Parser)]
 #[command(
     name = "keygate",
     version,
@@ -28,7 +28,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 struct Common {
     /// Holds the SQLite database, the snapshot signing keys and the session secret.
     #[arg(
@@ -43,7 +43,7 @@ struct Common {
     database_url: Option<String>,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum Command {
     /// Start the control plane (applies pending migrations first).
     Serve {
@@ -88,11 +88,27 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AdminCommand {
-    /// Create an admin; the password is read from standard input (first line).
+    /// Create an admin; the password is prompted for without echo on a terminal, else read
+    /// from standard input (first line).
     Create {
         /// Email address.
         #[arg(long)]
         email: String,
+        /// owner, admin, viewer or edge.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+    /// List the admins: id, email, role, created at.
+    List,
+    /// Delete an admin; their sessions end at once. The last owner cannot be deleted.
+    Delete {
+        /// The admin's id (adm_...) or email.
+        admin: String,
+    },
+    /// Change an admin's role; their sessions end at once. The last owner cannot be demoted.
+    SetRole {
+        /// The admin's id (adm_...) or email.
+        admin: String,
         /// owner, admin, viewer or edge.
         #[arg(long, value_parser = parse_role)]
         role: Role,
@@ -110,13 +126,21 @@ enum TokenCommand {
         #[arg(long, value_parser = parse_role)]
         role: Role,
     },
+    /// List the admin API tokens: id, name, role, created at, last used.
+    List,
+    /// Delete an admin API token; it stops working at once.
+    Delete {
+        /// The token's id (tok_...).
+        token_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum SigningKeyCommand {
     /// Make a new active signing key; the previous one stays published as retiring.
     Rotate {
-        /// Days the previous key stays listed as retiring.
+        /// Days the previous key stays listed as retiring (0: retired at once, for a
+        /// compromised key).
         #[arg(long, default_value_t = 7)]
         retire_after_days: u32,
     },
@@ -161,6 +185,37 @@ fn config(common: &Common) -> Config {
     c
 }
 
+/// The database of an admin command: it must exist already. Only `serve` and `migrate` create
+/// one, so that a mistyped `--data-dir` or a missing `DATABASE_URL` is an error rather than a
+/// new, empty SQLite file with one admin in it.
+fn open_existing(common: &Common) -> anyhow::Result<crate::db::Pool> {
+    let c = config(common);
+    let target = crate::db::DbTarget::from_config(c.database_url.as_deref(), &c.data_dir)?;
+    if let crate::db::DbTarget::Sqlite(path) = &target {
+        if !path.is_file() {
+            anyhow::bail!(
+                "no database at {}: run `keygate migrate` (or `keygate serve`) first, or point --data-dir / DATABASE_URL at the existing one",
+                path.display()
+            );
+        }
+    }
+    open_database(&c)
+}
+
+/// An admin's id from an id or an email.
+fn admin_id(conn: &mut crate::db::DbConn, admin: &str) -> anyhow::Result<String> {
+    if admin.starts_with("adm_") {
+        return Ok(admin.to_owned());
+    }
+    let list = accounts::list_admins(conn).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let email = admin.trim().to_lowercase();
+    list.items
+        .into_iter()
+        .find(|a| a.email == email)
+        .map(|a| a.id)
+        .ok_or_else(|| anyhow::anyhow!("no admin with email {email:?}"))
+}
+
 fn execute(cli: Cli) -> anyhow::Result<()> {
     let clock = Clock::system();
     match cli.command {
@@ -188,11 +243,10 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Admin {
             command: AdminCommand::Create { email, role },
         } => {
-            let password = read_password()?;
             accounts::check_email(&email).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let pool = open_existing(&cli.common)?;
+            let password = read_password()?;
             accounts::check_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
-            crate::files::ensure_private_dir(&cli.common.data_dir)?;
-            let pool = open_database(&config(&cli.common))?;
             let mut conn = pool.get()?;
             let admin = accounts::create_admin(
                 &mut conn,
@@ -213,11 +267,90 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Admin {
+            command: AdminCommand::List,
+        } => {
+            let pool = open_existing(&cli.common)?;
+            let list =
+                accounts::list_admins(&mut *pool.get()?).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for a in list.items {
+                println!(
+                    "{} {} {} {}",
+                    a.id,
+                    a.email,
+                    a.role.as_str(),
+                    crate::timefmt::format_ms(a.created_at)
+                );
+            }
+            Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::Delete { admin },
+        } => {
+            let pool = open_existing(&cli.common)?;
+            let mut conn = pool.get()?;
+            let id = admin_id(&mut conn, &admin)?;
+            accounts::delete_admin(&mut conn, clock.now_ms(), "cli", &id)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!("deleted admin {id}; their sessions have ended");
+            Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::SetRole { admin, role },
+        } => {
+            let pool = open_existing(&cli.common)?;
+            let mut conn = pool.get()?;
+            let id = admin_id(&mut conn, &admin)?;
+            let view = accounts::update_admin(
+                &mut conn,
+                clock.now_ms(),
+                "cli",
+                &id,
+                accounts::UpdateAdmin { role },
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "admin {} <{}> now has role {}; their sessions have ended",
+                view.id,
+                view.email,
+                view.role.as_str()
+            );
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::List,
+        } => {
+            let pool = open_existing(&cli.common)?;
+            let list =
+                accounts::list_tokens(&mut *pool.get()?).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for t in list.items {
+                println!(
+                    "{} {} {} {} {}",
+                    t.id,
+                    t.role.as_str(),
+                    crate::timefmt::format_ms(t.created_at),
+                    t.last_used_at
+                        .map_or_else(|| "never".to_owned(), crate::timefmt::format_ms),
+                    t.name
+                );
+            }
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::Delete { token_id },
+        } => {
+            let pool = open_existing(&cli.common)?;
+            accounts::delete_token(&mut *pool.get()?, clock.now_ms(), "cli", &token_id)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "deleted token {token_id}; it stops working within a second on every control plane"
+            );
+            Ok(())
+        }
         Command::Token {
             command: TokenCommand::Create { name, role },
         } => {
-            crate::files::ensure_private_dir(&cli.common.data_dir)?;
-            let pool = open_database(&config(&cli.common))?;
+            let pool = open_existing(&cli.common)?;
             let mut conn = pool.get()?;
             let created = accounts::create_token(
                 &mut conn,
@@ -237,11 +370,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::SigningKey {
             command: SigningKeyCommand::Rotate { retire_after_days },
         } => {
-            let retire_ms = if retire_after_days == 0 {
-                DEFAULT_RETIRE_AFTER_MS
-            } else {
-                i64::from(retire_after_days) * 86_400_000
-            };
+            let retire_ms = i64::from(retire_after_days) * 86_400_000;
             let keyring = Keyring::rotate(&cli.common.data_dir, clock.now_ms(), retire_ms)?;
             let active = keyring.active();
             println!(
@@ -276,14 +405,22 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The new admin's password: prompted for twice without echo on a terminal, else the first
+/// line of standard input (scripts pipe it).
 fn read_password() -> anyhow::Result<String> {
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("password: ");
-    }
-    let mut line = String::new();
-    stdin.lock().read_line(&mut line)?;
-    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    let password = if stdin.is_terminal() {
+        let first = rpassword::prompt_password("password: ")?;
+        let again = rpassword::prompt_password("password again: ")?;
+        if first != again {
+            anyhow::bail!("the two passwords differ");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        line.trim_end_matches(['\n', '\r']).to_owned()
+    };
     if password.is_empty() {
         anyhow::bail!("no password on standard input");
     }

@@ -37,6 +37,9 @@ pub struct WebhookSettings {
     pub timeout_seconds: i64,
     /// How often the delivery worker looks for due deliveries.
     pub poll_interval: std::time::Duration,
+    /// Whether endpoints may be on loopback, private, link-local or other non-public addresses
+    /// (`KEYGATE_WEBHOOK_ALLOW_PRIVATE=true`, for self-hosted receivers). Off by default.
+    pub allow_private_targets: bool,
 }
 
 impl Default for WebhookSettings {
@@ -47,6 +50,7 @@ impl Default for WebhookSettings {
             max_attempts: 12,
             timeout_seconds: 10,
             poll_interval: std::time::Duration::from_secs(1),
+            allow_private_targets: false,
         }
     }
 }
@@ -90,6 +94,9 @@ pub struct Config {
     pub sighting_retention_days: i64,
     /// Webhook delivery: retries, timeout, polling.
     pub webhooks: WebhookSettings,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (`KEYGATE_TRUSTED_PROXIES`,
+    /// comma-separated addresses or CIDRs). Empty: the client is the connection's peer.
+    pub trusted_proxies: Vec<keygate_shared::IpNet>,
 }
 
 impl std::fmt::Debug for Config {
@@ -117,6 +124,7 @@ impl std::fmt::Debug for Config {
             .field("usage_day_retention_days", &self.usage_day_retention_days)
             .field("sighting_retention_days", &self.sighting_retention_days)
             .field("webhooks", &self.webhooks)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -142,6 +150,7 @@ impl Config {
             usage_day_retention_days: DEFAULT_USAGE_DAY_RETENTION_DAYS,
             sighting_retention_days: DEFAULT_SIGHTING_RETENTION_DAYS,
             webhooks: WebhookSettings::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -152,11 +161,23 @@ impl Config {
     /// `KEYGATE_USAGE_HOUR_RETENTION_DAYS`, `KEYGATE_USAGE_DAY_RETENTION_DAYS`,
     /// `KEYGATE_SIGHTING_RETENTION_DAYS`, `KEYGATE_WEBHOOK_RETRY_BASE_SECONDS`,
     /// `KEYGATE_WEBHOOK_RETRY_CAP_SECONDS`, `KEYGATE_WEBHOOK_MAX_ATTEMPTS`,
-    /// `KEYGATE_WEBHOOK_TIMEOUT_SECONDS`.
+    /// `KEYGATE_WEBHOOK_TIMEOUT_SECONDS`, `KEYGATE_WEBHOOK_ALLOW_PRIVATE`, `KEYGATE_TRUSTED_PROXIES`.
     pub fn apply_env(mut self) -> anyhow::Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         if let Some(v) = var("KEYGATE_BOOTSTRAP_TOKEN") {
             self.bootstrap_token = Some(v);
+        }
+        if let Some(v) = var("KEYGATE_TRUSTED_PROXIES") {
+            self.trusted_proxies = v
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    keygate_shared::IpNet::parse(p).map_err(|e| {
+                        anyhow::anyhow!("KEYGATE_TRUSTED_PROXIES: {e} (use addresses or CIDRs, comma-separated)")
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
         }
         if let Some(v) = var("KEYGATE_JWT_SECRET") {
             self.jwt_secret = Some(v);
@@ -217,6 +238,15 @@ impl Config {
         }
         if let Some(v) = var("KEYGATE_WEBHOOK_MAX_ATTEMPTS") {
             self.webhooks.max_attempts = parse_positive("KEYGATE_WEBHOOK_MAX_ATTEMPTS", &v)?;
+        }
+        if let Some(v) = var("KEYGATE_WEBHOOK_ALLOW_PRIVATE") {
+            self.webhooks.allow_private_targets = match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    anyhow::bail!("KEYGATE_WEBHOOK_ALLOW_PRIVATE must be true or false, not {v:?}")
+                }
+            };
         }
         if let Some(v) = var("KEYGATE_WEBHOOK_TIMEOUT_SECONDS") {
             self.webhooks.timeout_seconds = parse_positive("KEYGATE_WEBHOOK_TIMEOUT_SECONDS", &v)?;

@@ -24,9 +24,12 @@ pub const EVENT_ID_HEADER: &str = "Keygate-Event-Id";
 /// The delivery id header.
 pub const DELIVERY_ID_HEADER: &str = "Keygate-Delivery-Id";
 
-/// Sends deliveries over HTTP or HTTPS (OpenSSL, with the system's trusted roots).
+/// Sends deliveries over HTTP or HTTPS (OpenSSL, with the system's trusted roots), only to
+/// public addresses unless the settings allow private ones (see [`crate::ssrf`]).
 pub struct Sender {
     client: awc::Client,
+    allow_private: bool,
+    resolver: crate::ssrf::Resolver,
 }
 
 impl std::fmt::Debug for Sender {
@@ -39,13 +42,22 @@ impl Sender {
     /// A client with the settings' timeout. Redirects are not followed: a 3xx is a failed
     /// attempt, as the endpoint's URL should be updated instead.
     pub fn new(settings: &WebhookSettings) -> Self {
+        Sender::with_resolver(settings, crate::ssrf::system_resolver())
+    }
+
+    /// The same with another resolver (tests: a name whose address changes).
+    pub fn with_resolver(settings: &WebhookSettings, resolver: crate::ssrf::Resolver) -> Self {
         let timeout = Duration::from_secs(u64::try_from(settings.timeout_seconds).unwrap_or(10));
         let client = awc::Client::builder()
             .timeout(timeout)
             .connector(awc::Connector::new().timeout(timeout))
             .disable_redirects()
             .finish();
-        Sender { client }
+        Sender {
+            client,
+            allow_private: settings.allow_private_targets,
+            resolver,
+        }
     }
 
     /// Sends one delivery; never fails, the outcome says what happened.
@@ -69,19 +81,44 @@ impl Sender {
             Ok(u) => u,
             Err(e) => return done(None, Some(format!("invalid URL: {e}"))),
         };
-        let request = self
-            .client
-            .post(url.as_str())
-            .insert_header(("Content-Type", "application/json"))
-            .insert_header(("User-Agent", USER_AGENT))
-            .insert_header((keygate_shared::webhook::SIGNATURE_HEADER, signature))
-            .insert_header((EVENT_ID_HEADER, out.event_id.as_str()))
-            .insert_header((DELIVERY_ID_HEADER, out.delivery_id.as_str()));
-        match request.send_body(out.body.clone()).await {
-            // The response body is not read: only the status counts.
-            Ok(resp) => done(Some(resp.status().as_u16()), None),
-            Err(e) => done(None, Some(e.to_string())),
+        // Resolved and checked now, at every attempt (DNS may have changed since the endpoint
+        // was created), and connected to exactly the addresses checked.
+        // With private targets allowed there is nothing to check: the client resolves.
+        let addrs: Vec<Option<std::net::SocketAddr>> = if self.allow_private {
+            vec![None]
+        } else {
+            match crate::ssrf::resolve_target(&url, false, &self.resolver).await {
+                Ok(a) => a.into_iter().map(Some).collect(),
+                Err(e @ crate::ssrf::TargetError::Forbidden { .. }) => {
+                    return done(None, Some(format!("refused, no connection made: {e}")))
+                }
+                Err(e) => return done(None, Some(e.to_string())),
+            }
+        };
+        let mut last_error = String::from("no address to connect to");
+        for addr in addrs {
+            let mut request = self.client.post(url.as_str());
+            if let Some(addr) = addr {
+                request = request.address(addr);
+            }
+            let request = request
+                .insert_header(("Content-Type", "application/json"))
+                .insert_header(("User-Agent", USER_AGENT))
+                .insert_header((
+                    keygate_shared::webhook::SIGNATURE_HEADER,
+                    signature.as_str(),
+                ))
+                .insert_header((EVENT_ID_HEADER, out.event_id.as_str()))
+                .insert_header((DELIVERY_ID_HEADER, out.delivery_id.as_str()));
+            match request.send_body(out.body.clone()).await {
+                // The response body is not read: only the status counts.
+                Ok(resp) => return done(Some(resp.status().as_u16()), None),
+                // Could not connect to this address: try the next one.
+                Err(awc::error::SendRequestError::Connect(e)) => last_error = e.to_string(),
+                Err(e) => return done(None, Some(e.to_string())),
+            }
         }
+        done(None, Some(last_error))
     }
 }
 

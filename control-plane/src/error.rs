@@ -76,9 +76,34 @@ pub enum ApiError {
         /// Why.
         detail: String,
     },
+    /// A well-formed request that is refused for what it asks (a webhook URL on a private
+    /// address): 422 with its own code.
+    #[error("{field}: {detail}")]
+    Unprocessable {
+        /// Stable code (`webhook_target_forbidden`).
+        code: &'static str,
+        /// The offending field.
+        field: &'static str,
+        /// Why.
+        detail: String,
+    },
+    /// A dependency (the database) cannot be reached: 503.
+    #[error("{detail}")]
+    ServiceUnavailable {
+        /// Stable code (`database_unavailable`).
+        code: &'static str,
+        /// Why.
+        detail: String,
+    },
     /// Wrong email or password.
     #[error("email or password is wrong")]
     InvalidCredentials,
+    /// Too many failed logins for this account or from this client; retry after the delay.
+    #[error("too many failed logins for this account or from this address; try again in {retry_after_s} seconds")]
+    LoginThrottled {
+        /// Seconds to wait (the `Retry-After` header).
+        retry_after_s: u64,
+    },
     /// The method is not allowed on this path.
     #[error("this path does not accept this method; see the Allow header")]
     MethodNotAllowed,
@@ -115,11 +140,13 @@ impl ApiError {
             ApiError::MalformedJson(_) | ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Validation { .. } | ApiError::DuplicatePrefix(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::Validation { .. }
+            | ApiError::DuplicatePrefix(_)
+            | ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -136,9 +163,13 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Validation { .. } => "validation_failed",
             ApiError::DuplicatePrefix(_) => "duplicate_prefix",
-            ApiError::Conflict { code, .. } | ApiError::BadRequest { code, .. } => code,
+            ApiError::Conflict { code, .. }
+            | ApiError::BadRequest { code, .. }
+            | ApiError::Unprocessable { code, .. }
+            | ApiError::ServiceUnavailable { code, .. } => code,
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::LoginThrottled { .. } => "login_throttled",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -153,10 +184,13 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::Validation { .. } => "Validation failed",
             ApiError::DuplicatePrefix(_) => "Duplicate key prefix",
+            ApiError::Unprocessable { .. } => "Unprocessable request",
             ApiError::Conflict { .. } => "Conflict",
             ApiError::BadRequest { .. } => "Bad request",
             ApiError::InvalidCredentials => "Invalid credentials",
             ApiError::MethodNotAllowed => "Method not allowed",
+            ApiError::LoginThrottled { .. } => "Too many login attempts",
+            ApiError::ServiceUnavailable { .. } => "Service unavailable",
             ApiError::Internal(_) => "Internal server error",
         }
     }
@@ -208,6 +242,9 @@ impl ResponseError for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         ));
+        if let ApiError::LoginThrottled { retry_after_s } = self {
+            resp.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
+        }
         if self.status() == StatusCode::UNAUTHORIZED {
             resp.insert_header((
                 header::WWW_AUTHENTICATE,

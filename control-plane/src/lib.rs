@@ -34,12 +34,17 @@ pub mod routes;
 pub mod scan;
 pub mod schemas;
 pub mod snapshot;
+pub mod ssrf;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod throttle;
 pub mod timefmt;
 pub mod verify;
 
 pub use clock::Clock;
+
+/// What `Debug` prints in place of a plaintext key, token, password or webhook secret.
+pub const REDACTED: &str = "<redacted>";
 pub use config::Config;
 pub use startup::Application;

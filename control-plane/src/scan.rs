@@ -38,8 +38,8 @@ pub const EXIT_FOUND: u8 = 1;
 /// Exit code: a path could not be read, or revoking failed.
 pub const EXIT_ERROR: u8 = 2;
 
-/// Options of `keygate scan`.
-#[derive(Debug, Clone)]
+/// Options of `keygate scan`. `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct ScanOptions {
     /// Files and folders.
     pub paths: Vec<PathBuf>,
@@ -51,6 +51,17 @@ pub struct ScanOptions {
     pub url: String,
 }
 
+impl std::fmt::Debug for ScanOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanOptions")
+            .field("paths", &self.paths)
+            .field("revoke", &self.revoke)
+            .field("token", &self.token.as_ref().map(|_| crate::REDACTED))
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
 /// A key found in a file.
 #[derive(Debug, Clone)]
 struct Hit {
@@ -58,12 +69,22 @@ struct Hit {
     start: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Scan {
     errors: usize,
     found: usize,
-    /// Distinct keys found (for `--revoke`). Kept in memory only.
+    /// Distinct keys found (for `--revoke`). Kept in memory only; `Debug` counts them.
     keys: BTreeSet<String>,
+}
+
+impl std::fmt::Debug for Scan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scan")
+            .field("errors", &self.errors)
+            .field("found", &self.found)
+            .field("keys", &format_args!("[{} redacted]", self.keys.len()))
+            .finish()
+    }
 }
 
 impl Scan {

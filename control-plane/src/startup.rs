@@ -56,6 +56,7 @@ impl Application {
         config.validate()?;
         ensure_private_dir(&config.data_dir)?;
         let pool = open_database(&config)?;
+        let db_target = DbTarget::from_config(config.database_url.as_deref(), &config.data_dir)?;
         let now = config.clock.now_ms();
         if let Some(token) = &config.bootstrap_token {
             let mut conn = pool.get()?;
@@ -69,6 +70,7 @@ impl Application {
         };
         let state = web::Data::new(AppState {
             pool,
+            db_target,
             clock: config.clock.clone(),
             jwt: JwtKeys::new(&jwt_secret),
             session_ttl_ms: config.session_ttl_seconds * 1000,
@@ -85,6 +87,11 @@ impl Application {
             alert_interval: std::time::Duration::from_millis(config.alert_interval_ms.max(100)),
             usage_retention: config.usage_retention(),
             webhooks: config.webhooks.clone(),
+            login_throttle: Default::default(),
+            password_hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            ),
+            trusted_proxies: config.trusted_proxies.clone(),
         });
         let listener = TcpListener::bind(&config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

@@ -17,6 +17,8 @@ use crate::snapshot::SnapshotService;
 pub struct AppState {
     /// Connection pool.
     pub pool: Pool,
+    /// The database (for `/readyz`, which opens a connection of its own).
+    pub db_target: crate::db::DbTarget,
     /// The clock.
     pub clock: Clock,
     /// Session token keys.
@@ -42,4 +44,10 @@ pub struct AppState {
     pub usage_retention: crate::domain::usage::Retention,
     /// Webhook delivery settings.
     pub webhooks: crate::config::WebhookSettings,
+    /// Failed-login counters.
+    pub login_throttle: crate::throttle::LoginThrottle,
+    /// Bounds concurrent Argon2id work (logins, new passwords) to the number of cores.
+    pub password_hashing: tokio::sync::Semaphore,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<keygate_shared::IpNet>,
 }

@@ -253,6 +253,8 @@ impl Stack {
         config.bootstrap_token = Some(owner_token.clone());
         config.snapshot_validity_seconds = options.snapshot_validity_seconds;
         config.workers = Some(2);
+        // The local stack's webhook receivers (the tests', a developer's) run on this machine.
+        config.webhooks.allow_private_targets = true;
         // `/v1/verify` maps hosts as the edge does.
         config.host_environments =
             keygate_shared::HostEnvironments::from_json(&options.host_environments)

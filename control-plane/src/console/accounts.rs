@@ -148,8 +148,27 @@ async fn admins_page(
             section aria-labelledby="admins-h" {
                 h2 #admins-h { "Admins" }
                 div.table-wrap { table #admins {
-                    thead { tr { th scope="col" { "Email" } th scope="col" { "Role" } th scope="col" { "Created" } } }
-                    tbody { @for a in &admins { tr { td { (a.email) } td { (a.role.as_str()) } td { (layout::ts(a.created_at)) } } } }
+                    thead { tr { th scope="col" { "Email" } th scope="col" { "Role" } th scope="col" { "Created" } th scope="col" { span.sr-only { "Actions" } } } }
+                    tbody { @for a in &admins { tr id=(format!("admin-{}", a.id)) {
+                        td { (a.email) }
+                        td {
+                            form.inline method="post" action=(format!("/console/admins/{}/role", a.id)) {
+                                (layout::csrf(s))
+                                label.sr-only for=(format!("role-{}", a.id)) { "Role of " (a.email) }
+                                select id=(format!("role-{}", a.id)) name="role" {
+                                    @for (value, label) in [("viewer", "viewer"), ("admin", "admin"), ("owner", "owner"), ("edge", "edge")] {
+                                        option value=(value) selected[a.role.as_str() == value] { (label) }
+                                    }
+                                }
+                                button type="submit" aria-label=(format!("Change the role of {}", a.email)) { "Change role" }
+                            }
+                        }
+                        td { (layout::ts(a.created_at)) }
+                        td { form method="post" action=(format!("/console/admins/{}/delete", a.id)) {
+                            (layout::csrf(s))
+                            button.danger type="submit" aria-label=(format!("Delete admin {}", a.email)) { "Delete" }
+                        } }
+                    } } }
                 } }
                 form.card method="post" action="/console/admins" #admin-form {
                     (layout::csrf(s))
@@ -206,10 +225,12 @@ pub async fn create_admin(
     s.require_owner()?;
     let body = json!({"email": field(&form, "email"), "role": field(&form, "role"), "password": form.get("password").cloned().unwrap_or_default()});
     let actor = s.admin_id.clone();
-    let result = submit(&state, &body, move |c, now, input: CreateAdmin| {
-        domain::create_admin(c, now, &actor, input)
-    })
-    .await;
+    let result = match crate::extract::parse_json::<CreateAdmin>(body.to_string().as_bytes()) {
+        Ok(input) => {
+            crate::routes::accounts::create_admin_off_connection(&state, actor, input).await
+        }
+        Err(e) => Err(e),
+    };
     match result {
         Ok(_) => Ok(redirect("/console/admins")),
         Err(e) => {
@@ -268,4 +289,139 @@ pub async fn delete_token(
     .await?;
     state.token_cache.clear();
     Ok(redirect("/console/admins"))
+}
+
+async fn admins_error(
+    s: &Session,
+    state: &web::Data<AppState>,
+    e: crate::error::ApiError,
+) -> Result<HttpResponse, ConsoleError> {
+    let status = e.status();
+    let errors = field_error(e, admin_field)?;
+    Ok(html_response(
+        status,
+        admins_page(s, state, &errors, None).await?,
+    ))
+}
+
+/// POST /console/admins/{id}/role (owners only)
+pub async fn set_role(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: Form,
+) -> Result<HttpResponse, ConsoleError> {
+    let s = post_session(&req, &state, &form).await?;
+    s.require_owner()?;
+    let actor = s.admin_id.clone();
+    let id = path.into_inner();
+    let body = json!({"role": field(&form, "role")});
+    let result = submit(&state, &body, move |c, now, input: domain::UpdateAdmin| {
+        domain::update_admin(c, now, &actor, &id, input)
+    })
+    .await;
+    match result {
+        Ok(_) => Ok(redirect("/console/admins")),
+        Err(e) => admins_error(&s, &state, e).await,
+    }
+}
+
+/// POST /console/admins/{id}/delete (owners only)
+pub async fn delete_admin(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: Form,
+) -> Result<HttpResponse, ConsoleError> {
+    let s = post_session(&req, &state, &form).await?;
+    s.require_owner()?;
+    let actor = s.admin_id.clone();
+    let id = path.into_inner();
+    let result = db(&state, move |c, now| {
+        domain::delete_admin(c, now, &actor, &id)
+    })
+    .await;
+    match result {
+        Ok(()) => Ok(redirect("/console/admins")),
+        Err(e) => admins_error(&s, &state, e).await,
+    }
+}
+
+fn account_page(s: &Session, errors: &FieldErrors, changed: bool) -> String {
+    layout::page(
+        "Your account",
+        Some(s),
+        html! {
+            @if changed { p.notice role="status" #password-changed { "Your password was changed. Every other session of yours has ended." } }
+            @if let Some(e) = errors.get("form") { p.error role="alert" { (e) } }
+            dl.facts { dt { "Email" } dd { (s.email) } dt { "Role" } dd { (s.role.as_str()) } }
+            form.card method="post" action="/console/account/password" #password-form {
+                (layout::csrf(s))
+                (layout::field("current_password", "Current password", None, errors, html! { input type="password" #current_password name="current_password" autocomplete="current-password" required; }))
+                (layout::field("new_password", "New password", Some("At least 12 characters."), errors, html! { input type="password" #new_password name="new_password" autocomplete="new-password" required; }))
+                button type="submit" { "Change password" }
+            }
+        },
+    )
+}
+
+/// GET /console/account: one's own account (every role).
+pub async fn account(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    let s = session::current(&req, &state).await?;
+    let changed = req.query_string() == "changed=1";
+    Ok(html_response(
+        StatusCode::OK,
+        account_page(&s, &FieldErrors::default(), changed),
+    ))
+}
+
+/// POST /console/account/password: changes one's own password; the session continues with a
+/// new cookie, every other session ends.
+pub async fn change_password(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    form: Form,
+) -> Result<HttpResponse, ConsoleError> {
+    use actix_web::http::header;
+    let s = post_session(&req, &state, &form).await?;
+    let token = session::cookie_value(&req, session::COOKIE).unwrap_or_default();
+    let input = domain::ChangePassword {
+        current_password: form.get("current_password").cloned().unwrap_or_default(),
+        new_password: form.get("new_password").cloned().unwrap_or_default(),
+    };
+    let client = crate::throttle::client_address(&req, &state.trusted_proxies);
+    match crate::auth::change_password(&state, &token, input, client).await {
+        Ok(new) => {
+            let cookie =
+                session::session_cookie(&req, Some(&new.token), state.session_ttl_ms / 1000);
+            Ok(HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, "/console/account?changed=1"))
+                .insert_header((
+                    header::SET_COOKIE,
+                    header::HeaderValue::from_str(&cookie)
+                        .map_err(crate::error::ApiError::internal)?,
+                ))
+                .finish())
+        }
+        Err(e) => {
+            let status = e.status();
+            let mut errors = FieldErrors::default();
+            match e {
+                crate::error::ApiError::Validation { field, message } => {
+                    errors.push(&field, format!("{field}: {message}"));
+                }
+                crate::error::ApiError::Unprocessable {
+                    field, ref detail, ..
+                } => {
+                    errors.push(field, format!("{field}: {detail}"));
+                }
+                crate::error::ApiError::LoginThrottled { .. } => errors.push("form", e.to_string()),
+                other => return Err(other.into()),
+            }
+            Ok(html_response(status, account_page(&s, &errors, false)))
+        }
+    }
 }

@@ -32,7 +32,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> String {
                             }
                         }
                         div.who {
-                            span { (s.email) " (" (s.role.as_str()) ")" }
+                            a #account href="/console/account" { (s.email) } span { " (" (s.role.as_str()) ")" }
                             form method="post" action="/console/logout" {
                                 (csrf(s))
                                 button.link type="submit" { "Log out" }

@@ -20,7 +20,7 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::html;
 
-use crate::domain::accounts::{self as domain_accounts, Login};
+use crate::domain::accounts::Login;
 use crate::error::ApiError;
 use crate::state::AppState;
 use layout::FieldErrors;
@@ -89,6 +89,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/snapshot", web::get().to(accounts::snapshot))
             .route("/admins", web::get().to(accounts::admins))
             .route("/admins", web::post().to(accounts::create_admin))
+            .route("/admins/{id}/role", web::post().to(accounts::set_role))
+            .route(
+                "/admins/{id}/delete",
+                web::post().to(accounts::delete_admin),
+            )
+            .route("/account", web::get().to(accounts::account))
+            .route(
+                "/account/password",
+                web::post().to(accounts::change_password),
+            )
             .route("/tokens", web::post().to(accounts::create_token))
             .route(
                 "/tokens/{id}/delete",
@@ -153,6 +163,7 @@ pub fn field_error(e: ApiError, map: fn(&str) -> String) -> Result<FieldErrors, 
         }
         ApiError::DuplicatePrefix(_) => errors.push("key_prefix", e.to_string()),
         ApiError::Conflict { .. } => errors.push("form", e.to_string()),
+        ApiError::Unprocessable { field, .. } => errors.push(&map(field), e.to_string()),
         other => return Err(other.into()),
     }
     Ok(errors)
@@ -216,12 +227,9 @@ async fn login(
         email: email.clone(),
         password,
     };
-    let st = state.clone();
     let ttl = state.session_ttl_ms;
-    let result = crate::routes::db(&state, move |c, now| {
-        domain_accounts::login(c, now, ttl, &st.jwt, input)
-    })
-    .await;
+    let client = crate::throttle::client_address(&req, &state.trusted_proxies);
+    let result = crate::auth::login(&state, input, client).await;
     match result {
         Ok(s) => {
             let cookie = session::session_cookie(&req, Some(&s.token), ttl / 1000);
@@ -237,6 +245,15 @@ async fn login(
             actix_web::http::StatusCode::UNAUTHORIZED,
             login_form(&email, Some("Email or password is wrong.")),
         )),
+        Err(ApiError::LoginThrottled { retry_after_s }) => {
+            let message = format!(
+                "Too many failed logins for this account or from this address. Try again in {retry_after_s} seconds."
+            );
+            Ok(HttpResponse::TooManyRequests()
+                .content_type("text/html; charset=utf-8")
+                .insert_header((header::RETRY_AFTER, retry_after_s.to_string()))
+                .body(login_form(&email, Some(&message))))
+        }
         Err(e) => Err(e.into()),
     }
 }

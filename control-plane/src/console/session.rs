@@ -138,15 +138,25 @@ pub async fn current(
         .ok_or(ConsoleError::LoginRequired)?;
     let id = claims.sub;
     let hash = crate::auth::hash_token(&token);
+    let epoch = claims.sep;
     let row: Option<(String, String, String)> = crate::routes::db(state, move |c, _| {
         if crate::domain::accounts::session_ended(c, &hash)? {
             return Ok(None);
         }
-        Ok(admins::table
+        let row: Option<(String, String, String, i64)> = admins::table
             .find(&id)
-            .select((admins::id, admins::email, admins::role))
+            .select((
+                admins::id,
+                admins::email,
+                admins::role,
+                admins::session_epoch,
+            ))
             .first(&mut *c)
-            .optional()?)
+            .optional()?;
+        // A session issued before a role or password change has ended.
+        Ok(row
+            .filter(|r| r.3 == epoch)
+            .map(|(id, email, role, _)| (id, email, role)))
     })
     .await?;
     match row.and_then(|(id, email, role)| Role::parse(&role).map(|r| (id, email, r))) {

@@ -183,10 +183,16 @@ pub async fn create(
     });
     if errors.is_empty() {
         let actor = s.admin_id.clone();
-        let result = submit(&state, &body, move |c, now, input: CreateWebhook| {
-            domain::create(c, now, &actor, input)
-        })
-        .await;
+        let url = field(&values, "url").to_owned();
+        let result = match crate::routes::webhooks::guard_target(&state, &url).await {
+            Ok(()) => {
+                submit(&state, &body, move |c, now, input: CreateWebhook| {
+                    domain::create(c, now, &actor, input)
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
         match result {
             Ok(created) => {
                 let hooks = db(&state, |c, _| domain::list(c)).await?.items;

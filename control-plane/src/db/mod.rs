@@ -49,13 +49,20 @@ macro_rules! with_backend {
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
-/// Which database, parsed from the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which database, parsed from the configuration. `Debug` is [`DbTarget::describe`]: no
+/// credentials.
+#[derive(Clone, PartialEq, Eq)]
 pub enum DbTarget {
     /// A PostgreSQL connection URL.
     Postgres(String),
     /// A SQLite file.
     Sqlite(PathBuf),
+}
+
+impl std::fmt::Debug for DbTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DbTarget({})", self.describe())
+    }
 }
 
 impl DbTarget {
@@ -91,7 +98,8 @@ impl DbTarget {
         }
     }
 
-    fn establish(&self) -> ConnectionResult<DbConn> {
+    /// Opens one connection (outside any pool), with the per-connection settings.
+    pub fn establish(&self) -> ConnectionResult<DbConn> {
         match self {
             DbTarget::Postgres(url) => PgConnection::establish(url).map(DbConn::Postgresql),
             DbTarget::Sqlite(path) => {
@@ -163,15 +171,34 @@ pub fn connect(target: &DbTarget, max_size: Option<u32>) -> anyhow::Result<Pool>
     Ok(pool)
 }
 
-/// Applies pending migrations; returns how many ran.
+/// The PostgreSQL advisory lock key that migrations run under (any fixed 64-bit number that
+/// no other application on the same database uses; this one is "keygate" in ASCII).
+pub const MIGRATION_LOCK_KEY: i64 = 0x006b_6579_6761_7465;
+
+/// Applies pending migrations; returns how many ran. On PostgreSQL they run under a session
+/// advisory lock, so that replicas starting together take turns: the first applies them, the
+/// others wait and then find nothing pending. (SQLite is one file on one host: its write lock
+/// already serialises the migrations' transactions.)
 pub fn migrate(conn: &mut DbConn) -> anyhow::Result<usize> {
     let applied = match conn {
-        DbConn::Postgresql(c) => c
-            .run_pending_migrations(POSTGRES_MIGRATIONS)
-            .map(|v| v.len()),
-        DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
-    }
-    .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+        DbConn::Postgresql(c) => {
+            c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+                .map_err(|e| anyhow::anyhow!("cannot take the migration lock: {e}"))?;
+            let result = c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.len());
+            // Released even when a migration failed; the session's end would release it too.
+            let unlocked =
+                c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"));
+            let applied = result.map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+            unlocked.map_err(|e| anyhow::anyhow!("cannot release the migration lock: {e}"))?;
+            applied
+        }
+        DbConn::Sqlite(c) => c
+            .run_pending_migrations(SQLITE_MIGRATIONS)
+            .map(|v| v.len())
+            .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?,
+    };
     Ok(applied)
 }
 

@@ -54,8 +54,8 @@ pub struct KeyChanges {
     pub updated_at: i64,
 }
 
-/// An admin account row.
-#[derive(Debug, Clone, Queryable, Insertable)]
+/// An admin account row. `Debug` leaves the password hash out.
+#[derive(Clone, Queryable, Insertable)]
 #[diesel(table_name = admins)]
 pub struct AdminRow {
     pub id: String,
@@ -64,6 +64,21 @@ pub struct AdminRow {
     /// Argon2 PHC string.
     pub password_hash: String,
     pub created_at: i64,
+    /// Sessions issued under another epoch are refused (see `auth::Claims::sep`).
+    pub session_epoch: i64,
+}
+
+impl std::fmt::Debug for AdminRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminRow")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("role", &self.role)
+            .field("password_hash", &crate::REDACTED)
+            .field("created_at", &self.created_at)
+            .field("session_epoch", &self.session_epoch)
+            .finish()
+    }
 }
 
 /// An admin API token row: SHA-256 hex of the token, never the token.

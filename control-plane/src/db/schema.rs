@@ -42,6 +42,7 @@ diesel::table! {
         role -> Text,
         password_hash -> Text,
         created_at -> BigInt,
+        session_epoch -> BigInt,
     }
 }
 

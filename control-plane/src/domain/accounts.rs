@@ -37,8 +37,8 @@ impl std::fmt::Debug for Login {
     }
 }
 
-/// A session token.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// A session token. `Debug` leaves the token out.
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct Session {
     /// JWT to send as `Authorization: Bearer <token>`.
     pub token: String,
@@ -46,6 +46,15 @@ pub struct Session {
     #[serde(with = "crate::timefmt::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub expires_at: i64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("token", &crate::REDACTED)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// Body of `POST /v1/admins`.
@@ -120,8 +129,8 @@ pub struct TokenView {
     pub last_used_at: Option<i64>,
 }
 
-/// A new token: shown once.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// A new token: shown once. `Debug` leaves the token out.
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct CreatedToken {
     /// `tok_...`.
     pub id: String,
@@ -135,6 +144,18 @@ pub struct CreatedToken {
     pub created_at: i64,
     /// The token. Store it now: it is never shown again.
     pub token: String,
+}
+
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("created_at", &self.created_at)
+            .field("token", &crate::REDACTED)
+            .finish()
+    }
 }
 
 /// A list of tokens.
@@ -168,6 +189,14 @@ pub fn check_email(email: &str) -> Result<String, ApiError> {
         return Err(ApiError::validation("email", "is not an email address"));
     }
     Ok(e)
+}
+
+/// The validation error of a password field.
+pub fn password_error(field: &str) -> ApiError {
+    ApiError::validation(
+        field,
+        format!("must be at least {MIN_PASSWORD_CHARS} characters and at most {MAX_PASSWORD_BYTES} bytes"),
+    )
 }
 
 /// Checks a password's length.
@@ -206,15 +235,29 @@ pub fn create_admin(
     actor: &str,
     input: CreateAdmin,
 ) -> Result<AdminView, ApiError> {
-    let email = check_email(&input.email)?;
+    check_email(&input.email)?;
     check_password(&input.password)?;
     let password_hash = hash_password(&input.password)?;
+    create_admin_hashed(conn, now, actor, &input.email, input.role, password_hash)
+}
+
+/// Creates an admin whose password was checked and hashed already (off the connection).
+pub fn create_admin_hashed(
+    conn: &mut DbConn,
+    now: i64,
+    actor: &str,
+    email: &str,
+    role: Role,
+    password_hash: String,
+) -> Result<AdminView, ApiError> {
+    let email = check_email(email)?;
     let row = AdminRow {
         id: new_id("adm"),
         email,
-        role: input.role.as_str().to_owned(),
+        role: role.as_str().to_owned(),
         password_hash,
         created_at: now,
+        session_epoch: 0,
     };
     write_tx(conn, |conn| {
         let taken: i64 = admins::table
@@ -251,6 +294,159 @@ pub fn create_admin(
     })
 }
 
+/// Body of `POST /v1/auth/password`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    /// The admin's password now.
+    pub current_password: String,
+    /// The new password, at least 12 characters.
+    pub new_password: String,
+}
+
+impl std::fmt::Debug for ChangePassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangePassword").finish_non_exhaustive()
+    }
+}
+
+/// Body of `PATCH /v1/admins/{admin_id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAdmin {
+    /// The new role.
+    pub role: Role,
+}
+
+/// The admin row with this id, or 404.
+pub fn find_admin_row(conn: &mut DbConn, id: &str) -> Result<AdminRow, ApiError> {
+    admins::table
+        .find(id)
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| ApiError::not_found("admin", id))
+}
+
+/// Locks the owner rows (PostgreSQL; SQLite's `BEGIN IMMEDIATE` has locked the database
+/// already) and counts them, so that two owners demoted or deleted at once cannot both pass
+/// the last-owner check.
+fn owners_locked(conn: &mut DbConn) -> Result<usize, ApiError> {
+    let query = admins::table
+        .filter(admins::role.eq(Role::Owner.as_str()))
+        .select(admins::id);
+    let ids: Vec<String> = match conn {
+        DbConn::Postgresql(c) => query.for_update().load(c)?,
+        DbConn::Sqlite(c) => query.load(c)?,
+    };
+    Ok(ids.len())
+}
+
+fn last_owner(what: &str) -> ApiError {
+    ApiError::Conflict {
+        code: "last_owner",
+        detail: format!("{what} would leave no owner; make another admin an owner first"),
+    }
+}
+
+/// Ends every session of an admin at once: sessions carry the epoch they were issued under.
+fn bump_epoch(conn: &mut DbConn, id: &str) -> Result<i64, ApiError> {
+    diesel::update(admins::table.find(id))
+        .set(admins::session_epoch.eq(admins::session_epoch + 1))
+        .execute(conn)?;
+    Ok(admins::table
+        .find(id)
+        .select(admins::session_epoch)
+        .first(conn)?)
+}
+
+/// Changes an admin's role (owners only). Demoting the last owner is 409 `last_owner`. A change
+/// ends the admin's sessions, so the new role applies to a fresh login.
+pub fn update_admin(
+    conn: &mut DbConn,
+    now: i64,
+    actor: &str,
+    id: &str,
+    input: UpdateAdmin,
+) -> Result<AdminView, ApiError> {
+    write_tx(conn, |conn| {
+        let row = find_admin_row(conn, id)?;
+        let before = admin_view(&row)?;
+        if before.role == input.role {
+            return Ok(before);
+        }
+        if before.role == Role::Owner && owners_locked(conn)? <= 1 {
+            return Err(last_owner("demoting this admin"));
+        }
+        diesel::update(admins::table.find(id))
+            .set(admins::role.eq(input.role.as_str()))
+            .execute(conn)?;
+        bump_epoch(conn, id)?;
+        let after = admin_view(&find_admin_row(conn, id)?)?;
+        audit::record(
+            conn,
+            now,
+            actor,
+            "admin.update",
+            id,
+            serde_json::json!({ "before": before, "after": after, "sessions_ended": true }),
+        )?;
+        tracing::info!(admin_id = %id, role = after.role.as_str(), "admin role changed");
+        Ok(after)
+    })
+}
+
+/// Deletes an admin (owners only); their sessions end at once. Deleting the last owner is
+/// 409 `last_owner`.
+pub fn delete_admin(conn: &mut DbConn, now: i64, actor: &str, id: &str) -> Result<(), ApiError> {
+    write_tx(conn, |conn| {
+        let row = find_admin_row(conn, id)?;
+        let before = admin_view(&row)?;
+        if before.role == Role::Owner && owners_locked(conn)? <= 1 {
+            return Err(last_owner("deleting this admin"));
+        }
+        diesel::delete(revoked_sessions::table.filter(revoked_sessions::admin_id.eq(id)))
+            .execute(conn)?;
+        diesel::delete(admins::table.find(id)).execute(conn)?;
+        audit::record(
+            conn,
+            now,
+            actor,
+            "admin.delete",
+            id,
+            serde_json::json!({ "before": before, "after": null }),
+        )?;
+        tracing::info!(admin_id = %id, "admin deleted");
+        Ok(())
+    })
+}
+
+/// Stores a new password hash for an admin and ends all their sessions; returns the new
+/// session epoch. Audited as `admin.password` (no hash in the details).
+pub fn set_password(
+    conn: &mut DbConn,
+    now: i64,
+    id: &str,
+    password_hash: &str,
+) -> Result<i64, ApiError> {
+    write_tx(conn, |conn| {
+        find_admin_row(conn, id)?;
+        diesel::update(admins::table.find(id))
+            .set(admins::password_hash.eq(password_hash))
+            .execute(conn)?;
+        let epoch = bump_epoch(conn, id)?;
+        audit::record(
+            conn,
+            now,
+            id,
+            "admin.password",
+            id,
+            serde_json::json!({ "sessions_ended": true }),
+        )?;
+        tracing::info!(admin_id = %id, "admin changed their password");
+        Ok(epoch)
+    })
+}
+
 /// Lists admins.
 pub fn list_admins(conn: &mut DbConn) -> Result<AdminList, ApiError> {
     let rows: Vec<AdminRow> = admins::table.order(admins::id.asc()).load(conn)?;
@@ -258,38 +454,52 @@ pub fn list_admins(conn: &mut DbConn) -> Result<AdminList, ApiError> {
     Ok(AdminList { items })
 }
 
-/// Checks a password and issues a session token.
-pub fn login(
+/// The id and password hash of the admin with this email (normalised), if any. Login reads
+/// these, gives the connection back, and only then verifies the password: Argon2id takes tens
+/// of milliseconds of CPU, which must not hold a pooled connection.
+pub fn find_login(
     conn: &mut DbConn,
-    now: i64,
-    ttl_ms: i64,
-    jwt: &JwtKeys,
-    input: Login,
-) -> Result<Session, ApiError> {
-    let email = input.email.trim().to_lowercase();
-    let row: Option<AdminRow> = admins::table
+    email: &str,
+) -> Result<Option<(String, String, i64)>, ApiError> {
+    let email = email.trim().to_lowercase();
+    Ok(admins::table
         .filter(admins::email.eq(&email))
+        .select((admins::id, admins::password_hash, admins::session_epoch))
         .first(conn)
-        .optional()?;
-    let stored = row
-        .as_ref()
-        .map_or(dummy_hash(), |r| r.password_hash.as_str());
-    let ok = PasswordHash::new(stored)
+        .optional()?)
+}
+
+/// Whether `password` matches the Argon2id PHC string `stored`. With no stored hash (unknown
+/// email) a dummy hash is verified instead, so both cases take as long, and the answer is
+/// `false`. The comparison inside `argon2` is constant-time.
+pub fn verify_password(stored: Option<&str>, password: &str) -> bool {
+    let known = stored.is_some();
+    let hash = match stored {
+        Some(s) => s,
+        None => dummy_hash(),
+    };
+    let ok = PasswordHash::new(hash)
         .map(|h| {
             Argon2::default()
-                .verify_password(input.password.as_bytes(), &h)
+                .verify_password(password.as_bytes(), &h)
                 .is_ok()
         })
         .unwrap_or(false);
-    match row {
-        Some(r) if ok => {
-            let expires_at = now + ttl_ms;
-            let token = jwt.issue(&r.id, now, expires_at)?;
-            tracing::info!(admin_id = %r.id, "admin logged in");
-            Ok(Session { token, expires_at })
-        }
-        _ => Err(ApiError::InvalidCredentials),
-    }
+    known && ok
+}
+
+/// Issues a session token for an admin whose password was verified.
+pub fn issue_session(
+    jwt: &JwtKeys,
+    admin_id: &str,
+    epoch: i64,
+    now: i64,
+    ttl_ms: i64,
+) -> Result<Session, ApiError> {
+    let expires_at = now + ttl_ms;
+    let token = jwt.issue(admin_id, epoch, now, expires_at)?;
+    tracing::info!(admin_id = %admin_id, "admin logged in");
+    Ok(Session { token, expires_at })
 }
 
 /// Ends a session token before it expires: from now on every replica refuses it. `token_hash`

@@ -5,7 +5,8 @@
 //! activity or a coming expiry. A rule that fires raises an alert with a one-line explanation
 //! and its evidence, records it in the audit log as done by `rule:<rule>`, emits
 //! `alert.raised` to webhooks and, when the project set the rule to, revokes the key (the audit
-//! log names the rule as the actor). One alert per key and rule stays open until acknowledged;
+//! log names the rule as the actor). Rules revoke only secret keys, and never on signals a client
+//! forges (`Origin`, `Referer`): see docs/alerts.md. One alert per key and rule stays open until acknowledged;
 //! an acknowledged one is raised again only after the rule's window has passed.
 
 use std::collections::HashMap;
@@ -148,9 +149,34 @@ impl Rule {
         }
     }
 
-    /// Whether the rule may revoke keys: a key nearing its quota or expiry is not an attack.
+    /// Whether the rule may revoke keys: a key nearing its quota or expiry is not an attack, and
+    /// `new_referrers` and `rejections` count what the `Origin` and `Referer` headers claim,
+    /// which any client outside a browser writes as it likes.
     pub fn can_auto_revoke(self) -> bool {
-        !matches!(self, Rule::NearQuota | Rule::NearExpiry)
+        self.auto_revoke_refusal().is_none()
+    }
+
+    /// Why the rule may not revoke keys, if it may not.
+    pub fn auto_revoke_refusal(self) -> Option<String> {
+        match self {
+            Rule::NearQuota | Rule::NearExpiry => Some(format!(
+                "{} cannot revoke keys: nearing a limit is not an attack",
+                self.as_str()
+            )),
+            Rule::NewReferrers | Rule::Rejections => Some(format!(
+                "{} may alert but not revoke keys: it is fed by the Origin and Referer headers (and client IPs), which any client outside a browser forges, so revoking on it would let anyone revoke a key",
+                self.as_str()
+            )),
+            _ => None,
+        }
+    }
+
+    /// Whether the rule may revoke a key of this kind. A publishable key is public by design:
+    /// it sits in web pages, so anyone can send requests with it from any address, with any
+    /// `Origin`, `Referer` or `Host`, and so produce every pattern the rules look for. Rules
+    /// alert on publishable keys but never revoke them.
+    pub fn may_revoke(self, kind: Kind) -> bool {
+        self.can_auto_revoke() && kind == Kind::Secret
     }
 
     fn threshold_range(self) -> (i64, i64) {
@@ -188,9 +214,11 @@ pub struct AlertRuleView {
     pub threshold_unit: String,
     /// The window looked at, in seconds (unused by `near_quota` and `near_expiry`).
     pub window_seconds: i64,
-    /// Whether an alert of this rule revokes the key.
+    /// Whether an alert of this rule revokes the key (secret keys only: publishable keys are
+    /// never revoked by a rule).
     pub auto_revoke: bool,
-    /// Whether the rule may be set to revoke keys.
+    /// Whether the rule may be set to revoke keys (not `near_quota`, `near_expiry`, and not
+    /// `new_referrers` and `rejections`, which forged headers can trigger).
     pub can_auto_revoke: bool,
     /// What the rule flags.
     pub description: String,
@@ -215,7 +243,8 @@ pub struct AlertRuleUpdate {
     pub threshold: Option<i64>,
     /// 60 to 86400.
     pub window_seconds: Option<i64>,
-    /// Revoke the key when the rule fires (not for `near_quota` and `near_expiry`).
+    /// Revoke the key when the rule fires: secret keys only, and refused (422) for
+    /// `near_quota`, `near_expiry`, `new_referrers` and `rejections`.
     pub auto_revoke: Option<bool>,
 }
 
@@ -226,7 +255,7 @@ fn view_of(rule: Rule, s: RuleSettings, customized: bool) -> AlertRuleView {
         threshold: s.threshold,
         threshold_unit: rule.threshold_unit().to_owned(),
         window_seconds: s.window_seconds,
-        auto_revoke: s.auto_revoke,
+        auto_revoke: s.auto_revoke && rule.can_auto_revoke(),
         can_auto_revoke: rule.can_auto_revoke(),
         description: rule.description().to_owned(),
         customized,
@@ -319,11 +348,10 @@ pub fn update_rule(
                 format!("must be between {wlo} and {whi}"),
             ));
         }
-        if after.auto_revoke && !rule.can_auto_revoke() {
-            return Err(ApiError::validation(
-                "auto_revoke",
-                format!("{} cannot revoke keys", rule.as_str()),
-            ));
+        if after.auto_revoke {
+            if let Some(why) = rule.auto_revoke_refusal() {
+                return Err(ApiError::validation("auto_revoke", why));
+            }
         }
         let values = (
             alert_rules::project_id.eq(project_id),
@@ -1064,7 +1092,8 @@ pub fn evaluate(conn: &mut DbConn, now: i64) -> Result<EvaluationReport, ApiErro
             let Some(finding) = check(conn, rule, s, &row, &view, now)? else {
                 continue;
             };
-            let revoke = s.auto_revoke && rule.can_auto_revoke();
+            // A setting stored before a rule lost the right to revoke stays inert.
+            let revoke = s.auto_revoke && rule.may_revoke(view.kind);
             let Some((alert_id, revoked)) = raise(conn, now, rule, s, &view, &finding, revoke)?
             else {
                 continue;

@@ -25,18 +25,29 @@ pub const MAX_REASON_CHARS: usize = 500;
 
 type Metadata = serde_json::Map<String, serde_json::Value>;
 
-/// A key spec: the body of `POST /v1/projects/{project_id}/keys`.
+fn default_kind() -> Kind {
+    Kind::Secret
+}
+
+fn default_environment() -> Environment {
+    Environment::Live
+}
+
+/// A key spec: the body of `POST /v1/projects/{project_id}/keys`. Only `name` is required:
+/// `kind` defaults to `secret`, `environment` to `live`, everything else to none.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeySpec {
     /// Display name.
     #[schema(example = "Checkout web app")]
     pub name: String,
-    /// `secret` or `publishable`.
-    #[schema(value_type = crate::schemas::KindSchema)]
+    /// `secret` (the default) or `publishable`.
+    #[serde(default = "default_kind")]
+    #[schema(value_type = crate::schemas::KindSchema, default = "secret")]
     pub kind: Kind,
-    /// `live` or `test`.
-    #[schema(value_type = crate::schemas::EnvironmentSchema)]
+    /// `live` (the default) or `test`.
+    #[serde(default = "default_environment")]
+    #[schema(value_type = crate::schemas::EnvironmentSchema, default = "live")]
     pub environment: Environment,
     /// Granted scopes.
     #[serde(default)]
@@ -180,14 +191,24 @@ pub struct KeyView {
     pub last_used_at: Option<i64>,
 }
 
-/// A created key: its view plus the plaintext, shown this once.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// A created key: its view plus the plaintext, shown this once. `Debug` leaves the plaintext
+/// out.
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct CreatedKey {
     /// The view.
     #[serde(flatten)]
     pub view: KeyView,
     /// The plaintext key. Store it now: it is never shown again.
     pub key: String,
+}
+
+impl std::fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKey")
+            .field("view", &self.view)
+            .field("key", &crate::REDACTED)
+            .finish()
+    }
 }
 
 /// The old key of a rotation.
@@ -201,8 +222,9 @@ pub struct PreviousKey {
     pub expires_at: Option<i64>,
 }
 
-/// A rotation's result: the new key, its plaintext, and the old key's end.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// A rotation's result: the new key, its plaintext, and the old key's end. `Debug` leaves the
+/// plaintext out.
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct RotatedKey {
     /// The new key's view.
     #[serde(flatten)]
@@ -211,6 +233,16 @@ pub struct RotatedKey {
     pub key: String,
     /// The old key.
     pub previous: PreviousKey,
+}
+
+impl std::fmt::Debug for RotatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatedKey")
+            .field("view", &self.view)
+            .field("key", &crate::REDACTED)
+            .field("previous", &self.previous)
+            .finish()
+    }
 }
 
 /// A page of keys.

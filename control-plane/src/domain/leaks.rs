@@ -19,8 +19,8 @@ const MAX_SOURCE_CHARS: usize = 100;
 /// Longest `url`.
 const MAX_URL_CHARS: usize = 2000;
 
-/// Body of `POST /v1/leaks`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// Body of `POST /v1/leaks`. `Debug` shows how many keys, not the keys.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeakReport {
     /// The leaked keys, in full (1 to 100).
@@ -30,6 +30,16 @@ pub struct LeakReport {
     pub source: String,
     /// Where they were found (http or https URL, at most 2000 characters).
     pub url: Option<String>,
+}
+
+impl std::fmt::Debug for LeakReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeakReport")
+            .field("keys", &format_args!("[{} redacted]", self.keys.len()))
+            .field("source", &self.source)
+            .field("url", &self.url)
+            .finish()
+    }
 }
 
 /// What happened to one reported key.

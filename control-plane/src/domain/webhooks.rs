@@ -250,8 +250,9 @@ impl WebhookView {
     }
 }
 
-/// A created endpoint: its view and its signing secret, shown this once.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// A created endpoint: its view and its signing secret, shown this once. `Debug` leaves the
+/// secret out.
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct CreatedWebhook {
     /// The view.
     #[serde(flatten)]
@@ -261,8 +262,8 @@ pub struct CreatedWebhook {
 }
 
 /// A rotated secret: the endpoint, the new secret (shown this once), and until when the old
-/// one still signs.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// one still signs. `Debug` leaves the secret out.
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct RotatedSecret {
     /// The view.
     #[serde(flatten)]
@@ -273,6 +274,28 @@ pub struct RotatedSecret {
     #[serde(with = "crate::timefmt::opt_rfc3339")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub previous_secret_expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for CreatedWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedWebhook")
+            .field("view", &self.view)
+            .field("secret", &crate::REDACTED)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RotatedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatedSecret")
+            .field("view", &self.view)
+            .field("secret", &crate::REDACTED)
+            .field(
+                "previous_secret_expires_at",
+                &self.previous_secret_expires_at,
+            )
+            .finish()
+    }
 }
 
 /// Every endpoint.

@@ -1,16 +1,16 @@
 //! `/v1/auth/login`, `/v1/auth/logout`, `/v1/admins`, `/v1/admin-tokens` and `/v1/audit`.
 
 use actix_web::http::header;
-use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
+use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
 
 use super::db;
-use crate::auth::{bearer_token, end_session_token, Authed, Owners, Readers};
+use crate::auth::{bearer_token, end_session_token, AnyRole, Authed, Owners, Readers};
 use crate::domain::accounts::{
-    self as domain, AdminList, AdminView, CreateAdmin, CreateToken, CreatedToken, Login, Session,
-    TokenList,
+    self as domain, AdminList, AdminView, ChangePassword, CreateAdmin, CreateToken, CreatedToken,
+    Login, Session, TokenList, UpdateAdmin,
 };
 use crate::domain::audit::{self as audit_log, AuditPage, AuditQuery};
-use crate::error::{blocking, ApiError, Problem};
+use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Query};
 use crate::state::AppState;
 
@@ -23,6 +23,8 @@ use crate::state::AppState;
     responses(
         (status = 200, body = Session),
         (status = 401, description = "invalid_credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "login_throttled: too many failed logins for this account or from this client; `Retry-After` says when to try again", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before the next attempt"))),
         (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
@@ -32,16 +34,12 @@ use crate::state::AppState;
 )]
 #[post("/auth/login")]
 pub async fn login(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: Json<Login>,
 ) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
-    let now = state.clock.now_ms();
-    let session = blocking(move || {
-        let mut c = st.pool.get()?;
-        domain::login(&mut c, now, st.session_ttl_ms, &st.jwt, body.0)
-    })
-    .await?;
+    let client = crate::throttle::client_address(&req, &state.trusted_proxies);
+    let session = crate::auth::login(&state, body.0, client).await?;
     Ok(HttpResponse::Ok().json(session))
 }
 
@@ -61,20 +59,121 @@ pub async fn login(
 pub async fn logout(
     req: HttpRequest,
     state: web::Data<AppState>,
-    _auth: Authed<Readers>,
+    _auth: Authed<AnyRole>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .unwrap_or_default();
-    if !end_session_token(&state, token).await? {
+    if !end_session_token(&state, request_token(&req)).await? {
         return Err(ApiError::BadRequest {
             code: "not_a_session",
             detail: "only a session token can log out; delete an API token with DELETE /v1/admin-tokens/{token_id}".into(),
         });
     }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+fn request_token(req: &HttpRequest) -> &str {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .unwrap_or_default()
+}
+
+/// Change one's own password (any role, session tokens only). The current password is
+/// required; every session of the admin ends, this one included, and the answer is a new
+/// session to continue with.
+#[utoipa::path(
+    operation_id = "change_password",
+    tag = "auth",
+    request_body = ChangePassword,
+    responses(
+        (status = 200, description = "Changed; every earlier session of this admin is ended, use this new one", body = Session),
+        (status = 400, description = "not_a_session: the bearer token is an API token; malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed (new_password too short or long); wrong_current_password", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "login_throttled: too many wrong current passwords", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before the next attempt"))),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/auth/password")]
+pub async fn change_password(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    _auth: Authed<AnyRole>,
+    body: Json<ChangePassword>,
+) -> Result<HttpResponse, ApiError> {
+    let token = request_token(&req).to_owned();
+    if token.matches('.').count() != 2 {
+        return Err(crate::auth::not_a_session());
+    }
+    let client = crate::throttle::client_address(&req, &state.trusted_proxies);
+    let session = crate::auth::change_password(&state, &token, body.0, client).await?;
+    Ok(HttpResponse::Ok().json(session))
+}
+
+/// Change an admin's role (owner only). Their sessions end at once; demoting the last owner
+/// is refused.
+#[utoipa::path(
+    operation_id = "update_admin",
+    tag = "admins",
+    request_body = UpdateAdmin,
+    params(("admin_id" = String, Path, description = "adm_...")),
+    responses(
+        (status = 200, body = AdminView),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "last_owner: this is the only owner", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[patch("/admins/{admin_id}")]
+pub async fn update_admin(
+    state: web::Data<AppState>,
+    auth: Authed<Owners>,
+    path: web::Path<String>,
+    body: Json<UpdateAdmin>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let actor = auth.principal.actor;
+    let view = db(&state, move |c, now| {
+        domain::update_admin(c, now, &actor, &id, body.0)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Delete an admin (owner only). Their sessions end at once; deleting the last owner is
+/// refused.
+#[utoipa::path(
+    operation_id = "delete_admin",
+    tag = "admins",
+    params(("admin_id" = String, Path, description = "adm_...")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "last_owner: this is the only owner", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/admins/{admin_id}")]
+pub async fn delete_admin(
+    state: web::Data<AppState>,
+    auth: Authed<Owners>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let actor = auth.principal.actor;
+    db(&state, move |c, now| {
+        domain::delete_admin(c, now, &actor, &id)
+    })
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -100,11 +199,28 @@ pub async fn create_admin(
     body: Json<CreateAdmin>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = auth.principal.actor;
-    let view = db(&state, move |c, now| {
-        domain::create_admin(c, now, &actor, body.0)
-    })
-    .await?;
+    let view = create_admin_off_connection(&state, actor, body.0).await?;
     Ok(HttpResponse::Created().json(view))
+}
+
+/// Checks a new admin, hashes the password (bounded, no connection held), then stores it.
+pub(crate) async fn create_admin_off_connection(
+    state: &web::Data<AppState>,
+    actor: String,
+    input: CreateAdmin,
+) -> Result<AdminView, ApiError> {
+    domain::check_email(&input.email)?;
+    domain::check_password(&input.password)?;
+    let CreateAdmin {
+        email,
+        role,
+        password,
+    } = input;
+    let hash = crate::auth::password_work(state, move || domain::hash_password(&password)).await?;
+    db(state, move |c, now| {
+        domain::create_admin_hashed(c, now, &actor, &email, role, hash)
+    })
+    .await
 }
 
 /// List admin accounts (owner only).

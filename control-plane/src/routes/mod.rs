@@ -29,6 +29,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(snapshot::shard)
             .service(accounts::login)
             .service(accounts::logout)
+            .service(accounts::change_password)
             .service(projects::create)
             .service(projects::list)
             .service(projects::get)
@@ -51,6 +52,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(usage::record)
             .service(accounts::create_admin)
             .service(accounts::list_admins)
+            .service(accounts::update_admin)
+            .service(accounts::delete_admin)
             .service(accounts::create_token)
             .service(accounts::list_tokens)
             .service(accounts::delete_token)
@@ -68,6 +71,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(snapshot::public_keys),
     )
     .service(system::healthz)
+    .service(system::readyz)
     .service(system::openapi)
     .service(system::metrics);
 }

@@ -12,6 +12,30 @@ use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Query};
 use crate::state::AppState;
 
+/// Refuses a webhook URL whose host is, or resolves to, a non-public address (422
+/// `webhook_target_forbidden`), unless the operator allows private targets. A host that does
+/// not resolve now is let through: every send checks again.
+pub(crate) async fn guard_target(state: &web::Data<AppState>, url: &str) -> Result<(), ApiError> {
+    // A URL that does not parse is refused by the domain's own check, which names the problem.
+    let Ok(parsed) = url::Url::parse(url.trim()) else {
+        return Ok(());
+    };
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Ok(());
+    }
+    if state.webhooks.allow_private_targets {
+        return Ok(());
+    }
+    match crate::ssrf::resolve_target(&parsed, false, &crate::ssrf::system_resolver()).await {
+        Err(e @ crate::ssrf::TargetError::Forbidden { .. }) => Err(ApiError::Unprocessable {
+            code: "webhook_target_forbidden",
+            field: "url",
+            detail: e.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Create a webhook endpoint. The signing `secret` is in this response only.
 #[utoipa::path(
     operation_id = "create_webhook",
@@ -20,7 +44,7 @@ use crate::state::AppState;
     responses(
         (status = 201, description = "Created; `secret` is shown only here", body = CreatedWebhook),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed; webhook_target_forbidden: the URL's host is or resolves to a loopback, private, link-local or other non-public address", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
@@ -33,6 +57,7 @@ pub async fn create(
     auth: Authed<Writers>,
     body: Json<CreateWebhook>,
 ) -> Result<HttpResponse, ApiError> {
+    guard_target(&state, &body.0.url).await?;
     let actor = auth.principal.actor;
     let created = db(&state, move |c, now| domain::create(c, now, &actor, body.0)).await?;
     Ok(HttpResponse::Created().json(created))
@@ -89,7 +114,7 @@ pub async fn get(
     responses(
         (status = 200, body = WebhookView),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed; webhook_target_forbidden: the URL's host is or resolves to a loopback, private, link-local or other non-public address", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
@@ -103,6 +128,9 @@ pub async fn update(
     path: web::Path<String>,
     body: Json<UpdateWebhook>,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(url) = &body.0.url {
+        guard_target(&state, url).await?;
+    }
     let id = path.into_inner();
     let actor = auth.principal.actor;
     let view = db(&state, move |c, now| {

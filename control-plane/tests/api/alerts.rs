@@ -17,6 +17,7 @@ both_backends!(
     traffic_far_above_baseline,
     new_referrers_and_disabled_rules,
     rule_settings_validation_and_roles,
+    forgeable_signals_alert_but_never_revoke,
 );
 
 fn evaluate(app: &TestApp) -> EvaluationReport {
@@ -97,7 +98,7 @@ async fn new_ips_rule_raises_once_and_revokes_the_key(app: TestApp) {
         .post(
             "/v1/webhooks",
             OWNER_TOKEN,
-            json!({"url": "http://127.0.0.1:9/alerts", "events": ["alert.raised"]}),
+            json!({"url": "https://hooks.example.com/alerts", "events": ["alert.raised"]}),
         )
         .await;
     assert_eq!(hook.status, 201, "{:?}", hook.body);
@@ -537,4 +538,98 @@ async fn rule_settings_validation_and_roles(app: TestApp) {
     assert_eq!(e["action"], "alert_rule.update");
     assert_eq!(e["details"]["before"]["threshold"], 20);
     assert_eq!(e["details"]["after"]["threshold"], 5);
+}
+
+async fn forgeable_signals_alert_but_never_revoke(app: TestApp) {
+    use diesel::prelude::*;
+    use keygate_control_plane::db::schema::alert_rules;
+
+    let p = app.create_project("acme").await;
+    let pid = p["id"].as_str().unwrap();
+    let path = format!("/v1/projects/{pid}/alert-rules");
+    // Rules fed by Origin, Referer and client IPs may not be set to revoke.
+    for r in ["new_referrers", "rejections"] {
+        let res = app
+            .patch(
+                &format!("{path}/{r}"),
+                OWNER_TOKEN,
+                json!({"auto_revoke": true}),
+            )
+            .await;
+        assert_eq!(res.status, 422, "{r}: {:?}", res.body);
+        assert_eq!(res.code(), "validation_failed");
+        assert!(res.detail().starts_with("auto_revoke:"), "{}", res.detail());
+        assert!(res.detail().contains("Origin"), "{}", res.detail());
+    }
+    let list = app.get(&path, OWNER_TOKEN).await;
+    for r in list.body["items"].as_array().unwrap() {
+        let revocable = !["new_referrers", "rejections", "near_quota", "near_expiry"]
+            .contains(&r["rule"].as_str().unwrap());
+        assert_eq!(r["can_auto_revoke"], revocable, "{r}");
+    }
+
+    // A setting stored before this rule (a database from an older version) stays inert.
+    {
+        let mut conn = app.state.pool.get().unwrap();
+        diesel::insert_into(alert_rules::table)
+            .values((
+                alert_rules::project_id.eq(pid),
+                alert_rules::rule.eq("rejections"),
+                alert_rules::enabled.eq(true),
+                alert_rules::threshold.eq(20_i64),
+                alert_rules::window_seconds.eq(300_i64),
+                alert_rules::auto_revoke.eq(true),
+                alert_rules::updated_at.eq(app.clock.now_ms()),
+            ))
+            .execute(&mut *conn)
+            .unwrap();
+    }
+    let web = app
+        .create_key(
+            pid,
+            json!({"name": "web", "kind": "publishable", "environment": "live",
+                   "restrictions": {"referrers": ["shop.example.com"]}}),
+        )
+        .await;
+    let wid = web["id"].as_str().unwrap();
+    let now = app.clock.now_ms();
+    counts(&app, wid, now, &[("referrer_not_allowed", 25)]).await;
+    let report = evaluate(&app);
+    assert_eq!(report.raised.len(), 1, "{report:?}");
+    assert!(report.revoked.is_empty(), "{report:?}");
+    let alerts = alerts_of(&app, wid).await;
+    assert_eq!(alerts[0]["rule"], "rejections");
+    assert_eq!(alerts[0]["action"], Value::Null);
+    let key = app.get(&format!("/v1/keys/{wid}"), OWNER_TOKEN).await;
+    assert_eq!(key.body["status"], "active");
+
+    // A rule that may revoke secret keys never revokes a publishable one: anyone who loaded
+    // the page holds it and can present it anywhere.
+    rule(&app, pid, "test_key_on_live", json!({"auto_revoke": true})).await;
+    let public_test = app
+        .create_key(
+            pid,
+            json!({"name": "web dev", "kind": "publishable", "environment": "test",
+                   "restrictions": {"referrers": ["localhost:*"]}}),
+        )
+        .await;
+    let secret_test = app
+        .create_key(
+            pid,
+            json!({"name": "dev", "kind": "secret", "environment": "test"}),
+        )
+        .await;
+    let (ptid, stid) = (
+        public_test["id"].as_str().unwrap(),
+        secret_test["id"].as_str().unwrap(),
+    );
+    counts(&app, ptid, now, &[("environment_not_allowed", 3)]).await;
+    counts(&app, stid, now, &[("environment_not_allowed", 3)]).await;
+    let report = evaluate(&app);
+    assert_eq!(report.raised.len(), 2, "{report:?}");
+    assert_eq!(report.revoked, vec![stid.to_owned()]);
+    let key = app.get(&format!("/v1/keys/{ptid}"), OWNER_TOKEN).await;
+    assert_eq!(key.body["status"], "active");
+    let key = app.get(&format!("/v1/keys/{stid}"), OWNER_TOKEN).await;
+    assert_eq!(key.body["status"], "revoked");
 }

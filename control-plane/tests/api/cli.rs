@@ -119,6 +119,70 @@ fn cli_flow(database_url: Option<&str>) {
     );
     assert_eq!(out, format!("{}\n", lines[0]));
 
+    // Lists, role changes and deletions, never leaving no owner.
+    let cmd = |args: &[&str]| keygate(d, database_url).args(args).clone_cmd();
+    let (ok, out, err) = run(cmd(&["token", "list"]), None);
+    assert!(ok, "{err}");
+    let token_line = out
+        .lines()
+        .find(|l| l.ends_with(" ci"))
+        .expect("ci token listed");
+    assert!(
+        token_line.starts_with("tok_") && token_line.contains(" edge "),
+        "{out}"
+    );
+    assert!(
+        !out.contains("kgt_"),
+        "a listing never shows a token: {out}"
+    );
+    let token_id = token_line.split(' ').next().unwrap().to_owned();
+    let (ok, _, err) = run(cmd(&["token", "delete", &token_id]), None);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(cmd(&["token", "list"]), None);
+    assert!(ok && !out.contains(&token_id), "{out}");
+    let (ok, _, err) = run(cmd(&["token", "delete", &token_id]), None);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+
+    let (ok, out, err) = run(cmd(&["admin", "list"]), None);
+    assert!(ok, "{err}");
+    assert!(out.contains("ops@example.com owner"), "{out}");
+    let (ok, _, err) = run(
+        cmd(&["admin", "set-role", "ops@example.com", "--role", "viewer"]),
+        None,
+    );
+    assert!(
+        !ok && err.contains("no owner"),
+        "the last owner was demoted: {err}"
+    );
+    let (ok, _, err) = run(cmd(&["admin", "delete", "ops@example.com"]), None);
+    assert!(
+        !ok && err.contains("no owner"),
+        "the last owner was deleted: {err}"
+    );
+    let mut c = cmd(&[
+        "admin",
+        "create",
+        "--email",
+        "second@example.com",
+        "--role",
+        "owner",
+    ]);
+    let (ok, _, err) = run(c.clone_cmd(), Some("another good password\n"));
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(
+        cmd(&["admin", "set-role", "ops@example.com", "--role", "viewer"]),
+        None,
+    );
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(cmd(&["admin", "list"]), None);
+    assert!(ok && out.contains("ops@example.com viewer"), "{out}");
+    let (ok, _, err) = run(cmd(&["admin", "delete", "second@example.com"]), None);
+    assert!(!ok && err.contains("no owner"), "{err}");
+    let (ok, _, err) = run(cmd(&["admin", "delete", "ops@example.com"]), None);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(cmd(&["admin", "list"]), None);
+    assert!(ok && !out.contains("ops@example.com"), "{out}");
+
     let (ok, out, err) = run(
         keygate(d, database_url)
             .args(["signing-key", "list"])
@@ -144,6 +208,23 @@ fn cli_flow(database_url: Option<&str>) {
     assert!(ok);
     assert_eq!(out.lines().count(), 2);
     assert!(out.contains("retiring until"));
+    // `--retire-after-days 0` retires the previous key at once (a compromised key).
+    let (ok, _, err) = run(
+        keygate(d, database_url)
+            .args(["signing-key", "rotate", "--retire-after-days", "0"])
+            .clone_cmd(),
+        None,
+    );
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(
+        keygate(d, database_url)
+            .args(["signing-key", "list"])
+            .clone_cmd(),
+        None,
+    );
+    assert!(ok);
+    // The key retired 7 days from the first rotation stays; the one just replaced is gone.
+    assert_eq!(out.lines().count(), 2, "{out}");
 }
 
 trait CloneCmd {
@@ -207,6 +288,34 @@ fn cli_errors() {
     let (ok, _, err) = run(c, None);
     assert!(!ok);
     assert!(err.contains("KEYGATE_BOOTSTRAP_TOKEN"), "{err}");
+    // Only serve and migrate create a database; the other commands refuse to.
+    for args in [
+        &["admin", "list"][..],
+        &[
+            "admin",
+            "create",
+            "--email",
+            "a@example.com",
+            "--role",
+            "owner",
+        ],
+        &["admin", "delete", "a@example.com"],
+        &["admin", "set-role", "a@example.com", "--role", "admin"],
+        &["token", "list"],
+        &["token", "create", "--name", "x", "--role", "edge"],
+        &["token", "delete", "tok_x"],
+    ] {
+        let (ok, out, err) = run(
+            keygate(&dir.path().join("typo"), None)
+                .args(args)
+                .clone_cmd(),
+            Some("a very good password\n"),
+        );
+        assert!(!ok, "{args:?}: {out}");
+        assert!(err.starts_with("error: no database at"), "{args:?}: {err}");
+        assert!(err.contains("keygate migrate"), "{err}");
+        assert!(!dir.path().join("typo/keygate.db").exists(), "{args:?}");
+    }
     let (ok, _, err) = run(
         keygate(dir.path(), None).arg("frobnicate").clone_cmd(),
         None,

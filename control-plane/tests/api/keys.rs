@@ -10,6 +10,7 @@ both_backends!(
     rotation_refusals,
     concurrent_revocations,
     usage_roundtrip,
+    spec_defaults,
 );
 
 async fn key_lifecycle(app: TestApp) {
@@ -549,4 +550,63 @@ async fn usage_roundtrip(app: TestApp) {
         .await;
     assert_eq!(bad.status, 422);
     assert!(bad.detail().starts_with("from:"));
+}
+
+/// Only `name` is required: `kind` defaults to `secret`, `environment` to `live`, and every other
+/// field to none.
+async fn spec_defaults(app: TestApp) {
+    let p = app.create_project("acme").await;
+    let pid = p["id"].as_str().unwrap();
+    let k = app.create_key(pid, json!({"name": "minimal"})).await;
+    assert_eq!(k["kind"], "secret");
+    assert_eq!(k["environment"], "live");
+    assert!(
+        k["key"].as_str().unwrap().starts_with("acme_sk_live_"),
+        "{k}"
+    );
+    assert_eq!(k["scopes"], json!([]));
+    assert_eq!(k["rate_limit"], serde_json::Value::Null);
+    assert_eq!(k["quota"], serde_json::Value::Null);
+    assert_eq!(k["expires_at"], serde_json::Value::Null);
+    assert_eq!(app.verify_code(k["key"].as_str().unwrap()).await, "valid");
+    // Either default can be given alone.
+    let t = app
+        .create_key(pid, json!({"name": "sandbox", "environment": "test"}))
+        .await;
+    assert_eq!(t["kind"], "secret");
+    assert!(
+        t["key"].as_str().unwrap().starts_with("acme_sk_test_"),
+        "{t}"
+    );
+    // A publishable key still needs its referrers, default kind or not.
+    let r = app
+        .post(
+            &format!("/v1/projects/{pid}/keys"),
+            OWNER_TOKEN,
+            json!({"name": "web", "kind": "publishable"}),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    // `null` is not a default: an explicit null kind is refused.
+    let r = app
+        .post(
+            &format!("/v1/projects/{pid}/keys"),
+            OWNER_TOKEN,
+            json!({"name": "x", "kind": null}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert!(r.detail().starts_with("kind"), "{}", r.detail());
+    // The OpenAPI document requires only `name`.
+    let doc = app
+        .request(actix_web::http::Method::GET, "/openapi.json", None, None)
+        .await
+        .body;
+    let schema = &doc["components"]["schemas"]["KeySpec"];
+    assert_eq!(schema["required"], json!(["name"]), "{schema}");
+    assert_eq!(
+        schema["properties"]["kind"]["default"], "secret",
+        "{schema}"
+    );
+    assert_eq!(schema["properties"]["environment"]["default"], "live");
 }

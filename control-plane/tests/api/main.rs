@@ -11,6 +11,7 @@ mod golden;
 mod keys;
 mod leaks;
 mod projects;
+mod redaction;
 mod roles;
 mod scan;
 mod snapshot;

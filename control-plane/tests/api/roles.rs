@@ -225,6 +225,19 @@ async fn role_matrix(app: TestApp) {
             [201, 403, 403, 403],
         ),
         case(Method::GET, "/v1/admins", None, [200, 403, 403, 403]),
+        // No such admin: only an owner gets as far as looking.
+        case(
+            Method::PATCH,
+            "/v1/admins/adm_01jd0000000000000000000000",
+            Some(json!({"role": "viewer"})),
+            [404, 403, 403, 403],
+        ),
+        case(
+            Method::DELETE,
+            "/v1/admins/adm_01jd0000000000000000000000",
+            None,
+            [404, 403, 403, 403],
+        ),
         case(
             Method::POST,
             "/v1/admin-tokens",

@@ -4,7 +4,11 @@ use serde_json::json;
 use crate::both_backends;
 use crate::helpers::{logs, TestApp, OWNER_TOKEN};
 
-both_backends!(health_openapi_metrics, no_secrets_in_logs);
+both_backends!(
+    health_openapi_metrics,
+    no_secrets_in_logs,
+    liveness_and_readiness_when_the_database_goes
+);
 
 /// Every route of the contract, as documented paths.
 const CONTRACT: &[(&str, &str)] = &[
@@ -29,9 +33,13 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/v1/snapshot"),
     ("get", "/v1/snapshot/public-key"),
     ("get", "/healthz"),
+    ("get", "/readyz"),
     ("get", "/openapi.json"),
     // Beyond the contract table.
     ("post", "/v1/auth/logout"),
+    ("post", "/v1/auth/password"),
+    ("patch", "/v1/admins/{admin_id}"),
+    ("delete", "/v1/admins/{admin_id}"),
     ("get", "/v1/snapshot/shards/{digest_hex}"),
     ("get", "/v1/snapshot/public-keys"),
     ("post", "/v1/usage"),
@@ -191,4 +199,106 @@ async fn no_secrets_in_logs(app: TestApp) {
     ] {
         assert!(!text.contains(secret), "a secret reached the logs");
     }
+}
+
+/// Makes the test's database unreachable for new connections (and ends the open ones on
+/// PostgreSQL), or reachable again.
+fn set_database_reachable(app: &TestApp, reachable: bool) {
+    use diesel::connection::SimpleConnection as _;
+    use diesel::Connection as _;
+    use keygate_control_plane::db::DbTarget;
+    match &app.state.db_target {
+        DbTarget::Sqlite(path) => {
+            // A directory where the file was: opening the database fails.
+            let aside = path.with_extension("aside");
+            if reachable {
+                std::fs::remove_dir(path).unwrap();
+                std::fs::rename(&aside, path).unwrap();
+            } else {
+                std::fs::rename(path, &aside).unwrap();
+                std::fs::create_dir(path).unwrap();
+            }
+        }
+        DbTarget::Postgres(url) => {
+            let name = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+            let admin = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap();
+            let mut conn = diesel::PgConnection::establish(&admin).unwrap();
+            conn.batch_execute(&format!(
+                "ALTER DATABASE {name} ALLOW_CONNECTIONS {reachable}"
+            ))
+            .unwrap();
+            if !reachable {
+                conn.batch_execute(&format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+                ))
+                .unwrap();
+            }
+        }
+    }
+}
+
+async fn liveness_and_readiness_when_the_database_goes(app: TestApp) {
+    let ready = app.request(Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.status, 200, "{:?}", ready.body);
+    assert_eq!(ready.body["status"], "ok");
+
+    set_database_reachable(&app, false);
+    let ready = app.request(Method::GET, "/readyz", None, None).await;
+    let live = app.request(Method::GET, "/healthz", None, None).await;
+    set_database_reachable(&app, true);
+    assert_eq!(ready.status, 503, "{:?}", ready.body);
+    assert_eq!(ready.code(), "database_unavailable");
+    assert_eq!(
+        ready.header("content-type").as_deref(),
+        Some("application/problem+json")
+    );
+    assert!(
+        !ready.detail().contains("kg_test"),
+        "no internals: {}",
+        ready.detail()
+    );
+    assert_eq!(live.status, 200, "liveness must not depend on the database");
+    assert_eq!(live.body["status"], "ok");
+
+    let ready = app.request(Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.status, 200, "{:?}", ready.body);
+}
+
+/// Control planes starting together on a new PostgreSQL database migrate it once, without
+/// tripping over each other: migrations run under an advisory lock.
+#[test]
+#[ignore = "needs PostgreSQL at KEYGATE_TEST_POSTGRES_URL; `cargo xtask test` runs it"]
+fn concurrent_migrations_take_turns() {
+    let db = crate::helpers::PgDatabase::create();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, barrier) = (db.url.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let dir = tempfile::tempdir().unwrap();
+                let mut config = keygate_control_plane::Config::new(dir.path());
+                config.database_url = Some(url);
+                config.db_pool_size = Some(1);
+                barrier.wait();
+                keygate_control_plane::startup::open_database(&config).map(|_| ())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap().expect("every replica starts");
+    }
+    use diesel::{Connection as _, RunQueryDsl as _};
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = diesel::PgConnection::establish(&db.url).unwrap();
+    let c: Count = diesel::sql_query("SELECT count(*) AS n FROM __diesel_schema_migrations")
+        .get_result(&mut conn)
+        .unwrap();
+    let expected = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .count();
+    assert_eq!(c.n as usize, expected);
 }

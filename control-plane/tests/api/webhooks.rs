@@ -167,6 +167,8 @@ async fn start(backend: Backend, max_attempts: i64) -> TestApp {
         c.webhooks.retry_cap_seconds = 40;
         c.webhooks.max_attempts = max_attempts;
         c.webhooks.timeout_seconds = 5;
+        // The receiver is on 127.0.0.1, as a self-hosted receiver on a private network is.
+        c.webhooks.allow_private_targets = true;
     })
     .await
 }
@@ -200,6 +202,43 @@ webhook_tests!(
     api_roles_validation_and_secrets,
     console_page,
 );
+
+/// A control plane with the default webhook settings (private targets refused) whose delivery
+/// worker does not poll again during the test: the test sends with its own [`Sender`].
+async fn start_guarded(backend: Backend) -> TestApp {
+    spawn_with(backend, |c| {
+        c.webhooks.poll_interval = Duration::from_secs(3600);
+    })
+    .await
+}
+
+mod ssrf_guard_at_create {
+    #[actix_web::test]
+    async fn sqlite() {
+        let app = super::start_guarded(crate::helpers::Backend::Sqlite).await;
+        super::ssrf_guard_at_create(app).await;
+    }
+    #[actix_web::test]
+    #[ignore = "needs PostgreSQL at KEYGATE_TEST_POSTGRES_URL; `cargo xtask test` runs it"]
+    async fn postgres() {
+        let app = super::start_guarded(crate::helpers::Backend::Postgres).await;
+        super::ssrf_guard_at_create(app).await;
+    }
+}
+
+mod ssrf_guard_at_send {
+    #[actix_web::test]
+    async fn sqlite() {
+        let app = super::start_guarded(crate::helpers::Backend::Sqlite).await;
+        super::ssrf_guard_at_send(app).await;
+    }
+    #[actix_web::test]
+    #[ignore = "needs PostgreSQL at KEYGATE_TEST_POSTGRES_URL; `cargo xtask test` runs it"]
+    async fn postgres() {
+        let app = super::start_guarded(crate::helpers::Backend::Postgres).await;
+        super::ssrf_guard_at_send(app).await;
+    }
+}
 
 async fn create_endpoint(
     app: &TestApp,
@@ -1302,4 +1341,146 @@ async fn console_page(app: TestApp) {
             .status,
         404
     );
+}
+
+async fn ssrf_guard_at_create(app: TestApp) {
+    for url in [
+        "http://127.0.0.1:9/x",
+        "http://localhost:8080/hooks",
+        "http://10.0.0.5/",
+        "http://172.16.3.4/",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://100.64.0.1/",
+        "http://0.0.0.0:8080/",
+        "http://0x7f.1/",
+        "http://[::1]/",
+        "http://[::]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[::ffff:a9fe:a9fe]/",
+        "http://[fd00::1]/",
+        "http://[fe80::1]/",
+    ] {
+        let r = app
+            .post(
+                "/v1/webhooks",
+                OWNER_TOKEN,
+                json!({"url": url, "events": ["key.revoked"]}),
+            )
+            .await;
+        assert_eq!(r.status, 422, "{url}: {:?}", r.body);
+        assert_eq!(r.code(), "webhook_target_forbidden", "{url}");
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/problem+json")
+        );
+        assert!(r.detail().starts_with("url: "), "{}", r.detail());
+        assert!(
+            r.detail().contains("KEYGATE_WEBHOOK_ALLOW_PRIVATE"),
+            "{}",
+            r.detail()
+        );
+    }
+    // A public name (which does not resolve from here: checked again at every send) is taken;
+    // changing it to a private address is refused like creating one.
+    let (wid, _) = create_endpoint(
+        &app,
+        "https://hooks.example.com/k",
+        &["key.revoked"],
+        json!({}),
+    )
+    .await;
+    let r = app
+        .patch(
+            &format!("/v1/webhooks/{wid}"),
+            OWNER_TOKEN,
+            json!({"url": "http://169.254.169.254/"}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert_eq!(r.code(), "webhook_target_forbidden");
+    let list = app.get("/v1/webhooks", OWNER_TOKEN).await;
+    let items = list.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["url"], "https://hooks.example.com/k");
+}
+
+async fn ssrf_guard_at_send(app: TestApp) {
+    let rx = Receiver::start(0).await;
+    let port: u16 = rx
+        .url
+        .trim_start_matches("http://127.0.0.1:")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Created while the name does not resolve to anything private...
+    let url = format!("http://hooks.example.com:{port}/hooks/keygate");
+    let (wid, _) = create_endpoint(&app, &url, &["key.created"], json!({})).await;
+    let p = app.create_project("acme").await;
+    app.secret_key(p["id"].as_str().unwrap()).await;
+    // ...then DNS answers with a loopback address: refused before connecting.
+    let rebinding: keygate_control_plane::ssrf::Resolver = Arc::new(|host, port| {
+        assert_eq!(host, "hooks.example.com");
+        Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))])
+    });
+    let sender = Sender::with_resolver(&app.state.webhooks, rebinding.clone());
+    assert_eq!(
+        deliver_due(&app.state, &sender, app.clock.now_ms())
+            .await
+            .unwrap(),
+        1
+    );
+    let d = deliveries(&app, &wid).await;
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0]["attempts"], 1);
+    assert_eq!(d[0]["status"], "pending");
+    let error = d[0]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("refused, no connection made")
+            && error.contains("hooks.example.com resolves to 127.0.0.1, a loopback address"),
+        "{error}"
+    );
+    assert_eq!(rx.count(), 0, "the guard let a request through");
+
+    // A private address stored before the guard existed is refused at send too.
+    {
+        use diesel::prelude::*;
+        use keygate_control_plane::db::schema::webhook_endpoints as e;
+        let mut conn = app.state.pool.get().unwrap();
+        diesel::update(e::table.find(&wid))
+            .set(e::url.eq(&rx.url))
+            .execute(&mut *conn)
+            .unwrap();
+    }
+    app.clock.advance_ms(3_600_000);
+    let sender = Sender::new(&app.state.webhooks);
+    deliver_due(&app.state, &sender, app.clock.now_ms())
+        .await
+        .unwrap();
+    let d = deliveries(&app, &wid).await;
+    assert_eq!(d[0]["attempts"], 2);
+    let error = d[0]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("127.0.0.1 is 127.0.0.1, a loopback address"),
+        "{error}"
+    );
+    assert_eq!(rx.count(), 0);
+
+    // The same delivery with private targets allowed reaches the receiver: the guard, not
+    // the receiver, refused it above.
+    let mut allowed = app.state.webhooks.clone();
+    allowed.allow_private_targets = true;
+    app.clock.advance_ms(3_600_000);
+    deliver_due(
+        &app.state,
+        &Sender::with_resolver(&allowed, rebinding),
+        app.clock.now_ms(),
+    )
+    .await
+    .unwrap();
+    rx.wait_for(1).await;
+    let d = deliveries(&app, &wid).await;
+    assert_eq!(d[0]["status"], "succeeded");
 }
