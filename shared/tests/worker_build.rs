@@ -16,6 +16,25 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 /// Written by the control plane's parser (`pattern_corpus.rs` keeps it current).
 const PATTERNS: &str = include_str!("../testdata/patterns.txt");
 
+/// A live secret key of project `prj_1` with no restriction.
+fn record(key: &PlaintextKey, key_id: &str) -> KeyRecord {
+    KeyRecord {
+        hash: key.hash(),
+        key_id: key_id.into(),
+        project_id: "prj_1".into(),
+        kind: Kind::Secret,
+        environment: Environment::Live,
+        revoked: false,
+        expires_at_ms: None,
+        scopes: Vec::new(),
+        referrers: Vec::new(),
+        ips: Vec::new(),
+        rate_limit: None,
+        quota: None,
+        metadata_json: None,
+    }
+}
+
 #[test]
 fn every_pattern_the_control_plane_accepts_decodes() {
     let mut n = 0;
@@ -47,19 +66,9 @@ fn a_signed_snapshot_of_those_patterns_decodes_record_by_record() {
                 PlaintextKey::from_parts(&prefix, Kind::Publishable, Environment::Live, &secret)
                     .expect("key");
             KeyRecord {
-                hash: key.hash(),
-                key_id: format!("key_{i}"),
-                project_id: "prj_1".into(),
                 kind: Kind::Publishable,
-                environment: Environment::Live,
-                revoked: false,
-                expires_at_ms: None,
-                scopes: Vec::new(),
                 referrers: chunk.to_vec(),
-                ips: Vec::new(),
-                rate_limit: None,
-                quota: None,
-                metadata_json: None,
+                ..record(&key, &format!("key_{i}"))
             }
         })
         .collect();
@@ -156,22 +165,7 @@ fn route_matching_rides_in_format_2_and_only_when_used() {
         let key =
             PlaintextKey::from_parts(&prefix, Kind::Secret, Environment::Live, &"a".repeat(32))
                 .expect("key");
-        let record = KeyRecord {
-            hash: key.hash(),
-            key_id: "key_1".into(),
-            project_id: "prj_1".into(),
-            kind: Kind::Secret,
-            environment: Environment::Live,
-            revoked: false,
-            expires_at_ms: None,
-            scopes: Vec::new(),
-            referrers: Vec::new(),
-            ips: Vec::new(),
-            rate_limit: None,
-            quota: None,
-            metadata_json: None,
-        };
-        let view = MemoryView::new(m.manifest().projects.clone(), vec![record]);
+        let view = MemoryView::new(m.manifest().projects.clone(), vec![record(&key, "key_1")]);
         let facts = RequestFacts {
             key: Some(key.expose()),
             method: Some("GET"),

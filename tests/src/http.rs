@@ -28,6 +28,14 @@ pub struct Response {
 }
 
 impl Response {
+    /// The `code` of a problem+json body, or "" for any other body.
+    pub fn problem_code(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["code"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
     /// The first header with this name, compared case-insensitively.
     pub fn header(&self, name: &str) -> Option<&str> {
         find_header(&self.headers, name)

@@ -351,6 +351,15 @@ impl Stack {
         })
     }
 
+    /// Creates a key in `project` through the API; `(key id, plaintext)`. Panics (with the
+    /// answer) unless the API creates it: for tests.
+    pub fn create_key(&self, project: &str, spec: &Value) -> (String, String) {
+        let r = self.api("POST", &format!("/v1/projects/{project}/keys"), Some(spec));
+        assert_eq!(r.status, 201, "create key {spec}: {}", r.body);
+        let text = |field: &str| r.body[field].as_str().unwrap_or_default().to_owned();
+        (text("id"), text("key"))
+    }
+
     /// Calls the control plane as the owner.
     pub fn api(&self, method: &str, path: &str, body: Option<&Value>) -> ApiResponse {
         api(

@@ -48,8 +48,14 @@ async fn verify_codes(app: TestApp) {
         code(json!({"key": key, "host": "sandbox.example.com"})).await,
         "environment_not_allowed"
     );
+    // Hosts are mapped, so one that is not is refused, as at the edge; port, case and a
+    // trailing dot do not matter.
     assert_eq!(
         code(json!({"key": key, "host": "other.example.com"})).await,
+        "environment_not_allowed"
+    );
+    assert_eq!(
+        code(json!({"key": key, "host": "API.example.com.:443"})).await,
         "valid"
     );
     assert_eq!(

@@ -6,23 +6,9 @@ use std::time::Duration;
 
 use keygate_tests::http::Response;
 use keygate_tests::stack::{Stack, StackOptions};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const LIVE_HOST: &str = "api.shop.test";
-
-fn code(resp: &Response) -> String {
-    let v: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
-    v["code"].as_str().unwrap_or_default().to_owned()
-}
-
-fn create_key(stack: &Stack, project: &str, spec: Value) -> (String, String) {
-    let r = stack.api("POST", &format!("/v1/projects/{project}/keys"), Some(&spec));
-    assert_eq!(r.status, 201, "create key {spec}: {}", r.body);
-    (
-        r.body["id"].as_str().expect("id").to_owned(),
-        r.body["key"].as_str().expect("plaintext").to_owned(),
-    )
-}
 
 fn start() -> (Stack, String) {
     let stack = Stack::start(StackOptions {
@@ -71,28 +57,16 @@ fn wait_status(stack: &Stack, key: &str, status: u16) {
 #[test]
 fn a_publishable_key_with_single_label_referrers_takes_no_other_key_down() {
     let (stack, project) = start();
-    let (_, server) = create_key(
-        &stack,
-        &project,
-        json!({"name": "server", "kind": "secret", "environment": "live", "scopes": ["orders:read"]}),
-    );
+    let (_, server) = stack.create_key(&project, &json!({"name": "server", "kind": "secret", "environment": "live", "scopes": ["orders:read"]}));
     wait_status(&stack, &server, 200);
     // Every one of these is accepted by the API; the edge's build once refused them and with
     // them the whole shard.
-    let (_, web) = create_key(
-        &stack,
-        &project,
-        json!({"name": "web", "kind": "publishable", "environment": "live", "scopes": ["orders:read"],
+    let (_, web) = stack.create_key(&project, &json!({"name": "web", "kind": "publishable", "environment": "live", "scopes": ["orders:read"],
                "restrictions": {"referrers": ["*.test", "app.internal", "*.corp", "intranet",
-                                              "https://*.xn--bcher-kva.example/app/*", "[::1]:8080"]}}),
-    );
+                                              "https://*.xn--bcher-kva.example/app/*", "[::1]:8080"]}}));
     // A key made after it is in a snapshot at least as new: once it passes, the edge holds
     // the publishable key too.
-    let (_, later) = create_key(
-        &stack,
-        &project,
-        json!({"name": "later", "kind": "secret", "environment": "live", "scopes": ["orders:read"]}),
-    );
+    let (_, later) = stack.create_key(&project, &json!({"name": "later", "kind": "secret", "environment": "live", "scopes": ["orders:read"]}));
     wait_status(&stack, &later, 200);
     let r = get(&stack, &server, "/orders/1", &[]);
     assert_eq!(r.status, 200, "{}\n{}", r.text(), stack.edge_logs());
@@ -168,11 +142,7 @@ fn path_corpus() -> Vec<(&'static str, Outcome)> {
 #[test]
 fn no_spelling_of_a_path_reaches_a_route_without_its_scope() {
     let (stack, project) = start();
-    let (_, reader) = create_key(
-        &stack,
-        &project,
-        json!({"name": "reader", "kind": "secret", "environment": "live", "scopes": ["orders:read"]}),
-    );
+    let (_, reader) = stack.create_key(&project, &json!({"name": "reader", "kind": "secret", "environment": "live", "scopes": ["orders:read"]}));
     wait_status(&stack, &reader, 200);
     let origin = stack.origin.as_ref().expect("recording origin");
     for (raw, expected) in path_corpus() {
@@ -206,7 +176,7 @@ fn no_spelling_of_a_path_reaches_a_route_without_its_scope() {
                     assert_eq!(last.signature_valid, Some(true), "{raw}");
                 }
                 Err((status, c)) => {
-                    assert_eq!((r.status, code(&r).as_str()), (status, c), "{raw}");
+                    assert_eq!((r.status, r.problem_code().as_str()), (status, c), "{raw}");
                 }
             }
         }
@@ -276,11 +246,7 @@ fn no_spelling_of_a_path_reaches_a_route_without_its_scope() {
 #[test]
 fn unmapped_hosts_fail_closed_and_the_key_leaves_all_three_places() {
     let (stack, project) = start();
-    let (key_id, reader) = create_key(
-        &stack,
-        &project,
-        json!({"name": "reader", "kind": "secret", "environment": "live", "scopes": ["orders:read"]}),
-    );
+    let (key_id, reader) = stack.create_key(&project, &json!({"name": "reader", "kind": "secret", "environment": "live", "scopes": ["orders:read"]}));
     wait_status(&stack, &reader, 200);
     let origin = stack.origin.as_ref().expect("recording origin");
     let before = origin.count();
@@ -297,7 +263,7 @@ fn unmapped_hosts_fail_closed_and_the_key_leaves_all_three_places() {
             None,
         );
         assert_eq!(
-            (r.status, code(&r).as_str()),
+            (r.status, r.problem_code().as_str()),
             (403, "environment_not_allowed"),
             "{host}"
         );

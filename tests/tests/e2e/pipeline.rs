@@ -4,26 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use keygate_tests::http::Response;
 use keygate_tests::stack::{Stack, StackOptions};
 use serde_json::{json, Value};
 
 const LIVE_HOST: &str = "api.shop.test";
 const TEST_HOST: &str = "sandbox.shop.test";
-
-fn code(resp: &Response) -> String {
-    let v: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
-    v["code"].as_str().unwrap_or_default().to_owned()
-}
-
-fn create_key(stack: &Stack, project: &str, spec: Value) -> (String, String) {
-    let r = stack.api("POST", &format!("/v1/projects/{project}/keys"), Some(&spec));
-    assert_eq!(r.status, 201, "create key {spec}: {}", r.body);
-    (
-        r.body["id"].as_str().expect("id").to_owned(),
-        r.body["key"].as_str().expect("plaintext").to_owned(),
-    )
-}
 
 /// Waits until the edge answers `status` for `key` on `path`; returns how long it took.
 fn wait_status(stack: &Stack, key: &str, path: &str, status: u16, timeout: Duration) -> Duration {
@@ -75,28 +60,12 @@ fn start() -> (Stack, String) {
 #[test]
 fn edge_enforces_every_check_and_forwards_signed_requests() {
     let (stack, project) = start();
-    let (server_id, server) = create_key(
-        &stack,
-        &project,
-        json!({"name": "server", "kind": "secret", "environment": "live", "scopes": ["orders:read"]}),
-    );
-    let (_, browser) = create_key(
-        &stack,
-        &project,
-        json!({"name": "web", "kind": "publishable", "environment": "live", "scopes": ["orders:read"],
-               "restrictions": {"referrers": ["https://shop.example.com", "*.shop.example.org"]}}),
-    );
-    let (_, office) = create_key(
-        &stack,
-        &project,
-        json!({"name": "office", "kind": "secret", "environment": "live", "scopes": ["orders:read"],
-               "restrictions": {"ips": ["203.0.113.0/24", "2001:db8::/32"]}}),
-    );
-    let (_, sandbox) = create_key(
-        &stack,
-        &project,
-        json!({"name": "sandbox", "kind": "secret", "environment": "test", "scopes": ["orders:read"]}),
-    );
+    let (server_id, server) = stack.create_key(&project, &json!({"name": "server", "kind": "secret", "environment": "live", "scopes": ["orders:read"]}));
+    let (_, browser) = stack.create_key(&project, &json!({"name": "web", "kind": "publishable", "environment": "live", "scopes": ["orders:read"],
+               "restrictions": {"referrers": ["https://shop.example.com", "*.shop.example.org"]}}));
+    let (_, office) = stack.create_key(&project, &json!({"name": "office", "kind": "secret", "environment": "live", "scopes": ["orders:read"],
+               "restrictions": {"ips": ["203.0.113.0/24", "2001:db8::/32"]}}));
+    let (_, sandbox) = stack.create_key(&project, &json!({"name": "sandbox", "kind": "secret", "environment": "test", "scopes": ["orders:read"]}));
     wait_status(&stack, &sandbox, "/orders/1", 403, Duration::from_secs(15));
     let origin = stack.origin.as_ref().expect("recording origin");
     let before = origin.count();
@@ -109,7 +78,7 @@ fn edge_enforces_every_check_and_forwards_signed_requests() {
 
     // 401s, each with WWW-Authenticate, none reaching the origin.
     let r = get(&[], "/orders/1");
-    assert_eq!((r.status, code(&r).as_str()), (401, "missing_key"));
+    assert_eq!((r.status, r.problem_code().as_str()), (401, "missing_key"));
     assert!(r
         .header("WWW-Authenticate")
         .is_some_and(|v| v.starts_with("Bearer")));
@@ -118,13 +87,16 @@ fn edge_enforces_every_check_and_forwards_signed_requests() {
         &[("Authorization", "Bearer shop_sk_live_notakey")],
         "/orders/1",
     );
-    assert_eq!((r.status, code(&r).as_str()), (401, "malformed_key"));
+    assert_eq!(
+        (r.status, r.problem_code().as_str()),
+        (401, "malformed_key")
+    );
     let mut tampered = server.clone();
     let last = tampered.pop().expect("char");
     tampered.push(if last == 'A' { 'B' } else { 'A' });
     let r = get(&[("Authorization", &bearer(&tampered))], "/orders/1");
     assert_eq!(
-        (r.status, code(&r).as_str()),
+        (r.status, r.problem_code().as_str()),
         (401, "malformed_key"),
         "checksum"
     );
@@ -136,13 +108,13 @@ fn edge_enforces_every_check_and_forwards_signed_requests() {
     )
     .expect("key");
     let r = get(&[("Authorization", &bearer(unknown.expose()))], "/orders/1");
-    assert_eq!((r.status, code(&r).as_str()), (401, "unknown_key"));
+    assert_eq!((r.status, r.problem_code().as_str()), (401, "unknown_key"));
     assert!(r.header("WWW-Authenticate").is_some());
 
     // 403s.
     let r = get(&[("Authorization", &bearer(&sandbox))], "/orders/1");
     assert_eq!(
-        (r.status, code(&r).as_str()),
+        (r.status, r.problem_code().as_str()),
         (403, "environment_not_allowed")
     );
     let r = stack.edge(
@@ -159,14 +131,17 @@ fn edge_enforces_every_check_and_forwards_signed_requests() {
         ],
         "/orders/1",
     );
-    assert_eq!((r.status, code(&r).as_str()), (403, "referrer_not_allowed"));
+    assert_eq!(
+        (r.status, r.problem_code().as_str()),
+        (403, "referrer_not_allowed")
+    );
     assert!(
         r.header("Access-Control-Allow-Origin").is_none(),
         "no CORS for a refused origin"
     );
     let r = get(&[("Authorization", &bearer(&browser))], "/orders/1");
     assert_eq!(
-        (r.status, code(&r).as_str()),
+        (r.status, r.problem_code().as_str()),
         (403, "referrer_not_allowed"),
         "no Origin nor Referer"
     );
@@ -177,7 +152,7 @@ fn edge_enforces_every_check_and_forwards_signed_requests() {
         ],
         "/orders/1",
     );
-    assert_eq!(code(&r), "referrer_not_allowed");
+    assert_eq!(r.problem_code(), "referrer_not_allowed");
     let r = get(
         &[
             ("Authorization", &bearer(&office)),
@@ -185,18 +160,24 @@ fn edge_enforces_every_check_and_forwards_signed_requests() {
         ],
         "/orders/1",
     );
-    assert_eq!((r.status, code(&r).as_str()), (403, "ip_not_allowed"));
+    assert_eq!(
+        (r.status, r.problem_code().as_str()),
+        (403, "ip_not_allowed")
+    );
     let r = get(&[("Authorization", &bearer(&office))], "/orders/1");
-    assert_eq!(code(&r), "ip_not_allowed", "no client IP");
+    assert_eq!(r.problem_code(), "ip_not_allowed", "no client IP");
     let r = stack.edge(
         "POST",
         "/orders/1",
         &[("Host", LIVE_HOST), ("Authorization", &bearer(&server))],
         Some(b"{}"),
     );
-    assert_eq!((r.status, code(&r).as_str()), (403, "insufficient_scope"));
+    assert_eq!(
+        (r.status, r.problem_code().as_str()),
+        (403, "insufficient_scope")
+    );
     let r = get(&[("Authorization", &bearer(&server))], "/admin/users");
-    assert_eq!(code(&r), "insufficient_scope");
+    assert_eq!(r.problem_code(), "insufficient_scope");
     assert_eq!(
         origin.count(),
         before + 1,
@@ -272,11 +253,7 @@ fn edge_enforces_every_check_and_forwards_signed_requests() {
     assert_eq!(seen.signature_valid, Some(true));
 
     // A request with a body: method and bytes reach the origin unchanged.
-    let (_, writer) = create_key(
-        &stack,
-        &project,
-        json!({"name": "writer", "kind": "secret", "environment": "live", "scopes": ["orders:write"]}),
-    );
+    let (_, writer) = stack.create_key(&project, &json!({"name": "writer", "kind": "secret", "environment": "live", "scopes": ["orders:write"]}));
     let payload = br#"{"items":[{"sku":"A-1","qty":2}],"note":"caf\u00e9"}"#;
     let sent = Stack::wait_for(Duration::from_secs(10), || {
         stack
@@ -351,7 +328,7 @@ fn edge_enforces_every_check_and_forwards_signed_requests() {
         ],
         Some(b"{}"),
     );
-    assert_eq!(code(&r), "insufficient_scope");
+    assert_eq!(r.problem_code(), "insufficient_scope");
     assert_eq!(
         r.header("Access-Control-Allow-Origin"),
         Some("https://shop.example.com")
@@ -392,7 +369,7 @@ fn edge_enforces_every_check_and_forwards_signed_requests() {
         ],
         "/admin/users",
     );
-    assert_eq!(code(&r), "insufficient_scope");
+    assert_eq!(r.problem_code(), "insufficient_scope");
     let key_usage = |g: &str| {
         stack
             .api(
@@ -561,7 +538,7 @@ fn refused_at_expiry(stack: &Stack, key: &str, expires_at_ms: i64, what: &str) {
         std::thread::sleep(Duration::from_millis(25));
     };
     assert_eq!(
-        (r.status, code(&r).as_str()),
+        (r.status, r.problem_code().as_str()),
         (401, "expired_key"),
         "{what}: {}",
         r.text()
@@ -582,20 +559,18 @@ fn new_revoked_rotated_and_expiring_keys_take_effect_within_the_refresh_interval
     let (stack, project) = start();
     let refresh = Duration::from_secs_f64(stack.options.refresh_seconds);
     let bound = refresh + PROPAGATION_MARGIN;
-    let (_, warmup) = create_key(
-        &stack,
+    let (_, warmup) = stack.create_key(
         &project,
-        json!({"name": "warm", "kind": "secret", "environment": "live"}),
+        &json!({"name": "warm", "kind": "secret", "environment": "live"}),
     );
     wait_status(&stack, &warmup, "/x", 200, Duration::from_secs(15));
 
     // A new key becomes usable, and a revoked one stops, without a per-request call, within the
     // refresh interval and the margin, counted from the API call.
     let asked = Instant::now();
-    let (id, key) = create_key(
-        &stack,
+    let (id, key) = stack.create_key(
         &project,
-        json!({"name": "new", "kind": "secret", "environment": "live"}),
+        &json!({"name": "new", "kind": "secret", "environment": "live"}),
     );
     took_at_most(&stack, &key, 200, asked, bound, "new key usable");
     let asked = Instant::now();
@@ -613,15 +588,14 @@ fn new_revoked_rotated_and_expiring_keys_take_effect_within_the_refresh_interval
         &[("Host", LIVE_HOST), ("Authorization", &auth)],
         None,
     );
-    assert_eq!(code(&r), "revoked_key");
+    assert_eq!(r.problem_code(), "revoked_key");
 
     // Rotation grace: the new key shows within the bound; the old one keeps working through the
     // grace period, long enough to be seen working after the new one shows, and stops at its end.
     let grace = bound + Duration::from_secs(3);
-    let (old_id, old) = create_key(
-        &stack,
+    let (old_id, old) = stack.create_key(
         &project,
-        json!({"name": "rot", "kind": "secret", "environment": "live"}),
+        &json!({"name": "rot", "kind": "secret", "environment": "live"}),
     );
     wait_status(&stack, &old, "/x", 200, Duration::from_secs(10));
     let asked = Instant::now();
@@ -660,10 +634,9 @@ fn new_revoked_rotated_and_expiring_keys_take_effect_within_the_refresh_interval
     // refused from then on.
     let asked = Instant::now();
     let expires_at = wall_ms() + (bound + Duration::from_secs(3)).as_millis() as i64;
-    let (short_id, short) = create_key(
-        &stack,
+    let (short_id, short) = stack.create_key(
         &project,
-        json!({"name": "short", "kind": "secret", "environment": "live",
+        &json!({"name": "short", "kind": "secret", "environment": "live",
                "expires_at": keygate_control_plane::timefmt::format_ms(expires_at)}),
     );
     took_at_most(&stack, &short, 200, asked, bound, "expiring key usable");
@@ -674,17 +647,9 @@ fn new_revoked_rotated_and_expiring_keys_take_effect_within_the_refresh_interval
 #[test]
 fn rate_limits_and_quotas_hold_in_durable_objects() {
     let (stack, project) = start();
-    let (_, limited) = create_key(
-        &stack,
-        &project,
-        json!({"name": "rl", "kind": "secret", "environment": "live", "rate_limit": {"limit": 3, "period_seconds": 60}}),
-    );
-    let (_, both) = create_key(
-        &stack,
-        &project,
-        json!({"name": "both", "kind": "secret", "environment": "live",
-               "rate_limit": {"limit": 1, "period_seconds": 2}, "quota": {"limit": 2, "period": "day"}}),
-    );
+    let (_, limited) = stack.create_key(&project, &json!({"name": "rl", "kind": "secret", "environment": "live", "rate_limit": {"limit": 3, "period_seconds": 60}}));
+    let (_, both) = stack.create_key(&project, &json!({"name": "both", "kind": "secret", "environment": "live",
+               "rate_limit": {"limit": 1, "period_seconds": 2}, "quota": {"limit": 2, "period": "day"}}));
     wait_status(&stack, &limited, "/x", 200, Duration::from_secs(15));
     let auth = format!("Bearer {limited}");
     let call = |auth: &str| {
@@ -701,7 +666,7 @@ fn rate_limits_and_quotas_hold_in_durable_objects() {
     assert_eq!(r.header("RateLimit-Limit"), Some("3"));
     assert_eq!(r.header("RateLimit-Remaining"), Some("0"));
     let r = call(&auth);
-    assert_eq!((r.status, code(&r).as_str()), (429, "rate_limited"));
+    assert_eq!((r.status, r.problem_code().as_str()), (429, "rate_limited"));
     let retry: u64 = r
         .header("Retry-After")
         .and_then(|v| v.parse().ok())
@@ -715,14 +680,17 @@ fn rate_limits_and_quotas_hold_in_durable_objects() {
     let auth = format!("Bearer {both}");
     assert_eq!(call(&auth).status, 200);
     for _ in 0..3 {
-        assert_eq!(code(&call(&auth)), "rate_limited");
+        assert_eq!(call(&auth).problem_code(), "rate_limited");
     }
     std::thread::sleep(Duration::from_millis(2100));
     let r = call(&auth);
     assert_eq!(r.status, 200, "the quota's second request: {}", r.text());
     std::thread::sleep(Duration::from_millis(2100));
     let r = call(&auth);
-    assert_eq!((r.status, code(&r).as_str()), (429, "quota_exceeded"));
+    assert_eq!(
+        (r.status, r.problem_code().as_str()),
+        (429, "quota_exceeded")
+    );
     assert!(r.header("Retry-After").is_some());
     assert_eq!(r.header("RateLimit-Limit"), Some("2"));
 }
@@ -740,10 +708,9 @@ fn the_edge_keeps_serving_when_the_control_plane_stops_and_fails_closed_past_val
         Some(&json!({"name": "P", "key_prefix": "pp"})),
     );
     let project = project.body["id"].as_str().expect("project").to_owned();
-    let (_, key) = create_key(
-        &stack,
+    let (_, key) = stack.create_key(
         &project,
-        json!({"name": "k", "kind": "secret", "environment": "live"}),
+        &json!({"name": "k", "kind": "secret", "environment": "live"}),
     );
     let auth = format!("Bearer {key}");
     let ok = || {
@@ -784,7 +751,7 @@ fn the_edge_keeps_serving_when_the_control_plane_stops_and_fails_closed_past_val
             &[("Host", LIVE_HOST), ("Authorization", &auth)],
             None,
         );
-        r.status == 503 && code(&r) == "snapshot_unavailable"
+        r.status == 503 && r.problem_code() == "snapshot_unavailable"
     });
     assert!(closed.is_some(), "{}", stack.edge_logs());
 
