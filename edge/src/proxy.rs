@@ -249,6 +249,7 @@ async fn handle_inner(
     if source == KeySource::Authorization {
         fwd.delete("Authorization")?;
     }
+    fwd.delete("X-API-Key")?;
     for name in request::FORWARD_STRIPPED {
         fwd.delete(name)?;
     }

@@ -270,28 +270,44 @@ fn unmapped_hosts_fail_closed_and_the_key_leaves_all_three_places() {
     }
     assert_eq!(origin.count(), before, "a refused host reached the origin");
 
-    // The key sent three ways, and client headers in the edge's namespace in both spellings.
-    let auth = format!("Bearer {reader}");
-    for (path, headers) in [
-        (
-            format!("/orders/1?a=1&key={reader}&b=2"),
-            vec![
-                ("Authorization", auth.as_str()),
-                ("X-API-Key", reader.as_str()),
-            ],
-        ),
-        (
-            format!("/orders/1?a=1&key={reader}&b=2"),
-            vec![("X-API-Key", reader.as_str())],
-        ),
-    ] {
+    // The key sent three ways, and client headers in the edge's namespace in both spellings;
+    // through the entry module's fast path (`reader`) and the full handler (`limited`: its
+    // counters live in a Durable Object).
+    let (limited_id, limited) = stack.create_key(
+        &project,
+        &json!({"name": "limited", "kind": "secret", "environment": "live", "scopes": ["orders:read"],
+                "rate_limit": {"limit": 1000, "period_seconds": 60}}),
+    );
+    wait_status(&stack, &limited, 200);
+    let cases = [(&key_id, &reader), (&limited_id, &limited)].map(|(id, key)| {
+        let auth = format!("Bearer {key}");
+        let path = format!("/orders/1?a=1&key={key}&b=2");
+        [
+            (
+                id,
+                key,
+                path.clone(),
+                vec![
+                    ("Authorization".to_owned(), auth),
+                    ("X-API-Key".to_owned(), key.to_string()),
+                ],
+            ),
+            (
+                id,
+                key,
+                path,
+                vec![("X-API-Key".to_owned(), key.to_string())],
+            ),
+        ]
+    });
+    for (key_id, key, path, headers) in cases.into_iter().flatten() {
         let mut h = vec![
             ("Host", LIVE_HOST),
             ("Keygate_Environment", "test"),
             ("keygate-project-id", "prj_forged"),
             ("Keygate-Extra", "forged"),
         ];
-        h.extend(headers);
+        h.extend(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         let r = stack.edge("GET", &path, &h, None);
         assert_eq!(r.status, 200, "{path}: {}", r.text());
         let seen = origin.recorded();
@@ -299,7 +315,12 @@ fn unmapped_hosts_fail_closed_and_the_key_leaves_all_three_places() {
         assert_eq!(last.target(), "/orders/1?a=1&b=2");
         assert!(last.header("Authorization").is_none());
         assert!(last.header("X-API-Key").is_none());
-        assert!(!last.request.target.contains(&reader));
+        assert!(!last.request.target.contains(key.as_str()));
+        assert!(!last
+            .request
+            .headers
+            .iter()
+            .any(|(_, v)| v.contains(key.as_str())));
         let keygate: Vec<&str> = last
             .request
             .headers
@@ -308,7 +329,11 @@ fn unmapped_hosts_fail_closed_and_the_key_leaves_all_three_places() {
             .map(|(n, _)| n.as_str())
             .collect();
         assert_eq!(keygate.len(), 4, "{keygate:?}");
-        assert_eq!(last.header("Keygate-Key-Id"), Some(key_id.as_str()));
+        assert_eq!(
+            last.header("Keygate-Key-Id"),
+            Some(key_id.as_str()),
+            "{path}"
+        );
         assert_eq!(last.header("Keygate-Project-Id"), Some(project.as_str()));
         assert_eq!(last.header("Keygate-Environment"), Some("live"));
         assert!(last
