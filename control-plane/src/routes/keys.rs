@@ -195,7 +195,7 @@ pub async fn revoke(
     responses(
         (status = 200, description = "The verdict (also for invalid keys)", body = VerifyResponse),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "malformed_json, or invalid_path: `path` cannot be normalised safely (an encoded / or \\, a \\, a NUL, a bad escape, or a dot segment above the root), as the edge answers for it", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
