@@ -76,6 +76,13 @@ async fn health_openapi_metrics(app: TestApp) {
     let doc = app.request(Method::GET, "/openapi.json", None, None).await;
     assert_eq!(doc.status, 200);
     assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."));
+    // The project's route matching is documented with its two values.
+    assert_eq!(
+        doc.body["components"]["schemas"]["RouteMatching"]["enum"],
+        json!(["exact", "case_insensitive"]),
+        "{}",
+        doc.body["components"]["schemas"]
+    );
     let paths = doc.body["paths"].as_object().unwrap();
     for (method, path) in CONTRACT {
         assert!(
