@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use actix_web::web::Bytes;
 use diesel::prelude::*;
 use keygate_shared::snapshot::{build_shards, Digest32, Manifest, FORMAT_VERSION};
-use keygate_shared::KeyRecord;
 use sha2::{Digest, Sha256};
 
 use crate::db::models::{KeyRow, ProjectRow};
@@ -174,21 +173,45 @@ impl SnapshotService {
                 .load(conn)?;
             Ok::<_, ApiError>((version as u64, p, k))
         })?;
-        let projects = project_rows
-            .into_iter()
-            .map(|r| ProjectView::from_row(r).map(|v| v.policy()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let records = key_rows
-            .iter()
-            .map(keys::record_from_row)
-            .collect::<Result<Vec<KeyRecord>, _>>()?;
-        // Never publish what the edge's decoder would refuse: name the key instead. The API
-        // refuses such keys when they are written; this catches rows written otherwise.
-        for r in &records {
-            keygate_shared::record::edge_round_trip(r).map_err(ApiError::internal)?;
+        // Never publish what the edge's decoder would refuse, and never let one such row stop
+        // every other change from reaching the edges: a project or key that does not convert,
+        // or would not decode at the edge as written, is left out (its keys are then unknown
+        // there: refused) and named in the log. The API refuses such input when it is written;
+        // this catches rows written otherwise.
+        let mut projects = Vec::with_capacity(project_rows.len());
+        let mut left_out = std::collections::HashSet::new();
+        for row in project_rows {
+            let id = row.id.clone();
+            let checked = ProjectView::from_row(row).and_then(|v| {
+                let p = v.policy();
+                keygate_shared::record::edge_round_trip_project(&p)
+                    .map_err(ApiError::internal)
+                    .map(|()| p)
+            });
+            match checked {
+                Ok(p) => projects.push(p),
+                Err(e) => {
+                    tracing::error!(project_id = %id, error = %format!("{e:#}"), "project left out of the snapshot: the edge could not use it; its keys are refused");
+                    left_out.insert(id);
+                }
+            }
         }
-        for p in &projects {
-            keygate_shared::record::edge_round_trip_project(p).map_err(ApiError::internal)?;
+        let mut records = Vec::with_capacity(key_rows.len());
+        for row in &key_rows {
+            if left_out.contains(&row.project_id) {
+                continue;
+            }
+            let checked = keys::record_from_row(row).and_then(|r| {
+                keygate_shared::record::edge_round_trip(&r)
+                    .map_err(ApiError::internal)
+                    .map(|()| r)
+            });
+            match checked {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    tracing::error!(key_id = %row.id, error = %format!("{e:#}"), "key left out of the snapshot: the edge could not use it; it is refused there");
+                }
+            }
         }
         let built = build_shards(records, None).map_err(ApiError::internal)?;
         let shards: ShardSet = built

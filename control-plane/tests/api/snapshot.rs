@@ -9,7 +9,8 @@ both_backends!(
     snapshot_verifies_and_holds_records,
     etag_and_resign,
     revocation_reaches_next_version,
-    signing_key_rotation
+    signing_key_rotation,
+    a_row_the_edge_cannot_use_is_left_out_not_the_snapshot
 );
 
 pub async fn trusted(app: &TestApp) -> TrustedKeys {
@@ -256,4 +257,42 @@ async fn signing_key_rotation(app: TestApp) {
     let v2 = verify_snapshot(&wire, &both, Some(v1.version()), app.clock.now_ms()).unwrap();
     assert_eq!(v2.key_id(), new_id);
     assert_eq!(v2.version(), v1.version());
+}
+
+/// A key row the edge's decoder could not use (written behind the API's back) costs that key
+/// its place in the snapshot, not every other key its next revocation.
+async fn a_row_the_edge_cannot_use_is_left_out_not_the_snapshot(app: TestApp) {
+    let p = app.create_project("acme").await;
+    let pid = p["id"].as_str().unwrap();
+    let bad = app
+        .create_key(
+            pid,
+            json!({"name": "bad", "kind": "secret", "environment": "live"}),
+        )
+        .await;
+    let bad_id = bad["id"].as_str().unwrap().to_owned();
+    {
+        use diesel::RunQueryDsl as _;
+        let mut conn = app.state.pool.get().expect("connection");
+        let query = diesel::sql_query(format!(
+            "UPDATE api_keys SET policy = '{{\"scopes\": [\"has space\"]}}' WHERE id = '{bad_id}'"
+        ));
+        let n =
+            keygate_control_plane::with_backend!(&mut *conn, |c| query.execute(c)).expect("update");
+        assert_eq!(n, 1);
+    }
+    // A later change publishes a new version; it holds the good key and not the bad one.
+    let good = app
+        .create_key(
+            pid,
+            json!({"name": "good", "kind": "secret", "environment": "live"}),
+        )
+        .await;
+    let snap = fetch_verified(&app).await;
+    let ids: Vec<String> = all_records(&app, &snap)
+        .await
+        .into_iter()
+        .map(|r| r.key_id)
+        .collect();
+    assert_eq!(ids, vec![good["id"].as_str().unwrap().to_owned()]);
 }
