@@ -15,7 +15,7 @@
 //! written to a sink.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -81,22 +81,25 @@ fn main() {
         report("baseline, no flood", &baseline);
 
         let stop = Rc::new(Cell::new(false));
-        let polled: Rc<RefCell<Polls>> = Rc::default();
         let poller = {
-            let (client, base, edge, stop, polled) =
-                (client.clone(), base.clone(), edge.clone(), stop.clone(), polled.clone());
+            // A client of its own, as the edge is a client of its own.
+            let client = awc::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .finish();
+            let (base, edge, stop) = (base.clone(), edge.clone(), stop.clone());
             actix_web::rt::spawn(async move {
+                let mut polls = Polls::default();
                 let mut etag = None;
                 while !stop.get() {
-                    poll_once(&client, &base, &edge, &mut etag, &mut polled.borrow_mut()).await;
+                    poll_once(&client, &base, &edge, &mut etag, &mut polls).await;
                     actix_web::rt::time::sleep(POLL_EVERY).await;
                 }
+                polls
             })
         };
         let flood = flood(&base, rate, window, addresses).await;
         stop.set(true);
-        poller.await.unwrap();
-        report("during the flood", &polled.borrow());
+        report("during the flood", &poller.await.unwrap());
         println!("flood answers: {flood:?}");
     });
 }
@@ -193,10 +196,14 @@ async fn poll_once(
             if ok {
                 res.status().as_u16()
             } else {
+                eprintln!("snapshot poll: the body did not arrive");
                 0
             }
         }
-        Err(_) => 0,
+        Err(e) => {
+            eprintln!("snapshot poll failed: {e}");
+            0
+        }
     };
     polls.latencies.push(started.elapsed());
     *polls.statuses.entry(status).or_default() += 1;
