@@ -3,7 +3,7 @@
 //! attacked still logs in. Behaviour only; how fast the polls are answered during a flood is
 //! measured by the `login_flood` benchmark (docs/benchmarks.md), not asserted here.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -53,13 +53,13 @@ async fn login_flood_keeps_snapshot_polls_and_other_accounts_working(app: TestAp
 
     // The poller: the edge's request, with the ETag of the last full answer.
     let stop = Rc::new(Cell::new(false));
-    let polls: Rc<RefCell<Vec<u16>>> = Rc::default();
     let poller = {
-        let (stop, polls) = (stop.clone(), polls.clone());
+        let stop = stop.clone();
         let (client, url) = (app.client.clone(), format!("{}/v1/snapshot", app.base));
         actix_web::rt::spawn(async move {
+            let mut polls = Vec::new();
             let mut etag: Option<String> = None;
-            while !stop.get() && polls.borrow().len() < MAX_POLLS {
+            while !stop.get() && polls.len() < MAX_POLLS {
                 let mut req = client
                     .get(&url)
                     .insert_header(("authorization", format!("Bearer {edge}")));
@@ -75,9 +75,10 @@ async fn login_flood_keeps_snapshot_polls_and_other_accounts_working(app: TestAp
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
                 }
-                polls.borrow_mut().push(res.status().as_u16());
+                polls.push(res.status().as_u16());
                 actix_web::rt::time::sleep(POLL_EVERY).await;
             }
+            polls
         })
     };
 
@@ -123,9 +124,8 @@ async fn login_flood_keeps_snapshot_polls_and_other_accounts_working(app: TestAp
         answers.push(task.await.expect("login task"));
     }
     stop.set(true);
-    poller.await.expect("poller");
+    let polls = poller.await.expect("poller");
 
-    let polls = polls.borrow();
     assert!(!polls.is_empty(), "the poller never got an answer");
     assert!(
         polls.iter().all(|s| *s == 200 || *s == 304),
