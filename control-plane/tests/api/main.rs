@@ -10,6 +10,7 @@ mod cli;
 mod golden;
 mod keys;
 mod leaks;
+mod login_flood;
 mod projects;
 mod redaction;
 mod roles;
