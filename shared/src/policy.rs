@@ -337,9 +337,9 @@ pub struct ProjectPolicy {
     pub routes: Vec<Route>,
     /// Policy for paths no route matches.
     pub default_route_policy: DefaultRoutePolicy,
-    /// How routes compare with paths. Left out of the encoding when exact, so a snapshot that
-    /// uses no other matching keeps format 1, which edges before format 2 read.
-    #[serde(default, skip_serializing_if = "RouteMatching::is_exact")]
+    /// How routes compare with paths. Manifest format 2 carries it; a manifest where every
+    /// project matches exactly is written in format 1, without it (see `snapshot::format_for`).
+    #[serde(default)]
     pub route_matching: RouteMatching,
 }
 

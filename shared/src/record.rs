@@ -207,13 +207,9 @@ pub fn edge_round_trip_project(project: &ProjectPolicy) -> Result<(), RecordErro
         key_id: project.project_id.clone(),
         reason,
     };
+    // As format 2 writes it (format 1 writes the same fields but the last).
     let bytes = postcard::to_allocvec(project).map_err(|e| fail(e.to_string()))?;
-    let wire: WireProject = if project.route_matching.is_exact() {
-        postcard::from_bytes::<WireProjectV1>(&bytes).map(Into::into)
-    } else {
-        postcard::from_bytes(&bytes)
-    }
-    .map_err(|e| fail(e.to_string()))?;
+    let wire: WireProject = postcard::from_bytes(&bytes).map_err(|e| fail(e.to_string()))?;
     match decode_project(wire) {
         Ok(back) if back == *project => Ok(()),
         Ok(_) => Err(fail("decodes to a different policy".into())),

@@ -194,6 +194,49 @@ pub struct Shard {
     pub records: Vec<KeyRecord>,
 }
 
+/// A manifest written in format 1: the same fields, project policies without route matching.
+#[derive(Serialize)]
+struct ManifestV1<'m> {
+    format: u16,
+    version: u64,
+    issued_at_ms: i64,
+    valid_until_ms: i64,
+    shard_bits: u8,
+    key_count: u64,
+    shard_digests: &'m [Digest32],
+    projects: Vec<ProjectV1<'m>>,
+}
+
+#[derive(Serialize)]
+struct ProjectV1<'m> {
+    project_id: &'m str,
+    routes: &'m [crate::policy::Route],
+    default_route_policy: crate::policy::DefaultRoutePolicy,
+}
+
+impl<'m> ManifestV1<'m> {
+    fn of(m: &'m Manifest) -> Self {
+        ManifestV1 {
+            format: 1,
+            version: m.version,
+            issued_at_ms: m.issued_at_ms,
+            valid_until_ms: m.valid_until_ms,
+            shard_bits: m.shard_bits,
+            key_count: m.key_count,
+            shard_digests: &m.shard_digests,
+            projects: m
+                .projects
+                .iter()
+                .map(|p| ProjectV1 {
+                    project_id: &p.project_id,
+                    routes: &p.routes,
+                    default_route_policy: p.default_route_policy,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The fields every manifest format starts with.
 #[derive(Deserialize)]
 struct FormatOnly {
@@ -414,7 +457,9 @@ impl SnapshotSigner {
     /// The manifest's `format` is set to [`format_for`] it.
     pub fn sign(&self, manifest: &Manifest) -> Result<Vec<u8>, SnapshotError> {
         let format = format_for(manifest);
-        let bytes = if manifest.format == format {
+        let bytes = if format == 1 {
+            encode(&ManifestV1::of(manifest))?
+        } else if manifest.format == format {
             encode(manifest)?
         } else {
             encode(&Manifest {

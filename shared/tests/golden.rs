@@ -18,7 +18,8 @@ use keygate_shared::snapshot::{build_shards, verify_snapshot, Digest32, Manifest
 use keygate_shared::{
     evaluate, Code, DefaultRoutePolicy, Environment, EnvironmentRule, Evaluation, IpNet, KeyPrefix,
     KeyRecord, Kind, LimitState, PlaintextKey, ProjectPolicy, Quota, QuotaPeriod, RateLimit,
-    ReferrerPattern, RequestFacts, Route, Scope, SnapshotIndex, SnapshotSigner, TrustedKeys,
+    ReferrerPattern, RequestFacts, Route, RouteMatching, Scope, SnapshotIndex, SnapshotSigner,
+    TrustedKeys,
 };
 use serde::{Deserialize, Serialize};
 
@@ -263,6 +264,14 @@ fn manifest(shards: &keygate_shared::snapshot::BuiltShards) -> Manifest {
         shard_digests: shards.digests(),
         projects: projects(),
     }
+}
+
+/// The same snapshot with `proj_acme` matching routes case-insensitively: manifest format 2,
+/// over the same shards.
+fn manifest_v2(shards: &keygate_shared::snapshot::BuiltShards) -> Manifest {
+    let mut m = manifest(shards);
+    m.projects[0].route_matching = RouteMatching::CaseInsensitive;
+    m
 }
 
 // ---------------------------------------------------------------------------------------
@@ -740,6 +749,10 @@ fn expected_files() -> Vec<(String, Vec<u8>)> {
         ),
         ("snapshot/snapshot.json".to_owned(), wire),
         (
+            "snapshot/snapshot-v2.json".to_owned(),
+            signer.sign(&manifest_v2(&shards)).expect("sign"),
+        ),
+        (
             "verdicts.json".to_owned(),
             pretty(&Verdicts {
                 note: "Evaluate each fact against snapshot/ at now_ms, after preceding_requests \
@@ -845,6 +858,33 @@ fn stored_snapshot_verifies() {
     let stranger = SnapshotSigner::from_seed(&[7; 32]);
     let trusted = TrustedKeys::from_base64url_list(&stranger.public_key_base64url()).expect("pk");
     assert!(verify_snapshot(&read("snapshot/snapshot.json"), &trusted, None, ISSUED_AT).is_err());
+}
+
+/// (b') The format-2 file verifies too, carries the route matching, and uses the same shards.
+#[test]
+fn stored_format_2_snapshot_verifies() {
+    let pk: PublicKeyFile = serde_json::from_slice(&read("snapshot/public_key.json")).expect("pk");
+    let trusted = TrustedKeys::from_base64url_list(&pk.public_key).expect("public key");
+    let wire = read("snapshot/snapshot-v2.json");
+    let signed: keygate_shared::SignedSnapshot = serde_json::from_slice(&wire).expect("json");
+    assert_eq!(signed.format, 2);
+    let m = verify_snapshot(&wire, &trusted, None, ISSUED_AT + MINUTE).expect("verifies");
+    assert_eq!(m.manifest().format, 2);
+    let matching: Vec<RouteMatching> = m
+        .manifest()
+        .projects
+        .iter()
+        .map(|p| p.route_matching)
+        .collect();
+    assert_eq!(
+        matching,
+        [RouteMatching::CaseInsensitive, RouteMatching::Exact]
+    );
+    let v1 = stored_index(ISSUED_AT + MINUTE);
+    assert_eq!(
+        m.manifest().shard_digests,
+        v1.manifest().manifest().shard_digests
+    );
 }
 
 /// (c) Each fact gets its expected code.

@@ -136,6 +136,13 @@ fn route_matching_rides_in_format_2_and_only_when_used() {
         {"methods": ["*"], "path": "/admin/*", "scope": "admin"}
     ))
     .expect("route");
+    // Format 2 carries every project's matching, the exact ones' too.
+    let exact_neighbour = ProjectPolicy {
+        project_id: "prj_2".into(),
+        routes: vec![route.clone()],
+        default_route_policy: DefaultRoutePolicy::Deny,
+        route_matching: RouteMatching::Exact,
+    };
     for matching in [RouteMatching::Exact, RouteMatching::CaseInsensitive] {
         let project = ProjectPolicy {
             project_id: "prj_1".into(),
@@ -152,13 +159,16 @@ fn route_matching_rides_in_format_2_and_only_when_used() {
                 shard_bits: 0,
                 key_count: 0,
                 shard_digests: vec![build_shards(Vec::new(), Some(0)).expect("shard").digests()[0]],
-                projects: vec![project.clone()],
+                projects: vec![project.clone(), exact_neighbour.clone()],
             })
             .expect("signs");
         let signed: SignedSnapshot = serde_json::from_slice(&wire).expect("json");
         assert_eq!(signed.format, if matching.is_exact() { 1 } else { 2 });
         let m = verify_snapshot(&wire, &trusted, None, 1).expect("verifies");
-        assert_eq!(m.manifest().projects, vec![project.clone()]);
+        assert_eq!(
+            m.manifest().projects,
+            vec![project.clone(), exact_neighbour.clone()]
+        );
 
         // `/ADMIN` needs the admin scope only when routes match case-insensitively.
         let prefix = KeyPrefix::parse("wb").expect("prefix");
