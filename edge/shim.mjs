@@ -1,8 +1,9 @@
 // The Worker's entry module, given to worker-build as CUSTOM_SHIM. It instantiates the Wasm
-// module built from edge/src and answers every request with it, except that the common case (a
-// key in a header that the held snapshot accepts, with no counter to consult and no CORS
-// headers to add) is decided by one synchronous call into Wasm (`keygate_forward`) and then
-// forwarded with the runtime's own fetch, which is much cheaper than forwarding from Wasm.
+// module built from edge/src and asks it to decide each request: first with one synchronous
+// call (`keygate_forward`, the fast path: a key the held snapshot accepts at once), else with
+// the full pipeline (`keygate_handle`), which answers at the edge or also returns a plan. This
+// module is the only forwarder: it sends planned requests with the runtime's own fetch, which is
+// much cheaper than forwarding from Wasm.
 import * as imports from "./index_bg.js";
 export * from "./index_bg.js";
 import wasmModule from "./index.wasm";
@@ -33,15 +34,45 @@ const FORWARD_STRIPPED = ["Proxy-Authorization"];
 // Must match `is_keygate_header` in edge/src/request.rs.
 const KEYGATE_HEADER = /^keygate[-_]/i;
 
-function originUnreachable() {
-  const body = JSON.stringify({
-    type: "https://keygate.dev/problems/origin_unreachable",
-    title: "Origin unreachable",
-    status: 502,
-    detail: "The origin could not be reached.",
-    code: "origin_unreachable",
-  });
-  return new Response(body, { status: 502, headers: { "Content-Type": "application/problem+json" } });
+// Forwards `request` as `plan` (a ForwardPlan from Wasm, freed here) says: the key leaves with
+// all three of its places (the query parameter is already gone from `target`), and the origin's
+// answer comes back with the plan's response headers, if any.
+async function forward(request, plan) {
+  const strip = plan.strip_authorization;
+  const target = plan.target;
+  const keyId = plan.key_id;
+  const projectId = plan.project_id;
+  const environment = plan.environment;
+  const signature = plan.signature;
+  const extra = plan.response_headers;
+  plan.free();
+  const headers = new Headers(request.headers);
+  if (strip) headers.delete("Authorization");
+  headers.delete("X-API-Key");
+  for (const name of FORWARD_STRIPPED) headers.delete(name);
+  // No client-sent header in the edge's namespace reaches the origin, in either spelling
+  // (CGI-style origins fold `Keygate_X` and `Keygate-X` into one variable).
+  for (const name of [...headers.keys()]) {
+    if (KEYGATE_HEADER.test(name)) headers.delete(name);
+  }
+  headers.set("Keygate-Key-Id", keyId);
+  headers.set("Keygate-Project-Id", projectId);
+  headers.set("Keygate-Environment", environment);
+  headers.set("Keygate-Signature", signature);
+  const method = request.method;
+  // The body streams through untouched.
+  const body = method === "GET" || method === "HEAD" ? null : request.body;
+  let upstream;
+  try {
+    upstream = await fetch(target, { method, headers, body, redirect: "manual" });
+  } catch (e) {
+    console.error(`keygate-edge: origin unreachable: ${e}`);
+    return imports.keygate_origin_unreachable();
+  }
+  if (extra === undefined) return upstream;
+  const answer = new Response(upstream.body, upstream);
+  for (const [name, value] of extra) answer.headers.set(name, value);
+  return answer;
 }
 
 export default {
@@ -65,36 +96,16 @@ export default {
       recover(e);
     }
     if (plan === undefined) {
-      $WAIT_UNTIL_RESPONSE
+      let handled;
       try {
-        return await imports.fetch(request, env, ctx);
+        handled = await imports.keygate_handle(request, env, ctx);
       } catch (e) {
         recover(e);
       }
+      if (handled instanceof Response) return handled;
+      plan = handled;
     }
-    const [source, target, keyId, projectId, environment, signature] = plan.split("\n");
-    const headers = new Headers(h);
-    // The key leaves with all three of its places (the query parameter is gone from `target`).
-    if (source === "authorization") headers.delete("Authorization");
-    headers.delete("X-API-Key");
-    for (const name of FORWARD_STRIPPED) headers.delete(name);
-    // No client-sent header in the edge's namespace reaches the origin, in either spelling
-    // (CGI-style origins fold `Keygate_X` and `Keygate-X` into one variable).
-    for (const name of [...headers.keys()]) {
-      if (KEYGATE_HEADER.test(name)) headers.delete(name);
-    }
-    headers.set("Keygate-Key-Id", keyId);
-    headers.set("Keygate-Project-Id", projectId);
-    headers.set("Keygate-Environment", environment);
-    headers.set("Keygate-Signature", signature);
-    const method = request.method;
-    const body = method === "GET" || method === "HEAD" ? null : request.body;
-    try {
-      return await fetch(target, { method, headers, body, redirect: "manual" });
-    } catch (e) {
-      console.error(`keygate-edge: origin unreachable: ${e}`);
-      return originUnreachable();
-    }
+    return forward(request, plan);
   },
   async scheduled(event, env, ctx) {
     try {

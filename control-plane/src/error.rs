@@ -198,7 +198,7 @@ impl ApiError {
     /// The problem body.
     pub fn problem(&self) -> Problem {
         Problem {
-            type_: format!("urn:keygate:problem:{}", self.code()),
+            type_: keygate_shared::problem::problem_type(self.code()),
             title: self.title().to_owned(),
             status: self.status().as_u16(),
             detail: match self {

@@ -4,8 +4,11 @@
 
 use std::cell::Cell;
 
-use keygate_shared::{admit, LimitState, Limits};
-use worker::{durable_object, Date, DurableObject, Env, Request, Response, Result, State};
+use keygate_shared::{admit, LimitDecision, LimitState, Limits};
+use worker::{
+    durable_object, Date, DurableObject, Env, Headers, Method, Request, RequestInit, Response,
+    Result, State,
+};
 
 const STATE_KEY: &str = "limits";
 
@@ -45,4 +48,29 @@ impl DurableObject for Limiter {
         self.cached.set(Some(counters));
         Response::from_json(&decision)
     }
+}
+
+/// Asks the key's `Limiter` to admit one request under `limits`.
+pub async fn consult(
+    env: &Env,
+    key_id: &str,
+    limits: &Limits,
+) -> std::result::Result<LimitDecision, String> {
+    let run = async {
+        let ns = env.durable_object("LIMITER")?;
+        let stub = ns.id_from_name(key_id)?.get_stub()?;
+        let headers = Headers::new();
+        headers.set("Content-Type", "application/json")?;
+        let body =
+            serde_json::to_string(limits).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post)
+            .with_headers(headers)
+            .with_body(Some(body.into()));
+        let mut resp = stub
+            .fetch_with_request(Request::new_with_init("https://limiter/admit", &init)?)
+            .await?;
+        resp.json::<LimitDecision>().await
+    };
+    run.await.map_err(|e: worker::Error| e.to_string())
 }

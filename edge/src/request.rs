@@ -112,9 +112,12 @@ pub fn forward_url(origin_base: &str, path: &str, query: Option<&str>) -> String
     url
 }
 
-/// The path and query of an absolute URL as the runtime normalises a request's URL
-/// (`http://h:1/a/b?x=1` → `/a/b`, `x=1`), the same as a URL parser gives for it; `None` for
-/// anything else, which the caller then parses in full.
+/// The path and query of an absolute URL whose path and query a URL parser would leave as they
+/// are (`http://h:1/a/b?x=1` → `/a/b`, `x=1`), without parsing it; `None` for anything else,
+/// which the caller then parses in full. The runtime's `request.url` keeps the request line's
+/// path as sent (`/../admin`, `/%2e%2e/x`, `/a\b`), while its `fetch` to the origin resolves it
+/// as a URL parser does, so only a path with no dot segment, no encoded dot and no byte a parser
+/// would encode or rewrite is taken as it is.
 pub fn split_normalised_url(url: &str) -> Option<(&str, Option<&str>)> {
     let (_, rest) = url.split_once("://")?;
     let rest = &rest[rest.find(['/', '?', '#'])?..];
@@ -122,10 +125,32 @@ pub fn split_normalised_url(url: &str) -> Option<(&str, Option<&str>)> {
         return None;
     }
     let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
-    Some(match rest.split_once('?') {
+    let (path, query) = match rest.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (rest, None),
+    };
+    if !is_plain(path) || path.contains("/.") || has_encoded_dot(path) {
+        return None;
+    }
+    if query.is_some_and(|q| !is_plain(q)) {
+        return None;
+    }
+    Some((path, query))
+}
+
+/// Printable ASCII that a URL parser keeps as it is in a path or a special URL's query.
+fn is_plain(s: &str) -> bool {
+    s.bytes().all(|b| {
+        (0x21..0x7f).contains(&b)
+            && !matches!(b, b'"' | b'<' | b'>' | b'`' | b'{' | b'}' | b'\\' | b'\'')
     })
+}
+
+/// Whether `s` holds `%2e` in either case: a parser reads it as `.` in a dot segment.
+fn has_encoded_dot(s: &str) -> bool {
+    s.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] | 0x20) == b'e')
 }
 
 /// The path and query of a URL (`http://h:1/a/b?x` → `/a/b?x`): what the origin receives and
@@ -193,9 +218,45 @@ mod tests {
         assert_eq!(split_normalised_url("http://h?q"), None);
     }
 
+    /// The runtime hands over the request line's path unresolved: whatever is taken without
+    /// parsing must be what the parser (and so the runtime's `fetch`) makes of it.
+    #[test]
+    fn a_raw_url_is_taken_as_is_only_when_a_parser_would_keep_it() {
+        let segments = [
+            "a", ".", "..", "%2e", "%2E%2e", ".%2e", "a%2Fb", "a\\b", "a b", "\"q\"", "é", "a;b",
+            "%41", "~x", "a|b", "{x}", "`", "'", ".env", "",
+        ];
+        let queries = [
+            None,
+            Some("x=1"),
+            Some("a b"),
+            Some("'q'"),
+            Some("k=%20"),
+            Some("é"),
+        ];
+        let mut taken = 0;
+        for a in segments {
+            for b in segments {
+                for q in queries {
+                    let raw = match q {
+                        Some(q) => format!("http://h/{a}/{b}?{q}"),
+                        None => format!("http://h/{a}/{b}"),
+                    };
+                    let Some(split) = split_normalised_url(&raw) else {
+                        continue;
+                    };
+                    taken += 1;
+                    let parsed = worker::Url::parse(&raw).expect("url");
+                    assert_eq!(split, (parsed.path(), parsed.query()), "{raw}");
+                }
+            }
+        }
+        assert!(taken > 100, "only {taken} taken as they are");
+    }
+
     #[test]
     fn the_entry_module_strips_the_same_headers() {
-        // edge/shim.mjs forwards the common case itself and keeps its own copy of the list.
+        // edge/shim.mjs is the forwarder and keeps its own copy of the list.
         let shim = include_str!("../shim.mjs");
         let list = FORWARD_STRIPPED
             .iter()

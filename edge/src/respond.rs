@@ -18,21 +18,32 @@ pub struct Answer {
 pub const EXPOSED_HEADERS: &str =
     "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, WWW-Authenticate";
 
+/// A problem+json answer (RFC 9457) with the stable `code`; the one builder of problem bodies
+/// at the edge, the entry module's included.
+pub fn problem(status: u16, code: &str, title: &str, detail: &str) -> Answer {
+    let body = serde_json::json!({
+        "type": keygate_shared::problem::problem_type(code),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    })
+    .to_string();
+    Answer {
+        status,
+        headers: vec![
+            ("Content-Type", "application/problem+json".to_owned()),
+            ("Cache-Control", "no-store".to_owned()),
+        ],
+        body,
+    }
+}
+
 /// The problem+json answer for a refused request.
 pub fn refusal(code: Code, limits: Option<&LimitInfo>, detail: &str) -> Answer {
     let status = code.http_status();
-    let body = serde_json::json!({
-        "type": format!("https://keygate.dev/problems/{}", code.as_str()),
-        "title": code.title(),
-        "status": status,
-        "detail": detail,
-        "code": code.as_str(),
-    })
-    .to_string();
-    let mut headers = vec![
-        ("Content-Type", "application/problem+json".to_owned()),
-        ("Cache-Control", "no-store".to_owned()),
-    ];
+    let mut answer = problem(status, code.as_str(), code.title(), detail);
+    let headers = &mut answer.headers;
     if status == 401 {
         headers.push((
             "WWW-Authenticate",
@@ -48,11 +59,7 @@ pub fn refusal(code: Code, limits: Option<&LimitInfo>, detail: &str) -> Answer {
             headers.push(("Retry-After", retry.to_string()));
         }
     }
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    answer
 }
 
 /// A human sentence for each refusal; never echoes the key.

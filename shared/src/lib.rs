@@ -15,6 +15,7 @@ pub mod limits;
 pub mod origin;
 pub mod path;
 pub mod policy;
+pub mod problem;
 pub mod record;
 pub mod referrer;
 pub mod scan;

@@ -29,12 +29,22 @@ struct Published {
 }
 
 fn publish(signer: &SnapshotSigner, version: u64, key: &PlaintextKey, revoked: bool) -> Published {
+    publish_at(signer, version, key, revoked, now_ms())
+}
+
+fn publish_at(
+    signer: &SnapshotSigner,
+    version: u64,
+    key: &PlaintextKey,
+    revoked: bool,
+    issued_at_ms: i64,
+) -> Published {
     let record = KeyRecord {
         revoked,
         ..plain_record(key, "key_trust", "prj_trust")
     };
     Published {
-        snapshot: SignedSnapshot::sign(signer, version, "prj_trust", vec![record], now_ms()),
+        snapshot: SignedSnapshot::sign(signer, version, "prj_trust", vec![record], issued_at_ms),
         etag: format!("\"{version}-{}\"", u8::from(revoked)),
     }
 }
@@ -388,4 +398,104 @@ fn a_cold_isolate_refuses_a_snapshot_older_than_its_kv_copy() {
     );
     assert!(edge.logs().contains("older"), "{}", edge.logs());
     assert_eq!(origin.count(), 0);
+}
+
+/// Runs the scheduled KV copy through the edge's token-protected endpoint; its report.
+fn sync_kv(edge: &keygate_tests::workerd::Workerd) -> Value {
+    let r = http::request(
+        "POST",
+        &format!("{}/.well-known/keygate/sync-kv", edge.url()),
+        &[("Authorization", &format!("Bearer {EDGE_TOKEN}"))],
+        None,
+    )
+    .expect("sync");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), edge.logs());
+    serde_json::from_slice(&r.body).expect("sync report")
+}
+
+#[test]
+fn the_kv_copy_is_written_only_when_the_snapshot_changes() {
+    let signer = SnapshotSigner::from_seed(&[17u8; 32]);
+    let key = fixed_key("kvcopy", "Kvcopy00000000000000000000000000");
+    // Signed 700 s ago: past the default 600 s staleness bound if counted from its issue, so a
+    // cold isolate can use the copy only because the scheduled run confirmed it just now.
+    let issued = now_ms() - 700_000;
+    let current: Arc<Mutex<Published>> =
+        Arc::new(Mutex::new(publish_at(&signer, 5, &key, false, issued)));
+    let cp = control_plane(&current, |_| {});
+    let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).expect("origin");
+    let state = tempfile::tempdir().expect("temp");
+    let manifest_file = state.path().join("kv").join("snapshot");
+    let edge = edge_config(state.path(), &cp, &origin, &signer, "60")
+        .scheduled_trigger(false)
+        .start()
+        .expect("workerd");
+
+    let first = sync_kv(&edge);
+    assert_eq!(first["version"], 5, "{first}");
+    assert_eq!(first["complete"], true, "{first}");
+    // One shard, the shard list, the manifest and the copy's record.
+    assert_eq!(first["shards_copied"], 1, "{first}");
+    assert_eq!(first["writes"], 4, "{first}");
+    let written = std::fs::metadata(&manifest_file)
+        .and_then(|m| m.modified())
+        .expect("manifest copied to KV");
+
+    // Nothing changed: nothing is written.
+    std::thread::sleep(Duration::from_millis(20));
+    let again = sync_kv(&edge);
+    assert_eq!(again["writes"], 0, "{again}");
+    let still = std::fs::metadata(&manifest_file)
+        .and_then(|m| m.modified())
+        .expect("manifest still in KV");
+    assert_eq!(written, still, "the unchanged manifest was rewritten");
+
+    // A new version with the same records: its shard is already there, so only the manifest
+    // and the record are written.
+    *current.lock().expect("lock") = publish_at(&signer, 6, &key, false, issued);
+    let changed = sync_kv(&edge);
+    assert_eq!(changed["version"], 6, "{changed}");
+    assert_eq!(changed["shards_copied"], 0, "{changed}");
+    assert_eq!(changed["writes"], 2, "{changed}");
+    drop(edge);
+
+    // The control plane goes away; a fresh isolate starts from the copy, which the scheduled run
+    // confirmed moments ago although it was signed 700 s ago.
+    drop(cp);
+    let edge = WorkerdConfig::new(workspace_root(), state.path())
+        .var("CONTROL_PLANE_URL", "http://127.0.0.1:9")
+        .var("ORIGIN_URL", origin.url())
+        .var("SNAPSHOT_REFRESH_SECONDS", "60")
+        .secret("EDGE_TOKEN", EDGE_TOKEN)
+        .secret("SNAPSHOT_PUBLIC_KEYS", signer.public_key_base64url())
+        .secret("ORIGIN_HMAC_SECRET", ORIGIN_SECRET)
+        .scheduled_trigger(false)
+        .start()
+        .expect("workerd");
+    let auth = format!("Bearer {}", key.expose());
+    let r = edge.get("/x", &[("Authorization", &auth)]).expect("edge");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), edge.logs());
+    assert_eq!(origin.count(), 1);
+}
+
+#[test]
+fn the_kv_copy_is_reconfirmed_once_half_the_staleness_bound_has_passed() {
+    let signer = SnapshotSigner::from_seed(&[19u8; 32]);
+    let key = fixed_key("kvbeat", "Kvbeat00000000000000000000000000");
+    let current: Arc<Mutex<Published>> = Arc::new(Mutex::new(publish(&signer, 3, &key, false)));
+    let cp = control_plane(&current, |_| {});
+    let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).expect("origin");
+    let state = tempfile::tempdir().expect("temp");
+    let edge = edge_config(state.path(), &cp, &origin, &signer, "60")
+        .var("SNAPSHOT_MAX_STALENESS_SECONDS", "2")
+        .scheduled_trigger(false)
+        .start()
+        .expect("workerd");
+    assert_eq!(sync_kv(&edge)["writes"], 4);
+    assert_eq!(sync_kv(&edge)["writes"], 0);
+    std::thread::sleep(Duration::from_millis(1_100));
+    // Half of the 2 s bound has passed: only the record is rewritten.
+    let beat = sync_kv(&edge);
+    assert_eq!(beat["writes"], 1, "{beat}");
+    assert_eq!(beat["shards_copied"], 0, "{beat}");
 }
