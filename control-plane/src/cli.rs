@@ -80,7 +80,7 @@ enum Command {
         /// Owner or admin API token, for --revoke.
         #[arg(long, env = "KEYGATE_TOKEN", hide_env_values = true)]
         token: Option<String>,
-        /// The control plane's base URL (http:// only), for --revoke.
+        /// The control plane's base URL (http:// or https://), for --revoke.
         #[arg(long, env = "KEYGATE_URL", default_value = "http://127.0.0.1:8080")]
         url: String,
     },
