@@ -294,6 +294,23 @@ async fn snapshot_page_shows_the_edge_public_key(app: TestApp) {
     let edge_config = include_str!("../../../edge/src/config.rs");
     assert!(edge_config.contains("required(\"SNAPSHOT_PUBLIC_KEYS\")"));
     assert!(page.body.contains(pk.body["key_id"].as_str().unwrap()));
+    assert!(!page.body.contains("retiring until"));
+
+    // During a signing-key rotation the value lists the new key and the retiring one, so that
+    // edges given it accept snapshots signed by either.
+    let now = app.clock.now_ms();
+    let rotated =
+        keygate_control_plane::keyring::Keyring::rotate(app.data_dir.path(), now, 86_400_000)
+            .unwrap();
+    let new_key = rotated.active().public_key_base64url();
+    // Past the interval at which a running control plane looks for a new signing key.
+    app.clock.advance_ms(10_000);
+    let page = viewer.get("/console/snapshot").await;
+    assert_eq!(
+        value_of(&page.body, "public-keys"),
+        format!("{new_key},{public_key}")
+    );
+    assert!(page.body.contains("retiring until"), "{}", page.body);
 }
 
 async fn webhook_edit_and_secret_rotation(app: TestApp) {
