@@ -80,7 +80,7 @@ enum Command {
         /// Owner or admin API token, for --revoke.
         #[arg(long, env = "KEYGATE_TOKEN", hide_env_values = true)]
         token: Option<String>,
-        /// The control plane's base URL (http:// only), for --revoke.
+        /// The control plane's base URL (http:// or https://), for --revoke.
         #[arg(long, env = "KEYGATE_URL", default_value = "http://127.0.0.1:8080")]
         url: String,
     },
@@ -225,8 +225,28 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             let mut c = config(&cli.common).apply_env()?;
             c.listen = listen;
             c.validate()?;
+            let postgres = c.database_url.is_some();
+            // Absolute, so that the printed command works from any folder.
+            let data_dir = std::path::absolute(&c.data_dir).unwrap_or_else(|_| c.data_dir.clone());
             actix_web::rt::System::new().block_on(async move {
                 let app = Application::build(c).await?;
+                let pool = app.state().pool.clone();
+                let no_admin = actix_web::web::block(move || -> anyhow::Result<bool> {
+                    let list = accounts::list_admins(&mut *pool.get()?)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    Ok(list.items.is_empty())
+                })
+                .await;
+                // The hint is a courtesy: a failed look-up leaves it out rather than stop serve.
+                let no_admin = matches!(no_admin, Ok(Ok(true)));
+                // Plain lines on standard error: standard output carries the JSON log.
+                eprintln!(
+                    "{}",
+                    serve_banner(
+                        app.local_addr(),
+                        no_admin.then_some((data_dir.as_path(), postgres))
+                    )
+                );
                 app.run_until_stopped().await?;
                 Ok(())
             })
@@ -402,6 +422,52 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         // Handled in `run`: it has its own exit codes.
         Command::Scan { .. } => Ok(()),
+    }
+}
+
+/// What `serve` prints once it listens: the console's URL and, while there is no admin, the
+/// command that creates the first one (`first_admin`: the data dir, and whether the database
+/// is PostgreSQL).
+pub fn serve_banner(
+    addr: std::net::SocketAddr,
+    first_admin: Option<(&std::path::Path, bool)>,
+) -> String {
+    // A wildcard address is not one a browser can open: show loopback on the same port.
+    let shown = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    };
+    let mut out = format!("Keygate is listening on {addr}\nConsole: http://{shown}/console/");
+    if let Some((data_dir, postgres)) = first_admin {
+        out.push_str(
+            "\nNo admin exists yet. Create the first one (the password is asked for, or read from standard input):\n  ",
+        );
+        if postgres {
+            out.push_str("keygate admin create --email you@example.com --role owner\n(with the same DATABASE_URL as this server)");
+        } else {
+            out.push_str(&format!(
+                "keygate --data-dir {} admin create --email you@example.com --role owner",
+                shell_quote(&data_dir.display().to_string())
+            ));
+        }
+    }
+    out
+}
+
+/// `s` as one shell word: as is when it is plainly safe, else single-quoted.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./:=@+,".contains(&b))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 

@@ -6,13 +6,13 @@
 //! files (a NUL byte in the first 8 KiB) and files larger than [`MAX_FILE_BYTES`]. Only the
 //! start of a key is ever printed.
 //!
-//! The HTTP call of `--revoke` is a plain HTTP/1.1 request on a `TcpStream`: the workspace has
-//! no blocking HTTP client, and the control plane itself speaks plain HTTP (put TLS in front of
-//! it with a proxy). `https://` URLs are refused with a clear message.
+//! The HTTP call of `--revoke` goes through awc, the client the control plane already uses for
+//! webhooks, so `https://` URLs work with OpenSSL and the system's trusted certificates
+//! (`SSL_CERT_FILE` / `SSL_CERT_DIR` name others). Redirects are not followed: the token must
+//! not travel to another address.
 
 use std::collections::BTreeSet;
-use std::io::{Read as _, Write as _};
-use std::net::{TcpStream, ToSocketAddrs as _};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -230,7 +230,7 @@ pub fn run(opts: ScanOptions) -> ExitCode {
 
 /// `POST {url}/v1/leaks`.
 fn report(base: &str, token: &str, keys: &[String]) -> anyhow::Result<LeakOutcome> {
-    let body = serde_json::to_vec(&serde_json::json!({ "keys": keys, "source": SCAN_SOURCE }))?;
+    let body = serde_json::json!({ "keys": keys, "source": SCAN_SOURCE });
     let (status, response) = post_json(base, "/v1/leaks", token, &body)?;
     if status != 200 {
         let detail = serde_json::from_slice::<serde_json::Value>(&response)
@@ -242,103 +242,53 @@ fn report(base: &str, token: &str, keys: &[String]) -> anyhow::Result<LeakOutcom
     serde_json::from_slice(&response).context("reading the control plane's answer")
 }
 
-/// Splits `http://host[:port][/base]` into the address, the `Host` header and the base path.
-fn split_url(url: &str) -> anyhow::Result<(String, String, String)> {
-    let rest = if let Some(r) = url.strip_prefix("http://") {
-        r
-    } else if url.starts_with("https://") {
-        bail!("only http:// URLs are supported by the scanner; reach an https control plane through a local proxy or port-forward");
-    } else {
-        bail!("{url:?} is not an http:// URL");
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-        None => (rest, ""),
-    };
+/// `{base}{path}`, for an `http://` or `https://` base URL with a host and no userinfo (a base
+/// path is kept).
+fn endpoint(base: &str, path: &str) -> anyhow::Result<String> {
+    let rest = base
+        .strip_prefix("https://")
+        .or_else(|| base.strip_prefix("http://"))
+        .ok_or_else(|| anyhow!("{base:?} is not an http:// or https:// URL"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     if authority.is_empty() || authority.contains('@') {
-        bail!("{url:?} has no usable host");
+        bail!("{base:?} has no usable host");
     }
-    let addr = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| !p.contains(']'))
-    {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    Ok((addr, authority.to_owned(), path.to_owned()))
+    if rest.contains(['?', '#']) {
+        bail!("{base:?}: a base URL has no query or fragment");
+    }
+    Ok(format!("{}{path}", base.trim_end_matches('/')))
 }
 
-/// A blocking `POST` with a JSON body; returns the status and the (de-chunked) body.
-fn post_json(base: &str, path: &str, token: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
-    let (addr, host, prefix) = split_url(base)?;
+/// A `POST` with a JSON body; returns the status and the body. Runs its own small actix
+/// system: the scanner is otherwise synchronous.
+fn post_json(
+    base: &str,
+    path: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let url = endpoint(base, path)?;
     let timeout = Duration::from_secs(30);
-    let sock = addr
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {addr}"))?
-        .next()
-        .ok_or_else(|| anyhow!("{addr} resolves to no address"))?;
-    let mut stream = TcpStream::connect_timeout(&sock, timeout)
-        .with_context(|| format!("connecting to {addr}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    let head = format!(
-        "POST {prefix}{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    stream.flush()?;
-    let mut raw = Vec::new();
-    stream
-        .take(16 * 1024 * 1024)
-        .read_to_end(&mut raw)
-        .context("reading the response")?;
-    parse_response(&raw)
-}
-
-fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("incomplete HTTP response"))?;
-    let head = std::str::from_utf8(&raw[..end]).context("HTTP response head")?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| anyhow!("malformed HTTP status line"))?;
-    let chunked = lines.any(|l| {
-        l.split_once(':').is_some_and(|(n, v)| {
-            n.trim().eq_ignore_ascii_case("transfer-encoding")
-                && v.trim().eq_ignore_ascii_case("chunked")
-        })
-    });
-    let body = &raw[end + 4..];
-    if !chunked {
-        return Ok((status, body.to_vec()));
-    }
-    let mut out = Vec::new();
-    let mut rest = body;
-    loop {
-        let line_end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| anyhow!("malformed chunked body"))?;
-        let size_text = std::str::from_utf8(&rest[..line_end])?;
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).context("chunk size")?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Ok((status, out));
-        }
-        let chunk = rest
-            .get(..size)
-            .ok_or_else(|| anyhow!("truncated chunked body"))?;
-        out.extend_from_slice(chunk);
-        rest = rest.get(size + 2..).unwrap_or_default();
-    }
+    actix_web::rt::System::new().block_on(async move {
+        let client = awc::Client::builder()
+            .disable_redirects()
+            .timeout(timeout)
+            .connector(awc::Connector::new().timeout(timeout))
+            .finish();
+        let mut response = client
+            .post(&url)
+            .bearer_auth(token)
+            .insert_header(("accept", "application/json"))
+            .send_json(body)
+            .await
+            .map_err(|e| anyhow!("POST {url}: {e}"))?;
+        let bytes = response
+            .body()
+            .limit(16 * 1024 * 1024)
+            .await
+            .map_err(|e| anyhow!("reading the response of {url}: {e}"))?;
+        Ok((response.status().as_u16(), bytes.to_vec()))
+    })
 }
 
 #[cfg(test)]
@@ -347,31 +297,21 @@ mod tests {
 
     #[test]
     fn urls() {
-        let (a, h, p) = split_url("http://127.0.0.1:8080").unwrap();
         assert_eq!(
-            (a.as_str(), h.as_str(), p.as_str()),
-            ("127.0.0.1:8080", "127.0.0.1:8080", "")
+            endpoint("http://127.0.0.1:8080", "/v1/leaks").unwrap(),
+            "http://127.0.0.1:8080/v1/leaks"
         );
-        let (a, _, p) = split_url("http://cp.internal/keygate/").unwrap();
-        assert_eq!((a.as_str(), p.as_str()), ("cp.internal:80", "/keygate"));
-        let (a, _, _) = split_url("http://[::1]:9000").unwrap();
-        assert_eq!(a, "[::1]:9000");
-        let (a, _, _) = split_url("http://[::1]").unwrap();
-        assert_eq!(a, "[::1]:80");
-        assert!(split_url("https://cp.example.com").is_err());
-        assert!(split_url("ftp://x").is_err());
-        assert!(split_url("http://").is_err());
-    }
-
-    #[test]
-    fn responses() {
-        let (s, b) = parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").unwrap();
-        assert_eq!((s, b.as_slice()), (200, &b"{}"[..]));
-        let (s, b) = parse_response(
-            b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!((s, b.as_slice()), (403, &b"{\"a\":1}"[..]));
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert_eq!(
+            endpoint("https://cp.example.com/keygate/", "/v1/leaks").unwrap(),
+            "https://cp.example.com/keygate/v1/leaks"
+        );
+        assert_eq!(
+            endpoint("http://[::1]:9000", "/v1/leaks").unwrap(),
+            "http://[::1]:9000/v1/leaks"
+        );
+        assert!(endpoint("ftp://x", "/v1/leaks").is_err());
+        assert!(endpoint("http://", "/v1/leaks").is_err());
+        assert!(endpoint("https://user:pw@cp.example.com", "/v1/leaks").is_err());
+        assert!(endpoint("https://cp.example.com/?a=1", "/v1/leaks").is_err());
     }
 }

@@ -24,6 +24,7 @@ use crate::state::AppState;
 
 /// A built, not yet running, control plane.
 pub struct Application {
+    addr: std::net::SocketAddr,
     port: u16,
     server: Server,
     state: web::Data<AppState>,
@@ -95,7 +96,8 @@ impl Application {
         });
         let listener = TcpListener::bind(&config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-        let port = listener.local_addr()?.port();
+        let addr = listener.local_addr()?;
+        let port = addr.port();
         let openapi = routes::openapi();
         let route_table = web::Data::new(routes::RouteTable::from_openapi(&openapi));
         let doc = OpenApiJson(serde_json::to_string(&openapi)?);
@@ -119,6 +121,7 @@ impl Application {
         }
         tracing::info!(port, "control plane listening");
         Ok(Application {
+            addr,
             port,
             server: server.run(),
             state,
@@ -128,6 +131,11 @@ impl Application {
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The bound address (with the port picked for port 0).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
     }
 
     /// A handle that stops the server.

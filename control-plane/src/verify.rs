@@ -209,6 +209,19 @@ fn lookup(conn: &mut DbConn, hash_hex: &str) -> Result<Option<(KeyRow, ProjectRo
     Ok(rows.into_iter().next())
 }
 
+/// `POST /v1/verify`'s whole decision, shared by the route and the console's "Try a key":
+/// the shape check, the evaluation on the blocking pool, and the verdict metric.
+pub async fn decide(
+    state: &actix_web::web::Data<AppState>,
+    req: VerifyRequest,
+) -> Result<VerifyResponse, ApiError> {
+    precheck(&req, state)?;
+    let st = state.clone();
+    let resp = crate::error::blocking(move || verify(&st, &req)).await?;
+    state.metrics.observe_verdict(resp.code.as_str());
+    Ok(resp)
+}
+
 /// Decides a request. Blocking: call from `web::block`.
 pub fn verify(state: &AppState, req: &VerifyRequest) -> Result<VerifyResponse, ApiError> {
     let facts = check(req, state)?;

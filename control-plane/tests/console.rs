@@ -925,6 +925,15 @@ async fn console_in_a_browser() {
     };
     assert_eq!(text(&c, "#signing-key").await, signing_key);
     assert_eq!(text(&c, "#snapshot-version").await, version.to_string());
+    // The public key for the edges: its copy button runs the console's script.
+    click(&c, "#copy-public-keys").await;
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//button[@id='copy-public-keys' and normalize-space()='Copied']",
+        ))
+        .await
+        .expect("the copy button says Copied");
     shot(&c, "11-snapshot").await;
     c.goto(&format!("{base}/console/admins"))
         .await

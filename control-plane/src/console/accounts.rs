@@ -106,11 +106,72 @@ pub async fn snapshot(
             dt { "Keys" } dd { (p.key_count) }
             dt { "ETag" } dd { code { (p.etag) } }
         }
+        (edge_keys(&state))
     };
     Ok(html_response(
         StatusCode::OK,
         layout::page("Snapshot", Some(&s), body),
     ))
+}
+
+/// The edge secret that lists the keys snapshots are verified with (edge/src/config.rs).
+pub const EDGE_KEYS_SECRET: &str = "SNAPSHOT_PUBLIC_KEYS";
+
+/// The value of [`EDGE_KEYS_SECRET`] for this control plane: the active key and the retiring
+/// ones still in force, comma-separated, so that edges accept snapshots signed by either
+/// during a signing-key rotation.
+fn edge_keys(state: &AppState) -> maud::Markup {
+    let now = state.clock.now_ms();
+    let keys = state.snapshots.keyring(now).public_keys(now);
+    let value = keys
+        .iter()
+        .map(|k| k.public_key.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    // The wrangler the README deploys with (the last one that runs on Node 20).
+    let command = format!("npx wrangler@4.86.0 secret put {EDGE_KEYS_SECRET}");
+    html! {
+        section.card aria-labelledby="edge-keys-h" {
+            h2 #edge-keys-h { "Public key for the edges" }
+            p {
+                "Edges verify each snapshot's Ed25519 signature with the keys in their "
+                code { (EDGE_KEYS_SECRET) } " secret. In the edge's folder, run the command below and paste the value when it asks for it."
+            }
+            div.secret {
+                label for="wrangler-command" { "Command" }
+                input #wrangler-command type="text" readonly value=(command);
+                button type="button" #copy-command data-copy="wrangler-command" { "Copy" }
+            }
+            div.secret {
+                label for="public-keys" { "Value of " code { (EDGE_KEYS_SECRET) } }
+                input #public-keys type="text" readonly value=(value) aria-describedby="public-keys-hint";
+                button type="button" #copy-public-keys data-copy="public-keys" { "Copy" }
+                small #public-keys-hint {
+                    @if keys.len() > 1 {
+                        "The active key and the retiring ones, comma-separated: edges accept snapshots signed by any of them until the rotation is over."
+                    } @else {
+                        "The active signing key, base64url."
+                    }
+                }
+            }
+            div.table-wrap { table #public-key-list {
+                caption { "Signing keys in force" }
+                thead { tr { th scope="col" { "Key id" } th scope="col" { "Status" } th scope="col" { "Public key" } } }
+                tbody {
+                    @for k in &keys {
+                        tr {
+                            td { code { (k.key_id) } }
+                            td {
+                                @if k.active { "active" }
+                                @else { "retiring until " (k.retire_after_ms.map(layout::ts).unwrap_or_default()) }
+                            }
+                            td { code { (k.public_key) } }
+                        }
+                    }
+                }
+            } }
+        }
+    }
 }
 
 fn admin_field(f: &str) -> String {

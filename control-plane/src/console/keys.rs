@@ -1,5 +1,5 @@
 //! Keys: create (the plaintext shown once), detail with the restrictions editor, rotate,
-//! revoke, and the usage chart.
+//! revoke, the usage chart and the key's sightings.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -10,7 +10,7 @@ use super::layout::{self, FieldErrors};
 use super::session::{self, ConsoleError, Session};
 use super::{field, field_error, html_response, post_session, redirect, submit, usage, Form};
 use crate::domain::keys::{self as domain, KeySpec, KeyView, RevokeKey, RotateKey, UpdateKey};
-use crate::domain::usage::Granularity;
+use crate::domain::usage::{self as domain_usage, Granularity, SightingKind, SightingsQuery};
 use crate::error::ApiError;
 use crate::routes::db;
 use crate::state::AppState;
@@ -312,21 +312,75 @@ async fn load_key(state: &web::Data<AppState>, id: &str) -> Result<KeyView, Cons
         })
 }
 
-/// The key's usage chart at `g`, with links to the key page at the other granularities.
+/// The key's usage chart at `g`, with links to the key page at the other granularities, and
+/// its sightings.
 async fn usage_chart(
     state: &web::Data<AppState>,
     key_id: &str,
     g: Granularity,
 ) -> Result<Markup, ConsoleError> {
     let page = format!("/console/keys/{key_id}");
-    usage::chart(
+    let chart = usage::chart(
         state,
         usage::Whose::Key(key_id.to_owned()),
         g,
         "usage-chart",
         |choice| format!("{page}?granularity={}#usage-h", choice.as_str()),
     )
-    .await
+    .await?;
+    let sightings = sightings(state, key_id).await?;
+    Ok(html! { (chart) (sightings) })
+}
+
+/// Rows of each kind of sighting shown on the key page.
+const SIGHTINGS_SHOWN: i64 = 20;
+
+/// The newest referrer origins and client IPs the edges reported for the key (`GET
+/// /v1/keys/{id}/sightings`), each with when it was first and last seen and how often.
+async fn sightings(state: &web::Data<AppState>, key_id: &str) -> Result<Markup, ConsoleError> {
+    let id = key_id.to_owned();
+    let lists = db(state, move |c, _| {
+        let mut out = Vec::new();
+        for kind in [SightingKind::Referrer, SightingKind::Ip] {
+            let q = SightingsQuery {
+                kind: Some(kind),
+                limit: Some(SIGHTINGS_SHOWN),
+            };
+            out.push((kind, domain_usage::sightings(c, &id, q)?.items));
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(html! {
+        h3 #sightings-h { "Where it was seen" }
+        p { "As reported by the edges, newest first (the " (SIGHTINGS_SHOWN) " newest of each kind). Origins are what the request's " code { "Origin" } " or " code { "Referer" } " header claimed: anyone outside a browser can forge them." }
+        @for (kind, items) in &lists {
+            @let (id, title, empty) = match kind {
+                SightingKind::Referrer => ("sightings-referrer", "Origins", "No origin seen."),
+                SightingKind::Ip => ("sightings-ip", "Client IPs", "No client IP seen."),
+            };
+            @if items.is_empty() { p id=(id) { (empty) } }
+            @else {
+                div.table-wrap { table id=(id) {
+                    caption { (title) }
+                    thead { tr {
+                        th scope="col" { "Value" } th scope="col" { "First seen" }
+                        th scope="col" { "Last seen" } th scope="col" { "Requests" }
+                    } }
+                    tbody {
+                        @for i in items {
+                            tr {
+                                td { code { (i.value) } }
+                                td { (layout::ts(i.first_seen_at)) }
+                                td { (layout::ts(i.last_seen_at)) }
+                                td { (i.count) }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+    })
 }
 
 #[derive(Debug, serde::Deserialize)]

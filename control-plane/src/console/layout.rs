@@ -25,6 +25,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> String {
                             a href="/console/projects" { "Projects" }
                             a href="/console/alerts" { "Alerts" }
                             a href="/console/webhooks" { "Webhooks" }
+                            a href="/console/try" { "Try a key" }
                             a href="/console/audit" { "Audit log" }
                             a href="/console/snapshot" { "Snapshot" }
                             @if s.is_owner() {

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod layout;
 pub mod projects;
 pub mod session;
+pub mod try_key;
 pub mod usage;
 pub mod webhooks;
 
@@ -78,6 +79,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/webhooks", web::get().to(webhooks::list))
             .route("/webhooks", web::post().to(webhooks::create))
             .route("/webhooks/{id}", web::get().to(webhooks::show))
+            .route("/webhooks/{id}", web::post().to(webhooks::update))
+            .route(
+                "/webhooks/{id}/rotate-secret",
+                web::post().to(webhooks::rotate_secret),
+            )
             .route("/webhooks/{id}/enable", web::post().to(webhooks::enable))
             .route("/webhooks/{id}/disable", web::post().to(webhooks::disable))
             .route("/webhooks/{id}/delete", web::post().to(webhooks::delete))
@@ -85,6 +91,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/webhooks/{id}/deliveries/{delivery_id}/retry",
                 web::post().to(webhooks::retry),
             )
+            .route("/try", web::get().to(try_key::page))
+            .route("/try", web::post().to(try_key::submit))
             .route("/audit", web::get().to(accounts::audit))
             .route("/snapshot", web::get().to(accounts::snapshot))
             .route("/admins", web::get().to(accounts::admins))

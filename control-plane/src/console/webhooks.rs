@@ -1,4 +1,5 @@
-//! Webhooks: the endpoints (create, with the secret shown once; enable, disable, delete) and
+//! Webhooks: the endpoints (create, with the secret shown once; edit; enable, disable, delete;
+//! secret rotation, the new secret shown once) and
 //! each endpoint's delivery log with manual retries.
 
 use std::collections::HashMap;
@@ -13,8 +14,8 @@ use super::session::{self, ConsoleError, Session};
 use super::{field, field_error, html_response, post_session, redirect, submit, Form};
 use crate::domain::events::EVENT_TYPES;
 use crate::domain::webhooks::{
-    self as domain, CreateWebhook, DeliveryQuery, DeliveryView, UpdateWebhook, WebhookView,
-    DEFAULT_EXPIRING_DAYS,
+    self as domain, CreateWebhook, DeliveryQuery, DeliveryView, RotateSecret, RotatedSecret,
+    UpdateWebhook, WebhookView, DEFAULT_EXPIRING_DAYS,
 };
 use crate::error::ApiError;
 use crate::routes::db;
@@ -43,44 +44,112 @@ fn checked_events(form: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
+/// The endpoint fields shared by the create and edit forms.
+fn endpoint_fields(
+    values: &HashMap<String, String>,
+    chosen: &[String],
+    days: &str,
+    enabled: bool,
+    errors: &FieldErrors,
+) -> Markup {
+    let events_error = errors.get("events");
+    html! {
+        (layout::text_input("url", "URL", field(values, "url"), Some("http or https; Keygate POSTs each event here"), errors, true))
+        (layout::text_input("description", "Description", field(values, "description"), None, errors, false))
+        fieldset.invalid[events_error.is_some()] aria-describedby=[events_error.map(|_| "events-error")] {
+            legend { "Events" }
+            @for t in EVENT_TYPES {
+                div.field.check {
+                    input type="checkbox" id=(format!("event-{t}")) name="events" value=(t)
+                        checked[chosen.iter().any(|c| c == t)];
+                    label for=(format!("event-{t}")) { code { (t) } }
+                }
+            }
+            @if let Some(e) = events_error { p.field-error #events-error role="alert" { (e) } }
+        }
+        (layout::field("expiring_days", "Days of warning for key.expiring", Some("1 to 90"), errors, html! {
+            input type="number" #expiring_days name="expiring_days" min="1" max="90" value=(days)
+                aria-describedby="expiring_days-hint";
+        }))
+        div.field.check {
+            input type="checkbox" #enabled name="enabled" value="yes" checked[enabled];
+            label for="enabled" { "Enabled" }
+        }
+    }
+}
+
 fn new_form(s: &Session, form: &[(String, String)], errors: &FieldErrors) -> Markup {
     let values = single(form);
-    let chosen = checked_events(form);
     // A fresh form subscribes to everything about keys.
     let fresh = form.is_empty();
+    let chosen: Vec<String> = if fresh {
+        EVENT_TYPES
+            .iter()
+            .filter(|t| t.starts_with("key."))
+            .map(|t| (*t).to_owned())
+            .collect()
+    } else {
+        checked_events(form)
+    };
     let days = values
         .get("expiring_days")
         .cloned()
         .unwrap_or_else(|| DEFAULT_EXPIRING_DAYS.to_string());
-    let events_error = errors.get("events");
     html! {
         section.card aria-labelledby="new-webhook" {
             h2 #new-webhook { "New endpoint" }
             @if let Some(e) = errors.get("form") { p.error role="alert" { (e) } }
             form method="post" action="/console/webhooks" #webhook-form {
                 (layout::csrf(s))
-                (layout::text_input("url", "URL", field(&values, "url"), Some("http or https; Keygate POSTs each event here"), errors, true))
-                (layout::text_input("description", "Description", field(&values, "description"), None, errors, false))
-                fieldset.invalid[events_error.is_some()] aria-describedby=[events_error.map(|_| "events-error")] {
-                    legend { "Events" }
-                    @for t in EVENT_TYPES {
-                        div.field.check {
-                            input type="checkbox" id=(format!("event-{t}")) name="events" value=(t)
-                                checked[chosen.iter().any(|c| c == t) || (fresh && t.starts_with("key."))];
-                            label for=(format!("event-{t}")) { code { (t) } }
-                        }
-                    }
-                    @if let Some(e) = events_error { p.field-error #events-error role="alert" { (e) } }
-                }
-                (layout::field("expiring_days", "Days of warning for key.expiring", Some("1 to 90"), errors, html! {
-                    input type="number" #expiring_days name="expiring_days" min="1" max="90" value=(days)
-                        aria-describedby="expiring_days-hint";
-                }))
-                div.field.check {
-                    input type="checkbox" #enabled name="enabled" value="yes" checked[fresh || values.contains_key("enabled")];
-                    label for="enabled" { "Enabled" }
-                }
+                (endpoint_fields(&values, &chosen, &days, fresh || values.contains_key("enabled"), errors))
                 button type="submit" { "Create endpoint" }
+            }
+        }
+    }
+}
+
+/// The edit form's values for an endpoint.
+fn edit_values(w: &WebhookView) -> Vec<(String, String)> {
+    let mut v = vec![
+        ("url".to_owned(), w.url.clone()),
+        ("description".to_owned(), w.description.clone()),
+        ("expiring_days".to_owned(), w.expiring_days.to_string()),
+    ];
+    v.extend(w.events.iter().map(|e| ("events".to_owned(), e.clone())));
+    if w.enabled {
+        v.push(("enabled".to_owned(), "yes".to_owned()));
+    }
+    v
+}
+
+fn edit_form(
+    s: &Session,
+    w: &WebhookView,
+    form: &[(String, String)],
+    errors: &FieldErrors,
+) -> Markup {
+    let values = single(form);
+    html! {
+        section.card aria-labelledby="edit-h" {
+            h2 #edit-h { "Edit endpoint" }
+            form method="post" action=(format!("/console/webhooks/{}", w.id)) #webhook-edit {
+                (layout::csrf(s))
+                (endpoint_fields(&values, &checked_events(form), field(&values, "expiring_days"), values.contains_key("enabled"), errors))
+                button type="submit" { "Save changes" }
+            }
+        }
+    }
+}
+
+fn rotate_form(s: &Session, w: &WebhookView, errors: &FieldErrors) -> Markup {
+    html! {
+        section.card aria-labelledby="rotate-h" {
+            h2 #rotate-h { "Rotate the signing secret" }
+            p { "Makes a new signing secret, shown once. During the grace period each delivery carries a signature with the old secret too, so receivers can switch over." }
+            form method="post" action=(format!("/console/webhooks/{}/rotate-secret", w.id)) #rotate-secret-form {
+                (layout::csrf(s))
+                (layout::select("grace_seconds", "Old secret keeps signing for", &[("0", "no time: stop it now"), ("3600", "1 hour"), ("86400", "1 day"), ("604800", "7 days")], "86400", errors))
+                button type="submit" { "Rotate secret" }
             }
         }
     }
@@ -161,26 +230,10 @@ pub async fn create(
     let values = single(&form);
     let s = post_session(&req, &state, &values).await?;
     s.require_writer()?;
-    let mut errors = FieldErrors::default();
-    let days = field(&values, "expiring_days");
-    let expiring_days = if days.is_empty() {
-        Value::Null
-    } else {
-        match days.parse::<i64>() {
-            Ok(d) => json!(d),
-            Err(_) => {
-                errors.push("expiring_days", "expiring_days: must be a whole number");
-                Value::Null
-            }
-        }
+    let (body, mut errors) = match endpoint_body(&form) {
+        Ok(body) => (body, FieldErrors::default()),
+        Err(errors) => (Value::Null, errors),
     };
-    let body = json!({
-        "url": field(&values, "url"),
-        "description": field(&values, "description"),
-        "events": checked_events(&form),
-        "expiring_days": expiring_days,
-        "enabled": values.contains_key("enabled"),
-    });
     if errors.is_empty() {
         let actor = s.admin_id.clone();
         let url = field(&values, "url").to_owned();
@@ -222,13 +275,25 @@ fn status_badge(d: &DeliveryView) -> Markup {
     html! { span class=(format!("badge {s}")) { (s) } }
 }
 
-fn show_page(
-    s: &Session,
-    w: &WebhookView,
-    deliveries: &[DeliveryView],
-    errors: &FieldErrors,
-    note: Option<&str>,
-) -> String {
+/// What the endpoint page shows besides the endpoint: a note, the edit form's values and the
+/// errors of the form just posted, and a new secret after a rotation (shown this once).
+#[derive(Default)]
+struct ShowExtras<'a> {
+    note: Option<&'a str>,
+    form: &'a [(String, String)],
+    errors: FieldErrors,
+    rotated: Option<&'a RotatedSecret>,
+}
+
+fn show_page(s: &Session, w: &WebhookView, deliveries: &[DeliveryView], x: ShowExtras) -> String {
+    let errors = &x.errors;
+    let note = x.note;
+    // A fresh edit form holds the endpoint's values; a refused one, what was posted.
+    let edit = if x.form.is_empty() {
+        edit_values(w)
+    } else {
+        x.form.to_vec()
+    };
     layout::page(
         &format!("Webhook {}", w.url),
         Some(s),
@@ -236,6 +301,22 @@ fn show_page(
             p { a href="/console/webhooks" { "← All webhooks" } }
             @if let Some(n) = note { (layout::notice("ok", n)) }
             @if let Some(e) = errors.get("form") { p.error role="alert" { (e) } }
+            @if let Some(r) = x.rotated {
+                div.warning role="alert" {
+                    strong { "Copy the new signing secret now. " }
+                    "It is shown only once. "
+                    @if let Some(until) = r.previous_secret_expires_at {
+                        "Until " (layout::ts(until)) " each delivery is signed with the old secret too, so the receiver can switch over."
+                    } @else {
+                        "The old secret no longer signs anything."
+                    }
+                }
+                div.secret {
+                    label for="plaintext" { "New signing secret of " (w.url) }
+                    input #plaintext type="text" readonly value=(r.secret);
+                    button type="button" #copy data-copy="plaintext" { "Copy" }
+                }
+            }
             dl.facts #webhook-facts {
                 dt { "Id" } dd { code { (w.id) } }
                 dt { "URL" } dd { code { (w.url) } }
@@ -261,6 +342,8 @@ fn show_page(
                         }
                     }
                 }
+                (edit_form(s, w, &edit, errors))
+                (rotate_form(s, w, errors))
             }
             section aria-labelledby="deliveries-h" {
                 h2 #deliveries-h { "Delivery log" }
@@ -358,11 +441,20 @@ pub async fn show(
         Some("enabled") => Some("Endpoint enabled."),
         Some("disabled") => Some("Endpoint disabled: nothing is sent until it is enabled again."),
         Some("retry") => Some("Delivery queued: it is sent within a few seconds."),
+        Some("saved") => Some("Changes saved."),
         _ => None,
     };
     Ok(html_response(
         StatusCode::OK,
-        show_page(&s, &w, &deliveries, &FieldErrors::default(), note),
+        show_page(
+            &s,
+            &w,
+            &deliveries,
+            ShowExtras {
+                note,
+                ..Default::default()
+            },
+        ),
     ))
 }
 
@@ -436,7 +528,15 @@ pub async fn delete(
         errors.push("confirm", "Tick the confirmation to delete the endpoint.");
         return Ok(html_response(
             StatusCode::UNPROCESSABLE_ENTITY,
-            show_page(&s, &w, &deliveries, &errors, None),
+            show_page(
+                &s,
+                &w,
+                &deliveries,
+                ShowExtras {
+                    errors,
+                    ..Default::default()
+                },
+            ),
         ));
     }
     let actor = s.admin_id.clone();
@@ -473,8 +573,154 @@ pub async fn retry(
             let (w, deliveries) = load(&state, &id).await?;
             Ok(html_response(
                 StatusCode::CONFLICT,
-                show_page(&s, &w, &deliveries, &errors, None),
+                show_page(
+                    &s,
+                    &w,
+                    &deliveries,
+                    ShowExtras {
+                        errors,
+                        ..Default::default()
+                    },
+                ),
             ))
         }
     }
+}
+
+/// The JSON body of the create and edit forms, or the field errors that stop it.
+fn endpoint_body(form: &[(String, String)]) -> Result<Value, FieldErrors> {
+    let values = single(form);
+    let days = field(&values, "expiring_days");
+    let expiring_days = if days.is_empty() {
+        Value::Null
+    } else {
+        match days.parse::<i64>() {
+            Ok(d) => json!(d),
+            Err(_) => {
+                let mut errors = FieldErrors::default();
+                errors.push("expiring_days", "expiring_days: must be a whole number");
+                return Err(errors);
+            }
+        }
+    };
+    Ok(json!({
+        "url": field(&values, "url"),
+        "description": field(&values, "description"),
+        "events": checked_events(form),
+        "expiring_days": expiring_days,
+        "enabled": values.contains_key("enabled"),
+    }))
+}
+
+/// POST /console/webhooks/{id}: the edit form (URL, description, events, days of warning,
+/// enabled), through the same validation and address guard as `PATCH /v1/webhooks/{id}`.
+pub async fn update(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: MultiForm,
+) -> Result<HttpResponse, ConsoleError> {
+    let values = single(&form);
+    let s = post_session(&req, &state, &values).await?;
+    s.require_writer()?;
+    let id = path.into_inner();
+    let errors = match endpoint_body(&form) {
+        Ok(body) => {
+            let url = field(&values, "url").to_owned();
+            let result = match crate::routes::webhooks::guard_target(&state, &url).await {
+                Ok(()) => {
+                    let (actor, wid) = (s.admin_id.clone(), id.clone());
+                    submit(&state, &body, move |c, now, input: UpdateWebhook| {
+                        domain::update(c, now, &actor, &wid, input)
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(_) => return Ok(redirect(&format!("/console/webhooks/{id}?done=saved"))),
+                Err(ApiError::NotFound(m)) => return Err(ConsoleError::NotFound(m)),
+                Err(e) => field_error(e, webhook_field)?,
+            }
+        }
+        Err(errors) => errors,
+    };
+    let (w, deliveries) = load(&state, &id).await?;
+    Ok(html_response(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        show_page(
+            &s,
+            &w,
+            &deliveries,
+            ShowExtras {
+                form: &form,
+                errors,
+                ..Default::default()
+            },
+        ),
+    ))
+}
+
+/// POST /console/webhooks/{id}/rotate-secret: a new signing secret, shown in this response
+/// only, as `POST /v1/webhooks/{id}/rotate-secret` does.
+pub async fn rotate_secret(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: Form,
+) -> Result<HttpResponse, ConsoleError> {
+    let s = post_session(&req, &state, &form).await?;
+    s.require_writer()?;
+    let id = path.into_inner();
+    let mut errors = FieldErrors::default();
+    let grace = field(&form, "grace_seconds");
+    let result = match grace.parse::<u32>() {
+        Ok(grace_seconds) => {
+            let (actor, wid) = (s.admin_id.clone(), id.clone());
+            db(&state, move |c, now| {
+                domain::rotate_secret(c, now, &actor, &wid, RotateSecret { grace_seconds })
+            })
+            .await
+        }
+        Err(_) => Err(ApiError::validation(
+            "grace_seconds",
+            "must be a whole number of seconds",
+        )),
+    };
+    let status = match result {
+        Ok(rotated) => {
+            let (_, deliveries) = load(&state, &id).await?;
+            return Ok(html_response(
+                StatusCode::OK,
+                show_page(
+                    &s,
+                    &rotated.view,
+                    &deliveries,
+                    ShowExtras {
+                        rotated: Some(&rotated),
+                        ..Default::default()
+                    },
+                ),
+            ));
+        }
+        Err(ApiError::NotFound(m)) => return Err(ConsoleError::NotFound(m)),
+        Err(ApiError::Validation { field, message }) => {
+            errors.push("grace_seconds", format!("{field}: {message}"));
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (w, deliveries) = load(&state, &id).await?;
+    Ok(html_response(
+        status,
+        show_page(
+            &s,
+            &w,
+            &deliveries,
+            ShowExtras {
+                errors,
+                ..Default::default()
+            },
+        ),
+    ))
 }

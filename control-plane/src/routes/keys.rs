@@ -8,7 +8,7 @@ use crate::domain::keys::{
     self as domain, CreatedKey, KeyListQuery, KeyPage, KeySpec, KeyView, RevokeKey, RotateKey,
     RotatedKey, UpdateKey,
 };
-use crate::error::{blocking, ApiError, Problem};
+use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Query};
 use crate::state::AppState;
 use crate::verify::{self as verifier, VerifyRequest, VerifyResponse};
@@ -207,10 +207,6 @@ pub async fn verify(
     _auth: Authed<Readers>,
     body: Json<VerifyRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let req = body.0;
-    verifier::precheck(&req, &state)?;
-    let st = state.clone();
-    let resp = blocking(move || verifier::verify(&st, &req)).await?;
-    state.metrics.observe_verdict(resp.code.as_str());
+    let resp = verifier::decide(&state, body.0).await?;
     Ok(HttpResponse::Ok().json(resp))
 }

@@ -326,3 +326,167 @@ fn cli_errors() {
         "{err}"
     );
 }
+
+/// A running `keygate serve`, killed when dropped.
+struct Served {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Served {
+    fn start(data_dir: &std::path::Path) -> Served {
+        use std::io::BufRead as _;
+        let mut child = keygate(data_dir, None)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env_remove("KEYGATE_BOOTSTRAP_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn keygate serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Served { child, lines }
+    }
+
+    /// Standard error up to and including the console's URL.
+    fn until_console(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        // Only a bound on a hung start: the test waits for the line, not for a time.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !out.iter().any(|l: &String| l.starts_with("Console: ")) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => out.push(l),
+                Err(e) => panic!("no console URL ({e}) in {out:?}"),
+            }
+        }
+        out
+    }
+
+    /// Stops the server and returns the rest of its standard error. The banner is written at
+    /// once, before the server is stopped, so whatever it has past the URL is in here.
+    fn stop(self) -> Vec<String> {
+        let mut this = self;
+        let _ = this.child.kill();
+        let _ = this.child.wait();
+        this.lines.iter().collect()
+    }
+}
+
+/// Status line of a plain GET.
+fn http_status(url_base: &str, path: &str) -> String {
+    use std::io::Read as _;
+    let host = url_base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(host).expect("connect to the printed address");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    buf.lines().next().unwrap_or("").to_owned()
+}
+
+#[test]
+fn serve_prints_the_console_url_and_the_first_admin_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path());
+    let head = served.until_console();
+    let console = head
+        .iter()
+        .find_map(|l| l.strip_prefix("Console: "))
+        .unwrap_or_else(|| panic!("no console URL in {head:?}"))
+        .to_owned();
+    let base = console
+        .strip_suffix("/console/")
+        .unwrap_or_else(|| panic!("{console}"));
+    assert!(
+        !base.ends_with(":0"),
+        "the bound port, not the one asked for: {console}"
+    );
+    // The printed URL is the one that serves the console.
+    assert!(
+        http_status(base, "/console/login").contains(" 200 "),
+        "{console}"
+    );
+    let rest = served.stop();
+    assert!(
+        rest.iter().any(|l| l.starts_with("No admin exists yet")),
+        "{head:?} {rest:?}"
+    );
+    let command = rest
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with("keygate "))
+        .unwrap_or_else(|| panic!("no command in {rest:?}"));
+
+    // The printed command, run as printed from another folder, creates an owner.
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keygate"));
+    c.args(&words[1..])
+        .current_dir(elsewhere.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("KEYGATE_DATA_DIR");
+    let (ok, out, err) = run(c, Some("a very good password\n"));
+    assert!(ok, "{command}: {err}");
+    assert!(out.contains("with role owner"), "{out}");
+
+    // With an admin, serve prints the URL and no longer the command.
+    let served = Served::start(dir.path());
+    let head = served.until_console();
+    assert!(
+        head.iter()
+            .any(|l| l.starts_with("Console: http://127.0.0.1:")),
+        "{head:?}"
+    );
+    let rest = served.stop();
+    assert!(
+        !head
+            .iter()
+            .chain(&rest)
+            .any(|l| l.starts_with("No admin") || l.trim().starts_with("keygate ")),
+        "{head:?} {rest:?}"
+    );
+}
+
+#[test]
+fn serve_banner_quotes_the_data_dir_and_opens_wildcard_addresses_on_loopback() {
+    use keygate_control_plane::cli::serve_banner;
+    let b = serve_banner(
+        "0.0.0.0:8080".parse().unwrap(),
+        Some((std::path::Path::new("/srv/key gate's"), false)),
+    );
+    assert!(b.contains("Console: http://127.0.0.1:8080/console/"), "{b}");
+    assert!(
+        b.contains("keygate --data-dir '/srv/key gate'\\''s' admin create"),
+        "{b}"
+    );
+    let b = serve_banner(
+        "[::]:9000".parse().unwrap(),
+        Some((std::path::Path::new("/d"), true)),
+    );
+    assert!(b.contains("Console: http://[::1]:9000/console/"), "{b}");
+    assert!(b.contains("DATABASE_URL"), "{b}");
+    assert!(!b.contains("--data-dir"), "{b}");
+    let b = serve_banner("10.0.0.5:80".parse().unwrap(), None);
+    assert!(b.contains("Console: http://10.0.0.5:80/console/"), "{b}");
+    assert!(!b.contains("admin create"), "{b}");
+}

@@ -176,3 +176,161 @@ async fn scan_revoke_against_control_plane(app: TestApp) {
     assert_eq!(code, 2);
     assert!(err.contains("401"), "{err}");
 }
+
+both_backends!(scan_revoke_over_https);
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, and its key.
+fn self_signed() -> (
+    openssl::x509::X509,
+    openssl::pkey::PKey<openssl::pkey::Private>,
+) {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::hash::MessageDigest;
+    use openssl::x509::extension::SubjectAlternativeName;
+    use openssl::x509::{X509NameBuilder, X509};
+    let key = openssl::pkey::PKey::from_ec_key(
+        openssl::ec::EcKey::generate(
+            &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "localhost").unwrap();
+    let name = name.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    let serial = BigNum::from_u32(rand::random::<u32>()).unwrap();
+    b.set_serial_number(&serial.to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .dns("localhost")
+        .ip("127.0.0.1")
+        .build(&b.x509v3_context(None, None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    (b.build(), key)
+}
+
+/// A TLS front for `backend` (`host:port`): each connection's request is read whole and
+/// forwarded with `Connection: close`, and the answer copied back. Returns its port and a count
+/// of the requests it forwarded.
+fn tls_front(
+    backend: String,
+    cert: &openssl::x509::X509,
+    key: &openssl::pkey::PKey<openssl::pkey::Private>,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    use std::sync::atomic::Ordering;
+    let mut acceptor =
+        openssl::ssl::SslAcceptor::mozilla_intermediate_v5(openssl::ssl::SslMethod::tls()).unwrap();
+    acceptor.set_private_key(key).unwrap();
+    acceptor.set_certificate(cert).unwrap();
+    let acceptor = acceptor.build();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = forwarded.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            // A client that refuses the certificate ends the handshake: next connection.
+            let Ok(tls) = acceptor.accept(conn) else {
+                continue;
+            };
+            let mut reader = BufReader::new(tls);
+            let mut head = String::new();
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if !lower.starts_with("connection:") {
+                    head.push_str(&line);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let mut up = std::net::TcpStream::connect(&backend).unwrap();
+            up.write_all(head.as_bytes()).unwrap();
+            up.write_all(b"Connection: close\r\n\r\n").unwrap();
+            up.write_all(&body).unwrap();
+            let mut answer = Vec::new();
+            up.read_to_end(&mut answer).unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            let tls = reader.get_mut();
+            let _ = tls.write_all(&answer);
+            let _ = tls.shutdown();
+        }
+    });
+    (port, forwarded)
+}
+
+async fn scan_revoke_over_https(app: TestApp) {
+    use std::sync::atomic::Ordering;
+    let p = app.create_project("acme").await;
+    let pid = p["id"].as_str().unwrap();
+    let key = app.secret_key(pid).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("src/.env"), format!("KEY={key}\n"));
+    let (cert, private) = self_signed();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, cert.to_pem().unwrap()).unwrap();
+    // Another certificate, which the front does not use.
+    let other = dir.path().join("other.pem");
+    std::fs::write(&other, self_signed().0.to_pem().unwrap()).unwrap();
+    let backend = app.base.trim_start_matches("http://").to_owned();
+    let (port, forwarded) = tls_front(backend, &cert, &private);
+    let scan = move |trusted: std::path::PathBuf| {
+        let src = dir.path().join("src");
+        actix_web::rt::task::spawn_blocking(move || {
+            run(keygate_scan()
+                .args(["--revoke", "--url"])
+                .arg(format!("https://localhost:{port}/"))
+                .env("KEYGATE_TOKEN", OWNER_TOKEN)
+                .env("SSL_CERT_FILE", trusted)
+                .env_remove("SSL_CERT_DIR")
+                .arg(src))
+        })
+    };
+
+    // A certificate the scanner does not trust: nothing is sent, the key stays valid.
+    let (code, out, err) = scan(other).await.unwrap();
+    assert_eq!(code, 2, "stdout: {out}\nstderr: {err}");
+    // Refused for its certificate, not for want of a server.
+    assert!(
+        err.contains("error: revoking") && err.contains("certificate verify failed"),
+        "{err}"
+    );
+    assert_eq!(forwarded.load(Ordering::SeqCst), 0);
+    assert_eq!(app.verify_code(&key).await, "valid");
+
+    // Trusted: the report goes over TLS and the key is revoked.
+    let (code, out, err) = scan(ca).await.unwrap();
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains(&format!("revoked {}…", &key[..17])), "{out}");
+    assert_eq!(forwarded.load(Ordering::SeqCst), 1);
+    assert_eq!(app.verify_code(&key).await, "revoked_key");
+}
