@@ -1,5 +1,6 @@
 //! The local stack of contract section 6 (`cargo xtask up` runs it): the control plane on
-//! embedded SQLite, the edge Worker in workerd and a demo origin, until Ctrl-C.
+//! embedded SQLite, the edge Worker in workerd, a demo origin and the browser example
+//! (`examples/browser/`, on its own origin), until Ctrl-C.
 //!
 //! State lives under `.stack/` in the workspace: the control plane's data directory, the edge's
 //! KV and Durable Objects, and the owner token of earlier runs (reused, so runs don't pile up
@@ -10,6 +11,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::mpsc;
 
+use keygate_tests::example_app::ExampleApp;
 use keygate_tests::stack::{random_token, OriginChoice, Stack, StackOptions};
 use keygate_tests::workerd::{workspace_root, wrangler_crons};
 use serde_json::json;
@@ -106,6 +108,27 @@ fn run() -> Result<(), String> {
         .as_str()
         .ok_or_else(|| format!("cannot create the demo key: {}", key.body))?;
 
+    // The browser example on its own origin, and a publishable key that allows only that origin.
+    let app = ExampleApp::start(env_port("KEYGATE_APP_PORT", 8789)?)
+        .map_err(|e| format!("browser example: {e}"))?;
+    let web_key = stack.api(
+        "POST",
+        &format!("/v1/projects/{project}/keys"),
+        Some(&json!({
+            "name": "Browser example",
+            "kind": "publishable",
+            "environment": "live",
+            "scopes": ["orders:read"],
+            "restrictions": {"referrers": [
+                app.referrer_pattern(),
+                format!("localhost:{}", app.port()),
+            ]},
+        })),
+    );
+    let web_key = web_key.body["key"]
+        .as_str()
+        .ok_or_else(|| format!("cannot create the browser example's key: {}", web_key.body))?;
+
     let cp = &stack.control_plane_url;
     let edge = &stack.edge_url;
     println!();
@@ -118,6 +141,10 @@ fn run() -> Result<(), String> {
     println!();
     println!("  owner token     {}", stack.owner_token);
     println!("  demo key        {demo_key}");
+    println!(
+        "  browser key     {web_key}   (publishable; allows {} only)",
+        app.url()
+    );
     println!();
     println!("Try it (the edge picks up new keys within 2 s):");
     println!("  curl -i -H 'Authorization: Bearer {demo_key}' {edge}/orders/1");
@@ -126,6 +153,9 @@ fn run() -> Result<(), String> {
         "  curl -s -H 'Authorization: Bearer {}' {cp}/v1/projects/{project}/keys",
         stack.owner_token
     );
+    println!();
+    println!("Browser example (a page on its own origin calling the edge; see docs/browser.md):");
+    println!("  {}/#edge={edge}&key={web_key}&path=/orders/1", app.url());
     println!();
     println!("Press Ctrl-C to stop.");
 
@@ -136,6 +166,7 @@ fn run() -> Result<(), String> {
     .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
     let _ = rx.recv();
     println!("\nStopping.");
+    drop(app);
     drop(stack);
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! runtime (`workerd`, installed by `npm ci`); `cargo xtask test` builds it first.
 
 mod alerts;
+mod browser;
 mod differential;
 mod edge_runtime;
 mod gate;
