@@ -1,9 +1,10 @@
 //! `cargo xtask up`: the local stack of contract section 6, until Ctrl-C.
 //!
 //! It installs the tools (all but the browser, which only the tests use), builds the edge Worker, then runs the `keygate-stack` binary of the
-//! `tests` package, which starts the control plane on embedded SQLite, the demo origin and the
-//! edge in workerd, and prints their addresses, an owner token and a demo key. xtask itself stays
-//! free of the control plane, so it compiles in seconds.
+//! `tests` package, which starts the control plane on embedded SQLite, the demo origin, the
+//! edge in workerd and the browser example (`examples/browser/`) on its own origin, and prints
+//! their addresses, an owner token, a demo key and a link to the example with a publishable key.
+//! xtask itself stays free of the control plane, so it compiles in seconds.
 
 use std::path::Path;
 

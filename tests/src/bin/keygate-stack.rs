@@ -137,14 +137,12 @@ fn run() -> Result<(), String> {
     println!("  control plane   {cp}   (API under /v1, OpenAPI at /openapi.json)");
     println!("  edge (workerd)  {edge}");
     println!("  origin          {}", stack.origin_url);
+    println!("  browser example {}", app.url());
     println!("  data            {}", stack_dir.display());
     println!();
     println!("  owner token     {}", stack.owner_token);
     println!("  demo key        {demo_key}");
-    println!(
-        "  browser key     {web_key}   (publishable; allows {} only)",
-        app.url()
-    );
+    println!("  browser key     {web_key}   (publishable, for the browser example's origin)");
     println!();
     println!("Try it (the edge picks up new keys within 2 s):");
     println!("  curl -i -H 'Authorization: Bearer {demo_key}' {edge}/orders/1");
