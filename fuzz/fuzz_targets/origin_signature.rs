@@ -1,10 +1,10 @@
 //! The edge-to-origin signature (`Keygate-Signature`): `verify` never panics on any header or
 //! request; a fresh signature verifies, only inside the tolerance window, and stops verifying
-//! when any signed field, the timestamp or a digit of the MAC changes; a version-1 fallback
-//! is taken only when no `v2` is present.
+//! when a signed field (one character changed, or one added), the timestamp or a digit of the
+//! MAC changes; a version-1 fallback is taken only when no `v2` is present.
 //!
-//! Input: `header \n method \n path_and_query \n key_id \n project_id \n environment`, then the
-//! timestamp is read from the first eight bytes.
+//! Input: the timestamp (eight bytes, little-endian), then
+//! `header \n method \n path_and_query \n key_id \n project_id \n environment`.
 #![no_main]
 
 use keygate_shared::origin::{
@@ -135,6 +135,49 @@ fuzz_target!(|data: &[u8]| {
             ..req
         },
     ] {
+        assert_eq!(
+            verify(SECRET, &signed, &other, t, TOLERANCE),
+            Err(OriginSignatureError::Mismatch),
+            "{other:?}"
+        );
+    }
+    // One character changed anywhere in a field (to a digit, which has no case) is a mismatch.
+    let k = usize::from(data.get(1).copied().unwrap_or(0));
+    let changed = |field: &str| -> Option<String> {
+        let n = field.chars().count();
+        (n > 0).then(|| {
+            let at = k % n;
+            field
+                .chars()
+                .enumerate()
+                .map(|(i, c)| match (i == at, c == '0') {
+                    (false, _) => c,
+                    (true, true) => '1',
+                    (true, false) => '0',
+                })
+                .collect()
+        })
+    };
+    let fields = [
+        req.method,
+        req.path_and_query,
+        req.key_id,
+        req.project_id,
+        req.environment,
+    ];
+    for (i, field) in fields.into_iter().enumerate() {
+        let Some(other) = changed(field) else {
+            continue;
+        };
+        let mut f = fields;
+        f[i] = &other;
+        let other = Signed {
+            method: f[0],
+            path_and_query: f[1],
+            key_id: f[2],
+            project_id: f[3],
+            environment: f[4],
+        };
         assert_eq!(
             verify(SECRET, &signed, &other, t, TOLERANCE),
             Err(OriginSignatureError::Mismatch),
