@@ -5,7 +5,8 @@
 //! failure, not only the first: `cargo fmt --check`, `cargo test --workspace --no-fail-fast --
 //! --include-ignored`, `keygate-shared`'s tests with the Worker's feature set natively and on
 //! wasm32 (in Node), and
-//! `cargo clippy --workspace --all-targets -- -D warnings`.
+//! `cargo clippy --workspace --all-targets -- -D warnings`, and last a bounded fuzzing campaign
+//! (`cargo xtask fuzz`: each target for [`fuzz::DEFAULT_SECONDS`], about three minutes in all).
 //!
 //! `--workspace` takes in `keygate-edge`, which is not a default member, so its native unit tests
 //! run too. `--include-ignored` runs the tests that a plain `cargo test` reports as ignored
@@ -23,14 +24,14 @@ use anyhow::{bail, Context, Result};
 
 use crate::process::{cargo, run as run_cmd};
 use crate::tools::WASM_TARGET;
-use crate::{edge, tools};
+use crate::{edge, fuzz, tools};
 
 /// The PostgreSQL server the tests use unless `KEYGATE_TEST_POSTGRES_URL` says otherwise.
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// Runs every check; fails if any fails.
 pub fn run(root: &Path) -> Result<()> {
-    tools::install(root, tools::Browser::Required)?;
+    tools::install(root, tools::Purpose::Tests)?;
     edge::build(root, true)?;
 
     let postgres_url = match std::env::var("KEYGATE_TEST_POSTGRES_URL") {
@@ -114,6 +115,10 @@ pub fn run(root: &Path) -> Result<()> {
             eprintln!("xtask: {e:#}");
             failed.push(name);
         }
+    }
+    if let Err(e) = fuzz::campaign(root, fuzz::DEFAULT_SECONDS, &fuzz::TARGETS) {
+        eprintln!("xtask: {e:#}");
+        failed.push("fuzzing campaign");
     }
     match (failed.is_empty(), missing.is_empty()) {
         (true, true) => {}

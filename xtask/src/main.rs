@@ -4,10 +4,12 @@
 //! - `build-edge [--release]`: builds `edge/` with worker-build into `edge/build/`, using only
 //!   local tools.
 //! - `test`: every check CI runs.
+//! - `fuzz [--seconds N] [TARGET...]`: a bounded fuzzing campaign (docs/fuzzing.md).
 //! - `up`: the local stack, until Ctrl-C.
 
 mod check;
 mod edge;
+mod fuzz;
 mod process;
 mod stack;
 mod tools;
@@ -23,10 +25,14 @@ Usage: cargo xtask <command>
 Commands:
   install                 install what is missing: the wasm32 target, worker-build, the
                           wasm-bindgen CLI, the npm tools (workerd, wasm-opt, esbuild), Chromium
-                          and chromedriver; fails if any cannot be installed
+                          and chromedriver, the nightly toolchain and cargo-fuzz; fails if any
+                          cannot be installed
   build-edge [--release]  build the edge Worker into edge/build/ with local tools only
   test                    install, build the edge, then run every test, the wasm32 build of
-                          keygate-shared, rustfmt and clippy
+                          keygate-shared, rustfmt, clippy and the fuzzing campaign
+  fuzz [--seconds N] [TARGET...]
+                          run each fuzz target (all by default) for N seconds (default 24),
+                          corpus and crashes under target/fuzz/; fails on any crash
   up                      run the local stack until Ctrl-C
 ";
 
@@ -53,7 +59,7 @@ fn run() -> Result<()> {
     match cmd {
         "install" => {
             no_args(cmd, rest)?;
-            tools::install(&root, tools::Browser::Required)
+            tools::install(&root, tools::Purpose::Tests)
         }
         "build-edge" => {
             let release = match rest {
@@ -66,6 +72,10 @@ fn run() -> Result<()> {
         "test" => {
             no_args(cmd, rest)?;
             check::run(&root)
+        }
+        "fuzz" => {
+            let (seconds, targets) = fuzz::parse_args(rest)?;
+            fuzz::campaign(&root, seconds, &targets)
         }
         "up" => {
             no_args(cmd, rest)?;

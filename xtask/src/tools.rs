@@ -9,7 +9,9 @@
 //! - `workerd`, `wasm-opt` (binaryen) and `esbuild` from `package-lock.json`, with `npm ci`;
 //! - Chromium and chromedriver from apt (`chromium`, `chromium-driver`), for the browser tests,
 //!   when `/usr/bin/chromium` or `/usr/bin/chromedriver` is missing. Failing that, the install
-//!   fails and names what is missing: the browser tests cannot run without them.
+//!   fails and names what is missing: the browser tests cannot run without them;
+//! - for the fuzzing campaign (`cargo xtask fuzz`): the nightly toolchain (cargo-fuzz needs
+//!   `-Z` flags) and `cargo-fuzz` at [`CARGO_FUZZ_VERSION`], `--locked`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -26,23 +28,29 @@ pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// Where the browser tests look for chromedriver.
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-/// Whether to install the browser the console's tests drive.
+/// The cargo-fuzz release `cargo xtask fuzz` is run with.
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// What the tools are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Browser {
-    /// Install Chromium and chromedriver, or fail.
-    Required,
-    /// Leave them out (the local stack does not use them).
-    NotNeeded,
+pub enum Purpose {
+    /// Every check: also Chromium and chromedriver (the console's tests drive them), the
+    /// nightly toolchain and cargo-fuzz; fail if any cannot be installed.
+    Tests,
+    /// The local stack: the edge's build tools only.
+    Stack,
 }
 
 /// Installs what is missing.
-pub fn install(root: &Path, browser: Browser) -> Result<()> {
+pub fn install(root: &Path, purpose: Purpose) -> Result<()> {
     wasm_target(root)?;
     worker_build(root)?;
     wasm_bindgen(root)?;
     npm_tools(root)?;
-    if browser == Browser::Required {
+    if purpose == Purpose::Tests {
         chromium()?;
+        nightly(root)?;
+        cargo_fuzz()?;
     }
     eprintln!("xtask: every tool is installed");
     Ok(())
@@ -117,6 +125,34 @@ fn wasm_bindgen(root: &Path) -> Result<()> {
     }
     // Not `--locked`: the CLI's own lockfile pins a crate version that crates.io no longer has.
     run(cargo().args(["install", "wasm-bindgen-cli", "--version", &want]))
+}
+
+/// The nightly toolchain, for cargo-fuzz; whichever nightly is installed will do.
+fn nightly(root: &Path) -> Result<()> {
+    let toolchain = crate::fuzz::TOOLCHAIN;
+    let have = stdout_of(
+        Command::new("rustup")
+            .args(["run", toolchain, "rustc", "--version"])
+            .current_dir(root),
+    );
+    if have.is_some() {
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["toolchain", "install", toolchain, "--profile", "minimal"]))
+        .with_context(|| format!("cannot install the {toolchain} toolchain for the fuzz targets"))
+}
+
+fn cargo_fuzz() -> Result<()> {
+    if installed_version("cargo-fuzz", "cargo-fuzz").as_deref() == Some(CARGO_FUZZ_VERSION) {
+        return Ok(());
+    }
+    run(cargo().args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]))
 }
 
 /// The npm tools `build-edge` and the runtime use.
