@@ -5,7 +5,8 @@
 //! failure, not only the first: `cargo fmt --check`, `cargo test --workspace --no-fail-fast --
 //! --include-ignored`, `keygate-shared`'s tests with the Worker's feature set natively and on
 //! wasm32 (in Node), and
-//! `cargo clippy --workspace --all-targets -- -D warnings`, and last a bounded fuzzing campaign
+//! `cargo clippy --workspace --all-targets -- -D warnings`, `wrangler deploy --dry-run` on the
+//! root `wrangler.toml`, and last a bounded fuzzing campaign
 //! (`cargo xtask fuzz`: each target for [`fuzz::DEFAULT_SECONDS`], about three minutes in all).
 //!
 //! `--workspace` takes in `keygate-edge`, which is not a default member, so its native unit tests
@@ -115,6 +116,11 @@ pub fn run(root: &Path) -> Result<()> {
             eprintln!("xtask: {e:#}");
             failed.push(name);
         }
+    }
+    // After the tests: it rebuilds `edge/build` the way a user's deploy does.
+    if let Err(e) = edge::deploy_dry_run(root) {
+        eprintln!("xtask: {e:#}");
+        failed.push("wrangler deploy --dry-run");
     }
     if let Err(e) = fuzz::campaign(root, fuzz::DEFAULT_SECONDS, &fuzz::TARGETS) {
         eprintln!("xtask: {e:#}");

@@ -164,6 +164,8 @@ pub struct NpmTools {
     pub wasm_opt: PathBuf,
     /// `esbuild`.
     pub esbuild: PathBuf,
+    /// `wrangler`, pinned to the last release that runs on Node 20.
+    pub wrangler: PathBuf,
 }
 
 impl NpmTools {
@@ -174,11 +176,12 @@ impl NpmTools {
             workerd: bin.join("workerd"),
             wasm_opt: bin.join("wasm-opt"),
             esbuild: bin.join("esbuild"),
+            wrangler: bin.join("wrangler"),
         }
     }
 
     fn all_present(&self) -> bool {
-        [&self.workerd, &self.wasm_opt, &self.esbuild]
+        [&self.workerd, &self.wasm_opt, &self.esbuild, &self.wrangler]
             .iter()
             .all(|p| p.is_file())
     }
