@@ -3,6 +3,7 @@
 //! - `install`: installs whatever is missing to build and run the edge Worker.
 //! - `build-edge [--release]`: builds `edge/` with worker-build into `edge/build/`, using only
 //!   local tools.
+//! - `deploy-check`: `wrangler deploy --dry-run` on `wrangler.toml`, as a user deploys.
 //! - `test`: every check CI runs.
 //! - `fuzz [--seconds N] [TARGET...]`: a bounded fuzzing campaign (docs/fuzzing.md).
 //! - `up`: the local stack, until Ctrl-C.
@@ -28,8 +29,10 @@ Commands:
                           and chromedriver, the nightly toolchain and cargo-fuzz; fails if any
                           cannot be installed
   build-edge [--release]  build the edge Worker into edge/build/ with local tools only
+  deploy-check            wrangler deploy --dry-run on wrangler.toml (runs its build command)
   test                    install, build the edge, then run every test, the wasm32 build of
-                          keygate-shared, rustfmt, clippy and the fuzzing campaign
+                          keygate-shared, rustfmt, clippy, the deploy check and the fuzzing
+                          campaign
   fuzz [--seconds N] [TARGET...]
                           run each fuzz target (all by default) for N seconds (default 24),
                           corpus and crashes under target/fuzz/; fails on any crash
@@ -68,6 +71,10 @@ fn run() -> Result<()> {
                 _ => bail!("usage: cargo xtask build-edge [--release]"),
             };
             edge::build(&root, release)
+        }
+        "deploy-check" => {
+            no_args(cmd, rest)?;
+            edge::deploy_dry_run(&root)
         }
         "test" => {
             no_args(cmd, rest)?;
