@@ -337,3 +337,27 @@ fn each_tick_runs_once_across_replicas() {
     // The next window runs.
     assert!(claim_tick(&mut conn, "test.job", interval, last + interval).unwrap());
 }
+
+crate::both_backends!(a_job_runs_once_per_window);
+
+/// The loop's unit: a tick runs only in a window nobody ran yet.
+async fn a_job_runs_once_per_window(app: crate::helpers::TestApp) {
+    use keygate_control_plane::jobs::run_tick;
+    let interval = Duration::from_secs(60);
+    let window = 60_000 * (app.clock.now_ms() / 60_000 + 1);
+    let noop: keygate_control_plane::jobs::Tick = |_, _| Ok(());
+    let failing: keygate_control_plane::jobs::Tick = |_, _| anyhow::bail!("tick failed");
+    assert!(run_tick(&app.state, "test.window", interval, noop, window).unwrap());
+    assert!(!run_tick(&app.state, "test.window", interval, noop, window + 59_999).unwrap());
+    // A failed tick is not run again within its window; the next window runs.
+    assert!(run_tick(
+        &app.state,
+        "test.window",
+        interval,
+        failing,
+        window + 60_000
+    )
+    .is_err());
+    assert!(!run_tick(&app.state, "test.window", interval, noop, window + 60_001).unwrap());
+    assert!(run_tick(&app.state, "test.window", interval, noop, window + 120_000).unwrap());
+}
