@@ -637,9 +637,14 @@ pub fn ensure_bootstrap_token(conn: &mut DbConn, now: i64, token: &str) -> Resul
             created_at: now,
             last_used_at: None,
         };
-        diesel::insert_into(admin_tokens::table)
+        // Replicas starting together may both get here: the token's hash is unique, and the
+        // one that does not insert it has nothing to do (rather than failing its start).
+        let insert = diesel::insert_into(admin_tokens::table)
             .values(&row)
-            .execute(conn)?;
+            .on_conflict_do_nothing();
+        if crate::with_backend!(conn, |c| insert.execute(c))? == 0 {
+            return Ok(());
+        }
         audit::record(
             conn,
             now,
