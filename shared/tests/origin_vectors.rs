@@ -76,7 +76,7 @@ struct Case {
     note: String,
     /// The shared secret, as UTF-8.
     secret: String,
-    /// The timestamp the edge signed with (`null` when the header has none).
+    /// The timestamp in the header (`null` when it has none that parses).
     t: Option<i64>,
     /// The request as the origin received it: the method and the request target exactly as
     /// received, and the three `Keygate-*` headers.
