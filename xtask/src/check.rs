@@ -6,7 +6,8 @@
 //! --include-ignored`, `keygate-shared`'s tests with the Worker's feature set natively and on
 //! wasm32 (in Node), and
 //! `cargo clippy --workspace --all-targets -- -D warnings`, `wrangler deploy --dry-run` on the
-//! root `wrangler.toml`, and last a bounded fuzzing campaign
+//! root `wrangler.toml`, the origin examples in Node.js, Python and Go against the signature
+//! vectors (`cargo xtask origins`), and last a bounded fuzzing campaign
 //! (`cargo xtask fuzz`: each target for [`fuzz::DEFAULT_SECONDS`], about three minutes in all).
 //!
 //! `--workspace` takes in `keygate-edge`, which is not a default member, so its native unit tests
@@ -25,7 +26,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::process::{cargo, run as run_cmd};
 use crate::tools::WASM_TARGET;
-use crate::{edge, fuzz, tools};
+use crate::{edge, fuzz, origins, tools};
 
 /// The PostgreSQL server the tests use unless `KEYGATE_TEST_POSTGRES_URL` says otherwise.
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -121,6 +122,10 @@ pub fn run(root: &Path) -> Result<()> {
     if let Err(e) = edge::deploy_dry_run(root) {
         eprintln!("xtask: {e:#}");
         failed.push("wrangler deploy --dry-run");
+    }
+    if let Err(e) = origins::run_all(root) {
+        eprintln!("xtask: {e:#}");
+        failed.push("origin examples");
     }
     if let Err(e) = fuzz::campaign(root, fuzz::DEFAULT_SECONDS, &fuzz::TARGETS) {
         eprintln!("xtask: {e:#}");

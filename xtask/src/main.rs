@@ -6,11 +6,13 @@
 //! - `deploy-check`: `wrangler deploy --dry-run` on `wrangler.toml`, as a user deploys.
 //! - `test`: every check CI runs.
 //! - `fuzz [--seconds N] [TARGET...]`: a bounded fuzzing campaign (docs/fuzzing.md).
+//! - `origins`: the origin examples in other languages against the signature vectors.
 //! - `up`: the local stack, until Ctrl-C.
 
 mod check;
 mod edge;
 mod fuzz;
+mod origins;
 mod process;
 mod stack;
 mod tools;
@@ -26,16 +28,19 @@ Usage: cargo xtask <command>
 Commands:
   install                 install what is missing: the wasm32 target, worker-build, the
                           wasm-bindgen CLI, the npm tools (workerd, wasm-opt, esbuild), Chromium
-                          and chromedriver, the nightly toolchain and cargo-fuzz; fails if any
-                          cannot be installed
+                          and chromedriver, Go, the nightly toolchain and cargo-fuzz; fails if
+                          any cannot be installed
   build-edge [--release]  build the edge Worker into edge/build/ with local tools only
   deploy-check            wrangler deploy --dry-run on wrangler.toml (runs its build command)
   test                    install, build the edge, then run every test, the wasm32 build of
-                          keygate-shared, rustfmt, clippy, the deploy check and the fuzzing
+                          keygate-shared, rustfmt, clippy, the origin examples, the deploy
+                          check and the fuzzing
                           campaign
   fuzz [--seconds N] [TARGET...]
                           run each fuzz target (all by default) for N seconds (default 24),
                           corpus and crashes under target/fuzz/; fails on any crash
+  origins                 run the Node.js, Python and Go origin examples' tests against
+                          shared/testdata/origin_signature.json
   up                      run the local stack until Ctrl-C
 ";
 
@@ -83,6 +88,10 @@ fn run() -> Result<()> {
         "fuzz" => {
             let (seconds, targets) = fuzz::parse_args(rest)?;
             fuzz::campaign(&root, seconds, &targets)
+        }
+        "origins" => {
+            no_args(cmd, rest)?;
+            origins::run_all(&root)
         }
         "up" => {
             no_args(cmd, rest)?;

@@ -10,6 +10,8 @@
 //! - Chromium and chromedriver from apt (`chromium`, `chromium-driver`), for the browser tests,
 //!   when `/usr/bin/chromium` or `/usr/bin/chromedriver` is missing. Failing that, the install
 //!   fails and names what is missing: the browser tests cannot run without them;
+//! - Go from apt (`golang-go`) when `go` is missing, for the Go origin example
+//!   (`cargo xtask origins`); Node.js and Python 3 are already needed by the rest;
 //! - for the fuzzing campaign (`cargo xtask fuzz`): the nightly toolchain (cargo-fuzz needs
 //!   `-Z` flags) and `cargo-fuzz` at [`CARGO_FUZZ_VERSION`], `--locked`.
 
@@ -49,6 +51,7 @@ pub fn install(root: &Path, purpose: Purpose) -> Result<()> {
     npm_tools(root)?;
     if purpose == Purpose::Tests {
         chromium()?;
+        go()?;
         nightly(root)?;
         cargo_fuzz()?;
     }
@@ -254,19 +257,7 @@ fn chromium() -> Result<()> {
                  {CHROMEDRIVER} exist; the console's browser tests need them"
             );
         }
-        let root_user = stdout_of(Command::new("id").arg("-u")).as_deref() == Some("0");
-        let apt = |args: &[&str]| -> Result<()> {
-            let mut cmd = if root_user {
-                Command::new("apt-get")
-            } else {
-                let mut c = Command::new("sudo");
-                c.arg("apt-get");
-                c
-            };
-            run(cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive"))
-        };
-        apt(&["update"])
-            .and_then(|()| apt(&["install", "-y", "chromium", "chromium-driver"]))
+        apt_install(&["chromium", "chromium-driver"])
             .with_context(|| format!("cannot install {what} for the browser tests"))?;
         let still = missing_files(&[CHROMIUM, CHROMEDRIVER]);
         if !still.is_empty() {
@@ -281,6 +272,41 @@ fn chromium() -> Result<()> {
     let driver = browser_version(CHROMEDRIVER)?;
     if major(&chromium) != major(&driver) {
         bail!("{CHROMIUM} is {chromium:?} but {CHROMEDRIVER} is {driver:?}: their major versions must match (reinstall chromium and chromium-driver together)");
+    }
+    Ok(())
+}
+
+/// `apt-get update` and `apt-get install -y` of `packages`, through sudo unless root.
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let root_user = stdout_of(Command::new("id").arg("-u")).as_deref() == Some("0");
+    let apt = |args: &[&str]| -> Result<()> {
+        let mut cmd = if root_user {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        run(cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    apt(&["update"]).and_then(|()| apt(&[&["install", "-y"][..], packages].concat()))
+}
+
+/// Go, for the Go origin example; any Go from 1.19 on builds it (its `go.mod`).
+fn go() -> Result<()> {
+    if find_tool("go").is_some() {
+        return Ok(());
+    }
+    eprintln!("xtask: go missing: installing golang-go");
+    if find_tool("apt-get").is_none() {
+        bail!(
+            "go is missing and apt-get is not available: install Go 1.19 or later (Debian \
+             package golang-go); the Go origin example (cargo xtask origins) needs it"
+        );
+    }
+    apt_install(&["golang-go"]).context("cannot install golang-go for the Go origin example")?;
+    if find_tool("go").is_none() {
+        bail!("go still missing after installing golang-go");
     }
     Ok(())
 }
