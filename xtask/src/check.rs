@@ -4,8 +4,8 @@
 //! as deployed; the end-to-end tests run it in workerd), then runs each check and reports every
 //! failure, not only the first: `cargo fmt --check`, `cargo test --workspace --no-fail-fast --
 //! --include-ignored`, `keygate-shared`'s tests with the Worker's feature set natively and on
-//! wasm32 (in Node), and
-//! `cargo clippy --workspace --all-targets -- -D warnings`.
+//! wasm32 (in Node), the control plane's Debian package built, unpacked and started
+//! (`crate::deploy`), and `cargo clippy --workspace --all-targets -- -D warnings`.
 //!
 //! `--workspace` takes in `keygate-edge`, which is not a default member, so its native unit tests
 //! run too. `--include-ignored` runs the tests that a plain `cargo test` reports as ignored
@@ -99,6 +99,13 @@ pub fn run(root: &Path) -> Result<()> {
         "warnings",
     ]);
 
+    // After the tests, whose debug build of the control plane it reuses (crate::deploy).
+    let deb = {
+        let mut c = std::process::Command::new(std::env::current_exe()?);
+        c.arg("check-deb").current_dir(root);
+        c
+    };
+
     let mut failed = Vec::new();
     for (name, mut cmd) in [
         ("rustfmt", fmt),
@@ -108,6 +115,7 @@ pub fn run(root: &Path) -> Result<()> {
             "keygate-shared as the Worker builds it, on wasm32 in Node",
             wasm,
         ),
+        ("the control plane's Debian package", deb),
         ("clippy", clippy),
     ] {
         if let Err(e) = run_cmd(&mut cmd) {

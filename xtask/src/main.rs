@@ -4,9 +4,11 @@
 //! - `build-edge [--release]`: builds `edge/` with worker-build into `edge/build/`, using only
 //!   local tools.
 //! - `test`: every check CI runs.
+//! - `check-deb`: the control plane's Debian package, one of those checks.
 //! - `up`: the local stack, until Ctrl-C.
 
 mod check;
+mod deploy;
 mod edge;
 mod process;
 mod stack;
@@ -23,10 +25,12 @@ Usage: cargo xtask <command>
 Commands:
   install                 install what is missing: the wasm32 target, worker-build, the
                           wasm-bindgen CLI, the npm tools (workerd, wasm-opt, esbuild), Chromium
-                          and chromedriver; fails if any cannot be installed
+                          and chromedriver, cargo-deb; fails if any cannot be installed
   build-edge [--release]  build the edge Worker into edge/build/ with local tools only
   test                    install, build the edge, then run every test, the wasm32 build of
                           keygate-shared, rustfmt and clippy
+  check-deb               build the control plane's Debian package, unpack it and start its
+                          service command until /healthz answers (a step of `test`)
   up                      run the local stack until Ctrl-C
 ";
 
@@ -66,6 +70,10 @@ fn run() -> Result<()> {
         "test" => {
             no_args(cmd, rest)?;
             check::run(&root)
+        }
+        "check-deb" => {
+            no_args(cmd, rest)?;
+            deploy::check(&root)
         }
         "up" => {
             no_args(cmd, rest)?;

@@ -9,7 +9,9 @@
 //! - `workerd`, `wasm-opt` (binaryen) and `esbuild` from `package-lock.json`, with `npm ci`;
 //! - Chromium and chromedriver from apt (`chromium`, `chromium-driver`), for the browser tests,
 //!   when `/usr/bin/chromium` or `/usr/bin/chromedriver` is missing. Failing that, the install
-//!   fails and names what is missing: the browser tests cannot run without them.
+//!   fails and names what is missing: the browser tests cannot run without them;
+//! - `cargo-deb` at [`crate::deploy::CARGO_DEB_VERSION`] (with `--locked`), which builds the
+//!   control plane's Debian package; like the browser, not for `up`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -43,6 +45,8 @@ pub fn install(root: &Path, browser: Browser) -> Result<()> {
     npm_tools(root)?;
     if browser == Browser::Required {
         chromium()?;
+        // Like the browser, only the tests (and packagers) need it; `up` does not.
+        crate::deploy::install_cargo_deb()?;
     }
     eprintln!("xtask: every tool is installed");
     Ok(())
