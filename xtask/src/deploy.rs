@@ -5,8 +5,9 @@
 //! `cargo xtask test` builds the package, unpacks it with `dpkg-deb`, checks that the files sit
 //! where the systemd unit and the maintainer scripts expect them, runs the unit's `ExecStart`
 //! from the unpacked tree with the settings of the packaged environment file (data directory and
-//! listen address moved to a scratch directory and port 0) until `/healthz` answers 200, and
-//! runs `systemd-analyze verify` on the unit where that tool exists.
+//! listen address moved to a scratch directory and port 0) until `/healthz` answers 200, creates
+//! the first admin with the CLI as an operator would, and runs `systemd-analyze verify` on the
+//! unit where that tool exists.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -218,6 +219,46 @@ fn start_until_healthy(
         data.display()
     );
     eprintln!("xtask: /healthz on {addr} answered 200");
+    first_admin(binary, settings, &data)
+}
+
+/// The operator's first step (docs/deploy.md) with the same settings, while the service runs:
+/// `keygate admin create`, then `keygate admin list` shows the admin.
+fn first_admin(binary: &Path, settings: &EnvFile, data: &Path) -> Result<()> {
+    const EMAIL: &str = "ops@example.com";
+    let cli = |args: &[&str]| {
+        let mut c = Command::new(binary);
+        c.args(args)
+            .env_clear()
+            .envs(settings.vars.iter().map(|(k, v)| (k, v)))
+            .env("KEYGATE_DATA_DIR", data)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    let mut create = cli(&["admin", "create", "--email", EMAIL, "--role", "owner"])
+        .spawn()
+        .context("cannot run keygate admin create")?;
+    create
+        .stdin
+        .take()
+        .context("no stdin")?
+        .write_all(b"a long passphrase for the package check\n")?;
+    let out = create.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "keygate admin create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["admin", "list"]).stdin(Stdio::null()).output()?;
+    let list = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && list.contains(EMAIL) && list.contains("owner"),
+        "keygate admin list does not show the new owner: {list}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("xtask: keygate admin create and admin list work with the packaged settings");
     Ok(())
 }
 
