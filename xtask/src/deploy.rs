@@ -38,6 +38,7 @@ const REQUIRED_UNIT_SETTINGS: &[(&str, &str)] = &[
     ("User", USER),
     ("StateDirectory", "keygate"),
     ("ReadWritePaths", "/var/lib/keygate"),
+    ("WorkingDirectory", "/var/lib/keygate"),
     ("EnvironmentFile", ENV_FILE),
     ("NoNewPrivileges", "yes"),
     ("ProtectSystem", "strict"),
