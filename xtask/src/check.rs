@@ -4,11 +4,12 @@
 //! as deployed; the end-to-end tests run it in workerd), then runs each check and reports every
 //! failure, not only the first: `cargo fmt --check`, `cargo test --workspace --no-fail-fast --
 //! --include-ignored`, `keygate-shared`'s tests with the Worker's feature set natively and on
-//! wasm32 (in Node), and
-//! `cargo clippy --workspace --all-targets -- -D warnings`, `wrangler deploy --dry-run` on the
-//! root `wrangler.toml`, the origin examples in Node.js, Python and Go against the signature
-//! vectors (`cargo xtask origins`), and last a bounded fuzzing campaign
-//! (`cargo xtask fuzz`: each target for [`fuzz::DEFAULT_SECONDS`], about three minutes in all).
+//! wasm32 (in Node), the control plane's Debian package built, unpacked and started
+//! (`crate::deploy`), `cargo clippy --workspace --all-targets -- -D warnings`,
+//! `wrangler deploy --dry-run` on the root `wrangler.toml`, the origin examples in Node.js,
+//! Python and Go against the signature vectors (`cargo xtask origins`), and last a bounded
+//! fuzzing campaign (`cargo xtask fuzz`: each target for [`fuzz::DEFAULT_SECONDS`], about three
+//! minutes in all).
 //!
 //! `--workspace` takes in `keygate-edge`, which is not a default member, so its native unit tests
 //! run too. `--include-ignored` runs the tests that a plain `cargo test` reports as ignored
@@ -102,6 +103,13 @@ pub fn run(root: &Path) -> Result<()> {
         "warnings",
     ]);
 
+    // After the tests, whose debug build of the control plane it reuses (crate::deploy).
+    let deb = {
+        let mut c = std::process::Command::new(std::env::current_exe()?);
+        c.arg("check-deb").current_dir(root);
+        c
+    };
+
     let mut failed = Vec::new();
     for (name, mut cmd) in [
         ("rustfmt", fmt),
@@ -111,6 +119,7 @@ pub fn run(root: &Path) -> Result<()> {
             "keygate-shared as the Worker builds it, on wasm32 in Node",
             wasm,
         ),
+        ("the control plane's Debian package", deb),
         ("clippy", clippy),
     ] {
         if let Err(e) = run_cmd(&mut cmd) {

@@ -7,9 +7,11 @@
 //! - `test`: every check CI runs.
 //! - `fuzz [--seconds N] [TARGET...]`: a bounded fuzzing campaign (docs/fuzzing.md).
 //! - `origins`: the origin examples in other languages against the signature vectors.
+//! - `check-deb`: the control plane's Debian package, one of those checks.
 //! - `up`: the local stack, until Ctrl-C.
 
 mod check;
+mod deploy;
 mod edge;
 mod fuzz;
 mod origins;
@@ -28,19 +30,20 @@ Usage: cargo xtask <command>
 Commands:
   install                 install what is missing: the wasm32 target, worker-build, the
                           wasm-bindgen CLI, the npm tools (workerd, wasm-opt, esbuild), Chromium
-                          and chromedriver, Go, the nightly toolchain and cargo-fuzz; fails if
-                          any cannot be installed
+                          and chromedriver, cargo-deb, Go, the nightly toolchain and
+                          cargo-fuzz; fails if any cannot be installed
   build-edge [--release]  build the edge Worker into edge/build/ with local tools only
   deploy-check            wrangler deploy --dry-run on wrangler.toml (runs its build command)
   test                    install, build the edge, then run every test, the wasm32 build of
-                          keygate-shared, rustfmt, clippy, the origin examples, the deploy
-                          check and the fuzzing
-                          campaign
+                          keygate-shared, rustfmt, clippy, the Debian package, the origin
+                          examples, the deploy check and the fuzzing campaign
   fuzz [--seconds N] [TARGET...]
                           run each fuzz target (all by default) for N seconds (default 24),
                           corpus and crashes under target/fuzz/; fails on any crash
   origins                 run the Node.js, Python and Go origin examples' tests against
                           shared/testdata/origin_signature.json
+  check-deb               build the control plane's Debian package, unpack it and start its
+                          service command until /healthz answers (a step of `test`)
   up                      run the local stack until Ctrl-C
 ";
 
@@ -92,6 +95,10 @@ fn run() -> Result<()> {
         "origins" => {
             no_args(cmd, rest)?;
             origins::run_all(&root)
+        }
+        "check-deb" => {
+            no_args(cmd, rest)?;
+            deploy::check(&root)
         }
         "up" => {
             no_args(cmd, rest)?;

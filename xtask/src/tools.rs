@@ -10,6 +10,8 @@
 //! - Chromium and chromedriver from apt (`chromium`, `chromium-driver`), for the browser tests,
 //!   when `/usr/bin/chromium` or `/usr/bin/chromedriver` is missing. Failing that, the install
 //!   fails and names what is missing: the browser tests cannot run without them;
+//! - `cargo-deb` at [`crate::deploy::CARGO_DEB_VERSION`] (with `--locked`), which builds the
+//!   control plane's Debian package; like the browser, not for `up`.
 //! - Go from apt (`golang-go`) when `go` is missing, for the Go origin example
 //!   (`cargo xtask origins`); Node.js and Python 3 are already needed by the rest;
 //! - for the fuzzing campaign (`cargo xtask fuzz`): the nightly toolchain (cargo-fuzz needs
@@ -51,6 +53,8 @@ pub fn install(root: &Path, purpose: Purpose) -> Result<()> {
     npm_tools(root)?;
     if purpose == Purpose::Tests {
         chromium()?;
+        // Like the browser, only the tests (and packagers) need it; `up` does not.
+        crate::deploy::install_cargo_deb()?;
         go()?;
         nightly(root)?;
         cargo_fuzz()?;
