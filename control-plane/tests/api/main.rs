@@ -7,6 +7,7 @@ mod helpers;
 mod accounts;
 mod alerts;
 mod cli;
+mod fuzz_findings;
 mod golden;
 mod keys;
 mod leaks;
