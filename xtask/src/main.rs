@@ -5,10 +5,12 @@
 //!   local tools.
 //! - `test`: every check CI runs.
 //! - `up`: the local stack, until Ctrl-C.
+//! - `schemathesis [sqlite|postgres]`: the API fuzzing step of `test` alone.
 
 mod check;
 mod edge;
 mod process;
+mod schemathesis;
 mod stack;
 mod tools;
 
@@ -23,10 +25,14 @@ Usage: cargo xtask <command>
 Commands:
   install                 install what is missing: the wasm32 target, worker-build, the
                           wasm-bindgen CLI, the npm tools (workerd, wasm-opt, esbuild), Chromium
-                          and chromedriver; fails if any cannot be installed
+                          and chromedriver, Schemathesis (a virtualenv in target/tools); fails if
+                          any cannot be installed
   build-edge [--release]  build the edge Worker into edge/build/ with local tools only
   test                    install, build the edge, then run every test, the wasm32 build of
-                          keygate-shared, rustfmt and clippy
+                          keygate-shared, the API fuzzing, rustfmt and clippy
+  schemathesis [sqlite|postgres]
+                          fuzz the control plane's API from its OpenAPI document with
+                          Schemathesis, on both backends unless one is named
   up                      run the local stack until Ctrl-C
 ";
 
@@ -53,7 +59,8 @@ fn run() -> Result<()> {
     match cmd {
         "install" => {
             no_args(cmd, rest)?;
-            tools::install(&root, tools::Browser::Required)
+            tools::install(&root, tools::Browser::Required)?;
+            schemathesis::install(&root)
         }
         "build-edge" => {
             let release = match rest {
@@ -66,6 +73,19 @@ fn run() -> Result<()> {
         "test" => {
             no_args(cmd, rest)?;
             check::run(&root)
+        }
+        "schemathesis" => {
+            let backends: &[schemathesis::Backend] = match rest {
+                [] => &[
+                    schemathesis::Backend::Sqlite,
+                    schemathesis::Backend::Postgres,
+                ],
+                [b] if b == "sqlite" => &[schemathesis::Backend::Sqlite],
+                [b] if b == "postgres" => &[schemathesis::Backend::Postgres],
+                _ => bail!("usage: cargo xtask schemathesis [sqlite|postgres]"),
+            };
+            schemathesis::install(&root)?;
+            schemathesis::run_all(&root, backends, &check::postgres_url()?)
         }
         "up" => {
             no_args(cmd, rest)?;

@@ -9,7 +9,10 @@
 //! - `workerd`, `wasm-opt` (binaryen) and `esbuild` from `package-lock.json`, with `npm ci`;
 //! - Chromium and chromedriver from apt (`chromium`, `chromium-driver`), for the browser tests,
 //!   when `/usr/bin/chromium` or `/usr/bin/chromedriver` is missing. Failing that, the install
-//!   fails and names what is missing: the browser tests cannot run without them.
+//!   fails and names what is missing: the browser tests cannot run without them;
+//!
+//! `cargo xtask install` and `cargo xtask test` also install Schemathesis (see
+//! [`crate::schemathesis::install`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
