@@ -8,8 +8,9 @@
 //! something real behind them, then runs `schemathesis run <base>/openapi.json` with every check
 //! and a bounded number of examples per operation.
 //!
-//! The budget ([`MAX_EXAMPLES`], one worker) keeps both backends together at about three
-//! minutes on a two-core machine.
+//! The budget ([`MAX_EXAMPLES`] per operation and phase, one worker, a fixed seed) keeps both
+//! backends together under three minutes on a two-core machine; [`HARD_LIMIT`] stops a hung
+//! run. Figures of a run are in docs/fuzzing.md ("API fuzzing").
 
 use std::fs;
 use std::io::{Read as _, Write as _};
@@ -27,6 +28,10 @@ pub const VERSION: &str = "4.32.5";
 
 /// Examples generated per operation and phase.
 const MAX_EXAMPLES: &str = "10";
+
+/// A run on one backend that takes longer than this is stopped and fails: the budget above
+/// takes about a minute, so only a hang gets here.
+const HARD_LIMIT: Duration = Duration::from_secs(150);
 
 /// The role of the API token the run uses: owner, so that every operation is reachable.
 const ROLE: &str = "owner";
@@ -282,8 +287,8 @@ fn run_one(root: &Path, keygate: &Path, backend: Backend, postgres_url: &str) ->
         .stderr(log)
         .spawn()
         .context("cannot start keygate serve")?;
-    let server = Server(child);
-    let port = wait_for_port(&log_path, &server)?;
+    let mut server = Server(child);
+    let port = wait_for_port(&log_path, &mut server)?;
     let base = format!("http://127.0.0.1:{port}");
     eprintln!("xtask: keygate serve ({}) at {base}", backend.name());
     seed(port, &token).context("cannot seed the control plane")?;
@@ -299,15 +304,32 @@ fn run_one(root: &Path, keygate: &Path, backend: Backend, postgres_url: &str) ->
         .args(["--checks", "all"])
         .args(["--max-examples", MAX_EXAMPLES])
         .args(["--workers", "1"])
+        .args(["--request-timeout", "10"])
         .args(["--seed", "1"])
         .args(["--generation-database", ":memory:"])
         .args(["--suppress-health-check", "all"])
         .args(EXCLUDES);
     let shown = show(&st).replace(&token, "<token>");
     eprintln!("$ {shown}");
-    let status = st
-        .status()
+    let mut child = st
+        .spawn()
         .with_context(|| format!("cannot run `{shown}`"))?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > HARD_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "schemathesis ran past its hard limit of {} s on {}",
+                HARD_LIMIT.as_secs(),
+                backend.name()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     drop(server);
     if !status.success() {
         let tail = fs::read_to_string(&log_path).unwrap_or_default();
@@ -351,10 +373,15 @@ fn with_stdin(cmd: &mut Command, input: &str) -> Result<String> {
 }
 
 /// The port `keygate serve` logged it listens on.
-fn wait_for_port(log: &Path, server: &Server) -> Result<u16> {
-    let _ = server;
+fn wait_for_port(log: &Path, server: &mut Server) -> Result<u16> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
+        if let Ok(Some(status)) = server.0.try_wait() {
+            bail!(
+                "keygate serve exited ({status}) before listening; its log:\n{}",
+                fs::read_to_string(log).unwrap_or_default()
+            );
+        }
         let text = fs::read_to_string(log).unwrap_or_default();
         for line in text.lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
