@@ -173,6 +173,10 @@ struct PgDatabase {
 
 impl PgDatabase {
     fn create(admin_url: &str, name: String) -> Result<PgDatabase> {
+        psql(
+            admin_url,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )?;
         psql(admin_url, &format!("CREATE DATABASE {name}"))?;
         let (base, query) = match admin_url.split_once('?') {
             Some((b, q)) => (b, format!("?{q}")),
@@ -227,16 +231,15 @@ impl Drop for Server {
 }
 
 fn run_one(root: &Path, keygate: &Path, backend: Backend, postgres_url: &str) -> Result<()> {
-    let unique = format!(
-        "{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis())
-    );
+    // Unique among running processes; a leftover of an earlier process with the same id is
+    // removed first (directory here, database in `PgDatabase::create`).
+    let unique = std::process::id();
     let dir = root
         .join("target/schemathesis")
         .join(format!("{}_{unique}", backend.name()));
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let scratch = Scratch(dir);
     let data_dir = scratch.0.join("data");
