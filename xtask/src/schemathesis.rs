@@ -27,7 +27,7 @@ use crate::process::{cargo, run, show};
 pub const VERSION: &str = "4.32.5";
 
 /// Examples generated per operation and phase.
-const MAX_EXAMPLES: &str = "10";
+const MAX_EXAMPLES: &str = "5";
 
 /// A run on one backend that takes longer than this is stopped and fails: the budget above
 /// takes about a minute, so only a hang gets here.
