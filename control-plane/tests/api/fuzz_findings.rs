@@ -268,6 +268,25 @@ async fn unknown_fields_are_refused_and_declared(app: TestApp) {
             "{name}"
         );
     }
+    // Every JSON request body of every operation says so.
+    let mut bodies = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let schema = &op["requestBody"]["content"]["application/json"]["schema"];
+            let Some(reference) = schema["$ref"].as_str() else {
+                assert!(schema.is_null(), "{method} {path}: inline body {schema}");
+                continue;
+            };
+            let name = reference.trim_start_matches("#/components/schemas/");
+            assert_eq!(
+                component(&doc, name)["additionalProperties"],
+                false,
+                "{method} {path}: {name}"
+            );
+            bodies += 1;
+        }
+    }
+    assert!(bodies >= 15, "{bodies} request bodies");
     let r = app
         .post(
             "/v1/projects",
