@@ -16,6 +16,9 @@
 //!   (`cargo xtask origins`); Node.js and Python 3 are already needed by the rest;
 //! - for the fuzzing campaign (`cargo xtask fuzz`): the nightly toolchain (cargo-fuzz needs
 //!   `-Z` flags) and `cargo-fuzz` at [`CARGO_FUZZ_VERSION`], `--locked`.
+//!
+//! `cargo xtask install` and `cargo xtask test` also install Schemathesis (see
+//! [`crate::schemathesis::install`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@ mod alerts;
 mod cli;
 mod console;
 mod faults;
+mod fuzz_findings;
 mod golden;
 mod keys;
 mod leaks;
