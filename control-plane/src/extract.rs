@@ -87,8 +87,14 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         ));
     }
     // Syntax first, over the whole body; then the shape, with the field's path.
-    let value: serde_json::Value = serde_json::from_slice(body)
+    let mut value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::MalformedJson(format!("the request body is not valid JSON: {e}")))?;
+    // Every body is an object: serde would also read a struct from an array of its fields
+    // in order (`[]` is a struct whose fields all have defaults).
+    if !value.is_object() {
+        return Err(ApiError::validation("body", "must be a JSON object"));
+    }
+    integral_floats_to_integers(&mut value);
     serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
         let path = e.path().to_string();
         let message = strip_position(&e.into_inner().to_string());
@@ -97,6 +103,32 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             message,
         }
     })
+}
+
+/// Largest magnitude below which every integer is exactly an `f64`.
+const MAX_EXACT_F64_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+/// JSON has one number type: `415.0` is the integer 415 (JSON Schema agrees: a number with a
+/// zero fractional part is an `integer`), but serde refuses it for an integer field. Such numbers
+/// become integers before the typed parse; fields of a float type take integers as well.
+fn integral_floats_to_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64() {
+                if f.fract() == 0.0 && f.abs() <= MAX_EXACT_F64_INTEGER {
+                    // Exact: |f| ≤ 2^53 and integral.
+                    #[allow(clippy::cast_possible_truncation)]
+                    let i = f as i64;
+                    *value = serde_json::Value::from(i);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        serde_json::Value::Object(fields) => {
+            fields.values_mut().for_each(integral_floats_to_integers)
+        }
+        _ => {}
+    }
 }
 
 /// serde_json appends " at line L column C"; the field path says more.
@@ -195,6 +227,27 @@ mod tests {
         );
         assert_eq!(field(r#"{"name": 5}"#), "name");
         assert_eq!(field(r#"[]"#), "body");
+        assert_eq!(field(r#"["x", null]"#), "body");
+        assert_eq!(field(r#""x""#), "body");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Numbers {
+        count: u32,
+        signed: i64,
+        ratio: f64,
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        let n: Numbers = parse_json(br#"{"count": 415.0, "signed": -3e2, "ratio": 2.0}"#).unwrap();
+        assert_eq!((n.count, n.signed), (415, -300));
+        assert!((n.ratio - 2.0).abs() < f64::EPSILON);
+        // A fraction stays a fraction, and so is refused for an integer field.
+        assert!(matches!(
+            parse_json::<Numbers>(br#"{"count": 1.5, "signed": 0, "ratio": 0}"#),
+            Err(ApiError::Validation { field, .. }) if field == "count"
+        ));
     }
 
     #[test]

@@ -59,42 +59,54 @@ pub enum RouteMatchingSchema {
 /// `{methods, path, scope}`: a request whose method and path match needs `scope`.
 #[derive(Debug, ToSchema, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[serde(deny_unknown_fields)]
 #[schema(as = Route)]
 pub struct RouteSchema {
-    /// Uppercase methods, or `["*"]`.
-    #[schema(example = json!(["GET"]))]
-    methods: Vec<String>,
+    /// Method names (letters, at most 32), or `["*"]`.
+    #[schema(example = json!(["GET"]), min_items = 1)]
+    methods: Vec<MethodSchema>,
     /// Exact path, or a prefix ending in `/*`.
     #[schema(example = "/orders/*")]
     path: String,
     /// Scope a key needs.
-    #[schema(example = "orders:read")]
-    scope: String,
+    scope: ScopeSchema,
 }
+
+/// A method name (1 to 32 letters), or `*` alone for every method.
+#[derive(Debug, ToSchema, serde::Serialize)]
+#[schema(as = Method, pattern = "^([A-Za-z]{1,32}|[*])$", example = "GET")]
+pub struct MethodSchema(String);
+
+/// A scope: 1 to 128 characters of letters, digits and `: . _ - /`.
+#[derive(Debug, ToSchema, serde::Serialize)]
+#[schema(as = Scope, pattern = "^[A-Za-z0-9:._/-]{1,128}$", example = "orders:read")]
+pub struct ScopeSchema(String);
 
 /// Referrer and IP restrictions; empty lists restrict nothing.
 #[derive(Debug, ToSchema, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[serde(deny_unknown_fields)]
 #[schema(as = Restrictions)]
 pub struct RestrictionsSchema {
-    /// Referrer patterns (contract section 3).
-    #[schema(example = json!(["https://shop.example.com/*"]))]
+    /// Referrer patterns (contract section 3), at most 100.
+    #[schema(example = json!(["https://shop.example.com/*"]), required = false, max_items = 100)]
     referrers: Vec<String>,
-    /// CIDR networks or addresses.
-    #[schema(example = json!(["203.0.113.0/24"]))]
+    /// CIDR networks or addresses, at most 100.
+    #[schema(example = json!(["203.0.113.0/24"]), required = false, max_items = 100)]
     ips: Vec<String>,
 }
 
 /// At most `limit` requests per `period_seconds`.
 #[derive(Debug, ToSchema, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[serde(deny_unknown_fields)]
 #[schema(as = RateLimit)]
 pub struct RateLimitSchema {
-    /// Positive.
-    #[schema(minimum = 1)]
+    /// 1 to 4294967295.
+    #[schema(minimum = 1, maximum = 4294967295_u32, format = Int64)]
     limit: u32,
-    /// Positive.
-    #[schema(minimum = 1)]
+    /// 1 to 4294967295.
+    #[schema(minimum = 1, maximum = 4294967295_u32, format = Int64)]
     period_seconds: u32,
 }
 
@@ -112,6 +124,7 @@ pub enum QuotaPeriodSchema {
 /// At most `limit` successful requests per period.
 #[derive(Debug, ToSchema, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[serde(deny_unknown_fields)]
 #[schema(as = Quota)]
 pub struct QuotaSchema {
     /// Positive.
@@ -138,4 +151,21 @@ pub enum VerifyCodeSchema {
     InsufficientScope,
     RateLimited,
     QuotaExceeded,
+}
+
+/// A webhook event type.
+#[derive(Debug, ToSchema, serde::Serialize)]
+#[schema(as = WebhookEvent)]
+#[allow(missing_docs)]
+pub enum WebhookEventSchema {
+    #[serde(rename = "key.created")]
+    KeyCreated,
+    #[serde(rename = "key.rotated")]
+    KeyRotated,
+    #[serde(rename = "key.revoked")]
+    KeyRevoked,
+    #[serde(rename = "key.expiring")]
+    KeyExpiring,
+    #[serde(rename = "alert.raised")]
+    AlertRaised,
 }

@@ -35,11 +35,13 @@ pub struct VerifyRequest {
     pub key: String,
     /// The request's `Referer` (or `Origin`) URL.
     pub referrer: Option<String>,
-    /// Client IP address.
+    /// Client IP address: IPv4 or IPv6, without a zone.
     pub ip: Option<String>,
-    /// HTTP method; with `path`, selects the project route.
+    /// HTTP method (1 to 32 letters); with `path`, selects the project route.
+    #[schema(pattern = "^[A-Za-z]{1,32}$")]
     pub method: Option<String>,
-    /// Request path.
+    /// Request path, starting with `/` (a query or fragment is ignored).
+    #[schema(pattern = "^/")]
     pub path: Option<String>,
     /// Host the request was sent to; mapped to an environment by `KEYGATE_HOST_ENVIRONMENTS`.
     pub host: Option<String>,

@@ -15,9 +15,10 @@ use std::sync::OnceLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ed25519_dalek::{Signer as _, SigningKey};
+use keygate_shared::record::Entry;
 use keygate_shared::snapshot::{
     build_shards, key_id_of, shard_index, verify_snapshot, Digest32, Manifest, Shard,
-    SignedSnapshot, FORMAT_VERSION, SIGNING_CONTEXT,
+    SignedSnapshot, VerifiedShard, FORMAT_VERSION, SIGNING_CONTEXT,
 };
 use keygate_shared::{
     Environment, KeyPrefix, KeyRecord, Kind, Lookup, PlaintextKey, SnapshotIndex, SnapshotView,
@@ -104,17 +105,30 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-fn check_index(manifest: VerifiedManifest, index: u32, shard: &Shard, bytes: &[u8]) {
+fn check_index(manifest: VerifiedManifest, index: u32, shard: &VerifiedShard, bytes: &[u8]) {
     let bits = manifest.manifest().shard_bits;
     assert_eq!(shard.index, index);
     assert!(shard
-        .records
+        .entries
         .iter()
-        .all(|r| shard_index(&r.hash, bits) == index));
+        .all(|(hash, _)| shard_index(hash, bits) == index));
     let mut snapshot = SnapshotIndex::new(manifest);
-    snapshot.load_shard(index, bytes).expect("a verified shard loads");
-    for r in &shard.records {
-        assert!(matches!(snapshot.key(&r.hash), Lookup::Found(_)));
+    snapshot
+        .load_shard(index, bytes)
+        .expect("a verified shard loads");
+    // Every key of the shard is found, usable or refused alone: none goes missing.
+    for (hash, entry) in &shard.entries {
+        match (snapshot.key(hash), entry) {
+            (Lookup::Found(_), _) | (Lookup::Unusable { .. }, Entry::Unusable { .. }) => {}
+            (Lookup::Unusable { .. }, Entry::Usable(_)) => {
+                // Only when the same hash is also in the shard as an unusable record.
+                assert!(shard
+                    .entries
+                    .iter()
+                    .any(|(h, e)| h == hash && matches!(e, Entry::Unusable { .. })));
+            }
+            (other, _) => panic!("a key of a loaded shard is {other:?}"),
+        }
     }
 }
 

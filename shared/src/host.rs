@@ -107,10 +107,13 @@ fn host_name(value: &str) -> Option<String> {
     let v = value.trim();
     let name = if v.starts_with('[') {
         let end = v.find(']')?;
+        // After the `]`: nothing, or `:` and a port. `strip_prefix` rather than slicing: the
+        // byte after `]` may start a multi-byte character.
         let rest = &v[end + 1..];
-        if !(rest.is_empty()
-            || rest[1..].bytes().all(|b| b.is_ascii_digit()) && rest.starts_with(':'))
-        {
+        let port_ok = rest
+            .strip_prefix(':')
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+        if !(rest.is_empty() || port_ok) {
             return None;
         }
         &v[..=end]
@@ -167,6 +170,29 @@ mod tests {
         assert_eq!(none.rule_for(None), EnvironmentRule::Any);
         assert!(!EnvironmentRule::Unmapped.allows(Environment::Live));
         assert!(EnvironmentRule::Any.allows(Environment::Test));
+    }
+
+    #[test]
+    fn text_after_an_ipv6_literal_is_not_a_port() {
+        // Found by the `host_environments` fuzz target: a multi-byte character right after `]`
+        // was sliced into and panicked.
+        let m = mapping();
+        for host in [
+            "[::1]\u{386}",
+            "[::1]\u{e9}:80",
+            "[::1]x",
+            "[::1]:8a",
+            "[::1]\u{386}:1",
+        ] {
+            assert_eq!(m.rule_for(Some(host)), EnvironmentRule::Unmapped, "{host}");
+        }
+        assert_eq!(
+            m.rule_for(Some("[::1]:")),
+            EnvironmentRule::Only(Environment::Test)
+        );
+        assert!(
+            HostEnvironments::from_pairs([("[::1]\u{386}".to_owned(), Environment::Live)]).is_err()
+        );
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct StackOptions {
     pub edge_state_dir: Option<PathBuf>,
     /// How often the control plane evaluates the alert rules (its own default when `None`).
     pub alert_interval: Option<Duration>,
+    /// The control plane's `DATABASE_URL` (SQLite in the data directory when `None`).
+    pub database_url: Option<String>,
 }
 
 /// Which origin the edge forwards to.
@@ -71,6 +73,7 @@ impl Default for StackOptions {
             crons: Vec::new(),
             edge_state_dir: None,
             alert_interval: None,
+            database_url: None,
         }
     }
 }
@@ -262,6 +265,7 @@ impl Stack {
         if let Some(interval) = options.alert_interval {
             config.alert_interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
         }
+        config.database_url = options.database_url.clone();
         let control_plane = ControlPlane::start(config.clone())?;
         let cp_url = control_plane.url.clone();
         // Restarts keep the port, so the edge's CONTROL_PLANE_URL stays right.
@@ -358,6 +362,15 @@ impl Stack {
         assert_eq!(r.status, 201, "create key {spec}: {}", r.body);
         let text = |field: &str| r.body[field].as_str().unwrap_or_default().to_owned();
         (text("id"), text("key"))
+    }
+
+    /// Starts another control plane on the same configuration (database, data directory, so
+    /// the same signing keys and session secret) on a free port: a second replica. For a stack
+    /// on PostgreSQL (`StackOptions::database_url`); the edge keeps polling the first one.
+    pub fn start_replica(&self) -> Result<ControlPlane, String> {
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".to_owned();
+        ControlPlane::start(config)
     }
 
     /// Calls the control plane as the owner.

@@ -4,8 +4,13 @@
 //! as deployed; the end-to-end tests run it in workerd), then runs each check and reports every
 //! failure, not only the first: `cargo fmt --check`, `cargo test --workspace --no-fail-fast --
 //! --include-ignored`, `keygate-shared`'s tests with the Worker's feature set natively and on
-//! wasm32 (in Node), and
-//! `cargo clippy --workspace --all-targets -- -D warnings`.
+//! wasm32 (in Node), the control plane's Debian package built, unpacked and started
+//! (`crate::deploy`), the API fuzzing of [`crate::schemathesis`] on SQLite and PostgreSQL after
+//! the tests, `cargo clippy --workspace --all-targets -- -D warnings`,
+//! `wrangler deploy --dry-run` on the root `wrangler.toml`, the origin examples in Node.js,
+//! Python and Go against the signature vectors (`cargo xtask origins`), and last a bounded
+//! fuzzing campaign (`cargo xtask fuzz`: each target for [`fuzz::DEFAULT_SECONDS`], about three
+//! minutes in all).
 //!
 //! `--workspace` takes in `keygate-edge`, which is not a default member, so its native unit tests
 //! run too. `--include-ignored` runs the tests that a plain `cargo test` reports as ignored
@@ -23,24 +28,31 @@ use anyhow::{bail, Context, Result};
 
 use crate::process::{cargo, run as run_cmd};
 use crate::tools::WASM_TARGET;
-use crate::{edge, tools};
+use crate::{edge, fuzz, origins, schemathesis, tools};
 
 /// The PostgreSQL server the tests use unless `KEYGATE_TEST_POSTGRES_URL` says otherwise.
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-/// Runs every check; fails if any fails.
-pub fn run(root: &Path) -> Result<()> {
-    tools::install(root, tools::Browser::Required)?;
-    edge::build(root, true)?;
-
-    let postgres_url = match std::env::var("KEYGATE_TEST_POSTGRES_URL") {
-        Err(_) => DEFAULT_POSTGRES_URL.to_owned(),
+/// The PostgreSQL server of the tests: `KEYGATE_TEST_POSTGRES_URL`, else
+/// [`DEFAULT_POSTGRES_URL`].
+pub fn postgres_url() -> Result<String> {
+    match std::env::var("KEYGATE_TEST_POSTGRES_URL") {
+        Err(_) => Ok(DEFAULT_POSTGRES_URL.to_owned()),
         Ok(url) if url.is_empty() => bail!(
             "KEYGATE_TEST_POSTGRES_URL is empty: the PostgreSQL tests need a server; \
              leave it unset for {DEFAULT_POSTGRES_URL}"
         ),
-        Ok(url) => url,
-    };
+        Ok(url) => Ok(url),
+    }
+}
+
+/// Runs every check; fails if any fails.
+pub fn run(root: &Path) -> Result<()> {
+    tools::install(root, tools::Purpose::Tests)?;
+    schemathesis::install(root)?;
+    edge::build(root, true)?;
+
+    let postgres_url = postgres_url()?;
     eprintln!("xtask: PostgreSQL tests use KEYGATE_TEST_POSTGRES_URL={postgres_url}");
     // Named up front and again at the end; the tests that need it fail on their own too.
     let mut missing = Vec::new();
@@ -99,6 +111,13 @@ pub fn run(root: &Path) -> Result<()> {
         "warnings",
     ]);
 
+    // After the tests, whose debug build of the control plane it reuses (crate::deploy).
+    let deb = {
+        let mut c = std::process::Command::new(std::env::current_exe()?);
+        c.arg("check-deb").current_dir(root);
+        c
+    };
+
     let mut failed = Vec::new();
     for (name, mut cmd) in [
         ("rustfmt", fmt),
@@ -108,12 +127,37 @@ pub fn run(root: &Path) -> Result<()> {
             "keygate-shared as the Worker builds it, on wasm32 in Node",
             wasm,
         ),
+        ("the control plane's Debian package", deb),
         ("clippy", clippy),
     ] {
         if let Err(e) = run_cmd(&mut cmd) {
             eprintln!("xtask: {e:#}");
             failed.push(name);
         }
+        // The API fuzzing runs after the tests, whose build of the control plane it reuses.
+        if name == "tests" {
+            let both = [
+                schemathesis::Backend::Sqlite,
+                schemathesis::Backend::Postgres,
+            ];
+            if let Err(e) = schemathesis::run_all(root, &both, &postgres_url) {
+                eprintln!("xtask: {e:#}");
+                failed.push("schemathesis");
+            }
+        }
+    }
+    // After the tests: it rebuilds `edge/build` the way a user's deploy does.
+    if let Err(e) = edge::deploy_dry_run(root) {
+        eprintln!("xtask: {e:#}");
+        failed.push("wrangler deploy --dry-run");
+    }
+    if let Err(e) = origins::run_all(root) {
+        eprintln!("xtask: {e:#}");
+        failed.push("origin examples");
+    }
+    if let Err(e) = fuzz::campaign(root, fuzz::DEFAULT_SECONDS, &fuzz::TARGETS) {
+        eprintln!("xtask: {e:#}");
+        failed.push("fuzzing campaign");
     }
     match (failed.is_empty(), missing.is_empty()) {
         (true, true) => {}

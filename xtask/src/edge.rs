@@ -4,7 +4,7 @@
 //! bundled with the Wasm glue) and `edge/build/worker/index.wasm`.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -15,35 +15,16 @@ use crate::tools::{locked_version, NpmTools};
 /// Builds the Worker: with `release`, the release profile (what deploys, optimised by wasm-opt);
 /// otherwise the dev profile.
 pub fn build(root: &Path, release: bool) -> Result<()> {
-    const HINT: &str = "run `cargo xtask install`";
+    let env = worker_build_env(root)?;
     let worker_build = find_tool("worker-build")
         .with_context(|| format!("worker-build is not installed: {HINT}"))?;
-    let wasm_bindgen = find_tool("wasm-bindgen")
-        .with_context(|| format!("the wasm-bindgen CLI is not installed: {HINT}"))?;
-    let want = locked_version(root, "wasm-bindgen")?;
-    let have = stdout_of(Command::new(&wasm_bindgen).arg("--version")).unwrap_or_default();
-    if have.strip_prefix("wasm-bindgen ") != Some(want.as_str()) {
-        bail!(
-            "{} is {have:?}, but Cargo.lock has wasm-bindgen {want}: {HINT}",
-            wasm_bindgen.display()
-        );
-    }
-    let npm = NpmTools::locate(root);
-    for tool in [&npm.wasm_opt, &npm.esbuild] {
-        if !tool.is_file() {
-            bail!("{} is missing: {HINT}", tool.display());
-        }
-    }
-
     let mut cmd = Command::new(worker_build);
     // worker-build, like wasm-pack, builds in release mode unless told `--dev`.
     cmd.arg(if release { "--release" } else { "--dev" })
         .arg("edge")
         .current_dir(root)
-        .env("WASM_BINDGEN_BIN", &wasm_bindgen)
-        .env("WASM_OPT_BIN", &npm.wasm_opt)
-        .env("ESBUILD_BIN", &npm.esbuild)
-        // The entry module with the fast path (see edge/shim.mjs).
+        .envs(env)
+        // The entry module (see edge/shim.mjs).
         .env("CUSTOM_SHIM", root.join("edge/shim.mjs"));
     run(&mut cmd)?;
 
@@ -62,6 +43,70 @@ pub fn build(root: &Path, release: bool) -> Result<()> {
             kib(size)
         ),
     }
+    Ok(())
+}
+
+const HINT: &str = "run `cargo xtask install`";
+
+/// The variables that make worker-build use the installed tools instead of downloading its own
+/// (which this machine's network does not allow).
+fn worker_build_env(root: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
+    let wasm_bindgen = find_tool("wasm-bindgen")
+        .with_context(|| format!("the wasm-bindgen CLI is not installed: {HINT}"))?;
+    let want = locked_version(root, "wasm-bindgen")?;
+    let have = stdout_of(Command::new(&wasm_bindgen).arg("--version")).unwrap_or_default();
+    if have.strip_prefix("wasm-bindgen ") != Some(want.as_str()) {
+        bail!(
+            "{} is {have:?}, but Cargo.lock has wasm-bindgen {want}: {HINT}",
+            wasm_bindgen.display()
+        );
+    }
+    let npm = NpmTools::locate(root);
+    for tool in [&npm.wasm_opt, &npm.esbuild] {
+        if !tool.is_file() {
+            bail!("{} is missing: {HINT}", tool.display());
+        }
+    }
+    Ok(vec![
+        ("WASM_BINDGEN_BIN", wasm_bindgen),
+        ("WASM_OPT_BIN", npm.wasm_opt),
+        ("ESBUILD_BIN", npm.esbuild),
+    ])
+}
+
+/// `wrangler deploy --dry-run` on the root `wrangler.toml`, as a user deploys: wrangler runs the
+/// file's build command (worker-build with the entry module) and checks the configuration, the
+/// bindings, the Durable Object migrations and the bundle, without a Cloudflare account. A
+/// mistake in `wrangler.toml` fails here rather than in a user's first deploy.
+pub fn deploy_dry_run(root: &Path) -> Result<()> {
+    let env = worker_build_env(root)?;
+    let wrangler = NpmTools::locate(root).wrangler;
+    if !wrangler.is_file() {
+        bail!("{} is missing: {HINT}", wrangler.display());
+    }
+    let out = root.join("target/wrangler-dry-run");
+    let _ = fs::remove_dir_all(&out);
+    let mut cmd = Command::new(&wrangler);
+    cmd.args(["deploy", "--dry-run", "--outdir"])
+        .arg(&out)
+        .current_dir(root)
+        .envs(env)
+        .env("WRANGLER_SEND_METRICS", "false")
+        // No prompt, no browser login, no colour codes in CI logs.
+        .env("CI", "true")
+        .env("NO_COLOR", "1");
+    run(&mut cmd)?;
+    let bundled = out.join("index.js");
+    if !bundled.is_file() {
+        bail!(
+            "wrangler deploy --dry-run left no {}: the bundle was not written",
+            bundled.display()
+        );
+    }
+    eprintln!(
+        "xtask: wrangler deploy --dry-run: wrangler.toml and the bundle are valid ({})",
+        out.display()
+    );
     Ok(())
 }
 

@@ -3,12 +3,21 @@
 //! - `install`: installs whatever is missing to build and run the edge Worker.
 //! - `build-edge [--release]`: builds `edge/` with worker-build into `edge/build/`, using only
 //!   local tools.
+//! - `deploy-check`: `wrangler deploy --dry-run` on `wrangler.toml`, as a user deploys.
 //! - `test`: every check CI runs.
+//! - `fuzz [--seconds N] [TARGET...]`: a bounded fuzzing campaign (docs/fuzzing.md).
+//! - `origins`: the origin examples in other languages against the signature vectors.
+//! - `check-deb`: the control plane's Debian package, one of those checks.
 //! - `up`: the local stack, until Ctrl-C.
+//! - `schemathesis [sqlite|postgres]`: the API fuzzing step of `test` alone.
 
 mod check;
+mod deploy;
 mod edge;
+mod fuzz;
+mod origins;
 mod process;
+mod schemathesis;
 mod stack;
 mod tools;
 
@@ -23,10 +32,24 @@ Usage: cargo xtask <command>
 Commands:
   install                 install what is missing: the wasm32 target, worker-build, the
                           wasm-bindgen CLI, the npm tools (workerd, wasm-opt, esbuild), Chromium
-                          and chromedriver; fails if any cannot be installed
+                          and chromedriver, cargo-deb, Go, the nightly toolchain,
+                          cargo-fuzz and Schemathesis (a virtualenv in target/tools); fails if
+                          any cannot be installed
   build-edge [--release]  build the edge Worker into edge/build/ with local tools only
+  deploy-check            wrangler deploy --dry-run on wrangler.toml (runs its build command)
   test                    install, build the edge, then run every test, the wasm32 build of
-                          keygate-shared, rustfmt and clippy
+                          keygate-shared, the API fuzzing, rustfmt, clippy, the Debian package, the origin
+                          examples, the deploy check and the fuzzing campaign
+  fuzz [--seconds N] [TARGET...]
+                          run each fuzz target (all by default) for N seconds (default 24),
+                          corpus and crashes under target/fuzz/; fails on any crash
+  origins                 run the Node.js, Python and Go origin examples' tests against
+                          shared/testdata/origin_signature.json
+  check-deb               build the control plane's Debian package, unpack it and start its
+                          service command until /healthz answers (a step of `test`)
+  schemathesis [sqlite|postgres]
+                          fuzz the control plane's API from its OpenAPI document with
+                          Schemathesis, on both backends unless one is named
   up                      run the local stack until Ctrl-C
 ";
 
@@ -53,7 +76,8 @@ fn run() -> Result<()> {
     match cmd {
         "install" => {
             no_args(cmd, rest)?;
-            tools::install(&root, tools::Browser::Required)
+            tools::install(&root, tools::Purpose::Tests)?;
+            schemathesis::install(&root)
         }
         "build-edge" => {
             let release = match rest {
@@ -63,9 +87,38 @@ fn run() -> Result<()> {
             };
             edge::build(&root, release)
         }
+        "deploy-check" => {
+            no_args(cmd, rest)?;
+            edge::deploy_dry_run(&root)
+        }
         "test" => {
             no_args(cmd, rest)?;
             check::run(&root)
+        }
+        "fuzz" => {
+            let (seconds, targets) = fuzz::parse_args(rest)?;
+            fuzz::campaign(&root, seconds, &targets)
+        }
+        "origins" => {
+            no_args(cmd, rest)?;
+            origins::run_all(&root)
+        }
+        "check-deb" => {
+            no_args(cmd, rest)?;
+            deploy::check(&root)
+        }
+        "schemathesis" => {
+            let backends: &[schemathesis::Backend] = match rest {
+                [] => &[
+                    schemathesis::Backend::Sqlite,
+                    schemathesis::Backend::Postgres,
+                ],
+                [b] if b == "sqlite" => &[schemathesis::Backend::Sqlite],
+                [b] if b == "postgres" => &[schemathesis::Backend::Postgres],
+                _ => bail!("usage: cargo xtask schemathesis [sqlite|postgres]"),
+            };
+            schemathesis::install(&root)?;
+            schemathesis::run_all(&root, backends, &check::postgres_url()?)
         }
         "up" => {
             no_args(cmd, rest)?;

@@ -15,7 +15,7 @@ use crate::{edge, tools};
 
 /// Runs the stack until interrupted.
 pub fn up(root: &Path) -> Result<()> {
-    tools::install(root, tools::Browser::NotNeeded)?;
+    tools::install(root, tools::Purpose::Stack)?;
     edge::build(root, true)?;
     let status = cargo()
         .current_dir(root)

@@ -9,7 +9,16 @@
 //! - `workerd`, `wasm-opt` (binaryen) and `esbuild` from `package-lock.json`, with `npm ci`;
 //! - Chromium and chromedriver from apt (`chromium`, `chromium-driver`), for the browser tests,
 //!   when `/usr/bin/chromium` or `/usr/bin/chromedriver` is missing. Failing that, the install
-//!   fails and names what is missing: the browser tests cannot run without them.
+//!   fails and names what is missing: the browser tests cannot run without them;
+//! - `cargo-deb` at [`crate::deploy::CARGO_DEB_VERSION`] (with `--locked`), which builds the
+//!   control plane's Debian package; like the browser, not for `up`.
+//! - Go from apt (`golang-go`) when `go` is missing, for the Go origin example
+//!   (`cargo xtask origins`); Node.js and Python 3 are already needed by the rest;
+//! - for the fuzzing campaign (`cargo xtask fuzz`): the nightly toolchain (cargo-fuzz needs
+//!   `-Z` flags) and `cargo-fuzz` at [`CARGO_FUZZ_VERSION`], `--locked`.
+//!
+//! `cargo xtask install` and `cargo xtask test` also install Schemathesis (see
+//! [`crate::schemathesis::install`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -26,23 +35,32 @@ pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// Where the browser tests look for chromedriver.
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-/// Whether to install the browser the console's tests drive.
+/// The cargo-fuzz release `cargo xtask fuzz` is run with.
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// What the tools are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Browser {
-    /// Install Chromium and chromedriver, or fail.
-    Required,
-    /// Leave them out (the local stack does not use them).
-    NotNeeded,
+pub enum Purpose {
+    /// Every check: also Chromium and chromedriver (the console's tests drive them), the
+    /// nightly toolchain and cargo-fuzz; fail if any cannot be installed.
+    Tests,
+    /// The local stack: the edge's build tools only.
+    Stack,
 }
 
 /// Installs what is missing.
-pub fn install(root: &Path, browser: Browser) -> Result<()> {
+pub fn install(root: &Path, purpose: Purpose) -> Result<()> {
     wasm_target(root)?;
     worker_build(root)?;
     wasm_bindgen(root)?;
     npm_tools(root)?;
-    if browser == Browser::Required {
+    if purpose == Purpose::Tests {
         chromium()?;
+        // Like the browser, only the tests (and packagers) need it; `up` does not.
+        crate::deploy::install_cargo_deb()?;
+        go()?;
+        nightly(root)?;
+        cargo_fuzz()?;
     }
     eprintln!("xtask: every tool is installed");
     Ok(())
@@ -119,6 +137,34 @@ fn wasm_bindgen(root: &Path) -> Result<()> {
     run(cargo().args(["install", "wasm-bindgen-cli", "--version", &want]))
 }
 
+/// The nightly toolchain, for cargo-fuzz; whichever nightly is installed will do.
+fn nightly(root: &Path) -> Result<()> {
+    let toolchain = crate::fuzz::TOOLCHAIN;
+    let have = stdout_of(
+        Command::new("rustup")
+            .args(["run", toolchain, "rustc", "--version"])
+            .current_dir(root),
+    );
+    if have.is_some() {
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["toolchain", "install", toolchain, "--profile", "minimal"]))
+        .with_context(|| format!("cannot install the {toolchain} toolchain for the fuzz targets"))
+}
+
+fn cargo_fuzz() -> Result<()> {
+    if installed_version("cargo-fuzz", "cargo-fuzz").as_deref() == Some(CARGO_FUZZ_VERSION) {
+        return Ok(());
+    }
+    run(cargo().args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]))
+}
+
 /// The npm tools `build-edge` and the runtime use.
 #[derive(Debug, Clone)]
 pub struct NpmTools {
@@ -128,6 +174,8 @@ pub struct NpmTools {
     pub wasm_opt: PathBuf,
     /// `esbuild`.
     pub esbuild: PathBuf,
+    /// `wrangler`, pinned to the last release that runs on Node 20.
+    pub wrangler: PathBuf,
 }
 
 impl NpmTools {
@@ -138,11 +186,12 @@ impl NpmTools {
             workerd: bin.join("workerd"),
             wasm_opt: bin.join("wasm-opt"),
             esbuild: bin.join("esbuild"),
+            wrangler: bin.join("wrangler"),
         }
     }
 
     fn all_present(&self) -> bool {
-        [&self.workerd, &self.wasm_opt, &self.esbuild]
+        [&self.workerd, &self.wasm_opt, &self.esbuild, &self.wrangler]
             .iter()
             .all(|p| p.is_file())
     }
@@ -215,19 +264,7 @@ fn chromium() -> Result<()> {
                  {CHROMEDRIVER} exist; the console's browser tests need them"
             );
         }
-        let root_user = stdout_of(Command::new("id").arg("-u")).as_deref() == Some("0");
-        let apt = |args: &[&str]| -> Result<()> {
-            let mut cmd = if root_user {
-                Command::new("apt-get")
-            } else {
-                let mut c = Command::new("sudo");
-                c.arg("apt-get");
-                c
-            };
-            run(cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive"))
-        };
-        apt(&["update"])
-            .and_then(|()| apt(&["install", "-y", "chromium", "chromium-driver"]))
+        apt_install(&["chromium", "chromium-driver"])
             .with_context(|| format!("cannot install {what} for the browser tests"))?;
         let still = missing_files(&[CHROMIUM, CHROMEDRIVER]);
         if !still.is_empty() {
@@ -242,6 +279,41 @@ fn chromium() -> Result<()> {
     let driver = browser_version(CHROMEDRIVER)?;
     if major(&chromium) != major(&driver) {
         bail!("{CHROMIUM} is {chromium:?} but {CHROMEDRIVER} is {driver:?}: their major versions must match (reinstall chromium and chromium-driver together)");
+    }
+    Ok(())
+}
+
+/// `apt-get update` and `apt-get install -y` of `packages`, through sudo unless root.
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let root_user = stdout_of(Command::new("id").arg("-u")).as_deref() == Some("0");
+    let apt = |args: &[&str]| -> Result<()> {
+        let mut cmd = if root_user {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        run(cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    apt(&["update"]).and_then(|()| apt(&[&["install", "-y"][..], packages].concat()))
+}
+
+/// Go, for the Go origin example; any Go from 1.19 on builds it (its `go.mod`).
+fn go() -> Result<()> {
+    if find_tool("go").is_some() {
+        return Ok(());
+    }
+    eprintln!("xtask: go missing: installing golang-go");
+    if find_tool("apt-get").is_none() {
+        bail!(
+            "go is missing and apt-get is not available: install Go 1.19 or later (Debian \
+             package golang-go); the Go origin example (cargo xtask origins) needs it"
+        );
+    }
+    apt_install(&["golang-go"]).context("cannot install golang-go for the Go origin example")?;
+    if find_tool("go").is_none() {
+        bail!("go still missing after installing golang-go");
     }
     Ok(())
 }

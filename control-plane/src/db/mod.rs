@@ -130,8 +130,13 @@ impl r2d2::ManageConnection for Manager {
         conn.batch_execute("SELECT 1")
             .map_err(|e| ConnectionError::BadConnection(e.to_string()))
     }
-    fn has_broken(&self, _conn: &mut DbConn) -> bool {
-        false
+    fn has_broken(&self, conn: &mut DbConn) -> bool {
+        // A connection given back mid-transaction (its rollback failed, typically because the
+        // server went away) must not serve the next request: drop it.
+        match conn {
+            DbConn::Postgresql(c) => AnsiTransactionManager::is_broken_transaction_manager(c),
+            DbConn::Sqlite(c) => AnsiTransactionManager::is_broken_transaction_manager(c),
+        }
     }
 }
 
@@ -161,11 +166,16 @@ pub fn connect(target: &DbTarget, max_size: Option<u32>) -> anyhow::Result<Pool>
         DbTarget::Postgres(_) => None,
         DbTarget::Sqlite(_) => Some(1),
     };
+    // A PostgreSQL connection can die while idle in the pool (server restart, failover,
+    // `pg_terminate_backend`, a proxy dropping it): checking it out with `SELECT 1` (one local
+    // round trip) replaces it at once, where an unchecked pool would hand each dead connection
+    // to one more request before noticing. A SQLite file does not go away.
+    let test_on_check_out = matches!(target, DbTarget::Postgres(_));
     let pool = r2d2::Pool::builder()
         .max_size(max_size)
         .min_idle(min_idle)
         .connection_timeout(Duration::from_secs(10))
-        .test_on_check_out(false)
+        .test_on_check_out(test_on_check_out)
         .build(Manager(target.clone()))
         .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", target.describe()))?;
     Ok(pool)

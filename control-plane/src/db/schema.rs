@@ -193,6 +193,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    job_runs (name) {
+        name -> Text,
+        next_run_at -> BigInt,
+        last_run_at -> BigInt,
+    }
+}
+
+diesel::table! {
     revoked_sessions (token_hash) {
         token_hash -> Text,
         admin_id -> Text,

@@ -17,7 +17,7 @@ use crate::ids::new_id;
 
 /// Shortest accepted password.
 pub const MIN_PASSWORD_CHARS: usize = 12;
-const MAX_PASSWORD_BYTES: usize = 1024;
+const MAX_PASSWORD_CHARS: usize = 1024;
 
 /// Body of `POST /v1/auth/login`.
 #[derive(Deserialize, ToSchema)]
@@ -61,11 +61,13 @@ impl std::fmt::Debug for Session {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAdmin {
-    /// Email, unique.
+    /// Email, unique: `local@domain`, at most 254 bytes, no spaces.
+    #[schema(min_length = 3)]
     pub email: String,
     /// Role.
     pub role: Role,
-    /// At least 12 characters.
+    /// 12 to 1024 characters.
+    #[schema(min_length = 12, max_length = 1024)]
     pub password: String,
 }
 
@@ -104,7 +106,9 @@ pub struct AdminList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
-    /// What the token is for.
+    /// What the token is for: not blank, at most 200 characters once trimmed, no control
+    /// characters.
+    #[schema(min_length = 1)]
     pub name: String,
     /// Role.
     pub role: Role,
@@ -195,7 +199,7 @@ pub fn check_email(email: &str) -> Result<String, ApiError> {
 pub fn password_error(field: &str) -> ApiError {
     ApiError::validation(
         field,
-        format!("must be at least {MIN_PASSWORD_CHARS} characters and at most {MAX_PASSWORD_BYTES} bytes"),
+        format!("must be at least {MIN_PASSWORD_CHARS} characters and at most {MAX_PASSWORD_CHARS} characters"),
     )
 }
 
@@ -207,7 +211,7 @@ pub fn check_password(password: &str) -> Result<(), ApiError> {
             format!("must be at least {MIN_PASSWORD_CHARS} characters"),
         ));
     }
-    if password.len() > MAX_PASSWORD_BYTES {
+    if password.chars().count() > MAX_PASSWORD_CHARS {
         return Err(ApiError::validation("password", "is too long"));
     }
     Ok(())
@@ -300,7 +304,8 @@ pub fn create_admin_hashed(
 pub struct ChangePassword {
     /// The admin's password now.
     pub current_password: String,
-    /// The new password, at least 12 characters.
+    /// The new password, 12 to 1024 characters.
+    #[schema(min_length = 12, max_length = 1024)]
     pub new_password: String,
 }
 
@@ -637,9 +642,14 @@ pub fn ensure_bootstrap_token(conn: &mut DbConn, now: i64, token: &str) -> Resul
             created_at: now,
             last_used_at: None,
         };
-        diesel::insert_into(admin_tokens::table)
+        // Replicas starting together may both get here: the token's hash is unique, and the
+        // one that does not insert it has nothing to do (rather than failing its start).
+        let insert = diesel::insert_into(admin_tokens::table)
             .values(&row)
-            .execute(conn)?;
+            .on_conflict_do_nothing();
+        if crate::with_backend!(conn, |c| insert.execute(c))? == 0 {
+            return Ok(());
+        }
         audit::record(
             conn,
             now,

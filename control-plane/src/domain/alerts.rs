@@ -454,18 +454,20 @@ pub struct AlertPage {
 #[serde(deny_unknown_fields)]
 pub struct AlertQuery {
     /// `open` or `acknowledged`; default both.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<AlertStatus>)]
     pub status: Option<AlertStatus>,
     /// Only this project's alerts.
     pub project_id: Option<String>,
     /// Only this key's alerts.
     pub key_id: Option<String>,
     /// Only this rule's alerts.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<Rule>)]
     pub rule: Option<Rule>,
     /// 1 to 200; default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = "^(alr_[0-9A-Za-z]{26})?$")]
     pub cursor: Option<String>,
 }
 

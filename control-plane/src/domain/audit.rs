@@ -76,8 +76,10 @@ pub struct AuditQuery {
     /// Only entries by this actor (`adm_...`, `tok_...`, `rule:<rule>`, `system`).
     pub actor: Option<String>,
     /// 1 to 200; default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = "^(aud_[0-9A-Za-z]{26})?$")]
     pub cursor: Option<String>,
 }
 

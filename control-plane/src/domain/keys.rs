@@ -38,8 +38,8 @@ fn default_environment() -> Environment {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeySpec {
-    /// Display name.
-    #[schema(example = "Checkout web app")]
+    /// Display name: not blank, at most 200 characters once trimmed, no control characters.
+    #[schema(example = "Checkout web app", min_length = 1)]
     pub name: String,
     /// `secret` (the default) or `publishable`.
     #[serde(default = "default_kind")]
@@ -49,13 +49,17 @@ pub struct KeySpec {
     #[serde(default = "default_environment")]
     #[schema(value_type = crate::schemas::EnvironmentSchema, default = "live")]
     pub environment: Environment,
-    /// Granted scopes.
+    /// Granted scopes, at most 100.
     #[serde(default)]
-    #[schema(value_type = Vec<String>, example = json!(["orders:read"]))]
+    #[schema(
+        value_type = Vec<crate::schemas::ScopeSchema>,
+        example = json!(["orders:read"]),
+        max_items = 100
+    )]
     pub scopes: Vec<Scope>,
-    /// Referrer and IP restrictions.
+    /// Referrer and IP restrictions. Not nullable: leave it out for none.
     #[serde(default)]
-    #[schema(value_type = Option<crate::schemas::RestrictionsSchema>)]
+    #[schema(value_type = crate::schemas::RestrictionsSchema)]
     pub restrictions: Restrictions,
     /// Rate limit.
     #[schema(value_type = Option<crate::schemas::RateLimitSchema>)]
@@ -77,10 +81,11 @@ pub struct KeySpec {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
-    /// Display name.
+    /// Display name: not blank, at most 200 characters once trimmed, no control characters.
+    #[schema(min_length = 1)]
     pub name: Option<String>,
-    /// Replaces the scopes.
-    #[schema(value_type = Option<Vec<String>>)]
+    /// Replaces the scopes (at most 100).
+    #[schema(value_type = Option<Vec<crate::schemas::ScopeSchema>>, max_items = 100)]
     pub scopes: Option<Vec<Scope>>,
     /// Replaces the restrictions.
     #[schema(value_type = Option<crate::schemas::RestrictionsSchema>)]
@@ -101,11 +106,12 @@ pub struct UpdateKey {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Option<Metadata>>,
-    /// Refused: fixed at creation.
-    #[schema(value_type = Option<String>)]
+    /// Refused: fixed at creation. Not in the document: with no properties beyond the listed
+    /// ones allowed, it says what the server does (422).
+    #[schema(ignore)]
     pub kind: Option<serde_json::Value>,
-    /// Refused: fixed at creation.
-    #[schema(value_type = Option<String>)]
+    /// Refused: fixed at creation (see `kind`).
+    #[schema(ignore)]
     pub environment: Option<serde_json::Value>,
 }
 
@@ -265,8 +271,10 @@ pub struct KeyListQuery {
     #[param(value_type = Option<crate::schemas::EnvironmentSchema>)]
     pub environment: Option<Environment>,
     /// 1 to 200; default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = "^(key_[0-9A-Za-z]{26})?$")]
     pub cursor: Option<String>,
 }
 

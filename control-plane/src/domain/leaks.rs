@@ -24,9 +24,11 @@ const MAX_URL_CHARS: usize = 2000;
 #[serde(deny_unknown_fields)]
 pub struct LeakReport {
     /// The leaked keys, in full (1 to 100).
-    #[schema(max_items = 100)]
+    #[schema(min_items = 1, max_items = 100)]
     pub keys: Vec<String>,
-    /// Who found them, e.g. `github-secret-scanning` (1 to 100 characters).
+    /// Who found them, e.g. `github-secret-scanning` (1 to 100 characters once trimmed, no
+    /// control characters).
+    #[schema(min_length = 1)]
     pub source: String,
     /// Where they were found (http or https URL, at most 2000 characters).
     pub url: Option<String>,

@@ -30,6 +30,7 @@ pub const MAX_PAGE: i64 = 200;
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// 1 to 200; default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,

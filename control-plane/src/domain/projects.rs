@@ -19,23 +19,24 @@ pub const MAX_ROUTES: usize = 500;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProject {
-    /// Display name.
-    #[schema(example = "Acme shop")]
+    /// Display name: not blank, at most 200 characters once trimmed, no control characters.
+    #[schema(example = "Acme shop", min_length = 1)]
     pub name: String,
     /// 2 to 12 characters of `[a-z0-9]`, starting with a letter; never changes.
-    #[schema(example = "acme")]
+    #[schema(example = "acme", pattern = "^[a-z][a-z0-9]{1,11}$")]
     pub key_prefix: String,
-    /// Route to scope mapping.
+    /// Route to scope mapping, at most 500 routes.
     #[serde(default)]
-    #[schema(value_type = Vec<crate::schemas::RouteSchema>)]
+    #[schema(value_type = Vec<crate::schemas::RouteSchema>, max_items = 500)]
     pub routes: Vec<Route>,
-    /// `allow` (default) or `deny`.
+    /// `allow` (default) or `deny`. Not nullable: leave it out for the default.
     #[serde(default)]
-    #[schema(value_type = Option<crate::schemas::DefaultRoutePolicySchema>)]
+    #[schema(value_type = crate::schemas::DefaultRoutePolicySchema)]
     pub default_route_policy: DefaultRoutePolicy,
-    /// `exact` (default) or `case_insensitive`: how routes compare with request paths.
+    /// `exact` (default) or `case_insensitive`: how routes compare with request paths. Not
+    /// nullable: leave it out for the default.
     #[serde(default)]
-    #[schema(value_type = Option<crate::schemas::RouteMatchingSchema>)]
+    #[schema(value_type = crate::schemas::RouteMatchingSchema)]
     pub route_matching: RouteMatching,
 }
 
@@ -43,10 +44,11 @@ pub struct CreateProject {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProject {
-    /// Display name.
+    /// Display name: not blank, at most 200 characters once trimmed, no control characters.
+    #[schema(min_length = 1)]
     pub name: Option<String>,
-    /// Replaces the routes.
-    #[schema(value_type = Option<Vec<crate::schemas::RouteSchema>>)]
+    /// Replaces the routes (at most 500).
+    #[schema(value_type = Option<Vec<crate::schemas::RouteSchema>>, max_items = 500)]
     pub routes: Option<Vec<Route>>,
     /// `allow` or `deny`.
     #[schema(value_type = Option<crate::schemas::DefaultRoutePolicySchema>)]
@@ -54,8 +56,9 @@ pub struct UpdateProject {
     /// `exact` or `case_insensitive`.
     #[schema(value_type = Option<crate::schemas::RouteMatchingSchema>)]
     pub route_matching: Option<RouteMatching>,
-    /// Refused: a prefix never changes.
-    #[schema(value_type = Option<String>)]
+    /// Refused: a prefix never changes. Not in the document: with no properties beyond the
+    /// listed ones allowed, it says what the server does (422).
+    #[schema(ignore)]
     pub key_prefix: Option<serde_json::Value>,
 }
 

@@ -37,7 +37,8 @@ const DAY_MS: i64 = 86_400_000;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageItem {
-    /// `key_...`.
+    /// `key_...` (1 to 64 characters).
+    #[schema(min_length = 1, max_length = 64)]
     pub key_id: String,
     /// RFC 3339; truncated to the minute.
     #[serde(with = "crate::timefmt::rfc3339")]
@@ -46,8 +47,8 @@ pub struct UsageItem {
     /// Verdict code.
     #[schema(value_type = crate::schemas::VerifyCodeSchema)]
     pub code: Code,
-    /// Positive.
-    #[schema(minimum = 1)]
+    /// 1 to 4294967295.
+    #[schema(minimum = 1, maximum = 4294967295_u32, format = Int64)]
     pub count: u32,
 }
 
@@ -87,7 +88,8 @@ impl SightingKind {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SightingReport {
-    /// `key_...`.
+    /// `key_...` (1 to 64 characters).
+    #[schema(min_length = 1, max_length = 64)]
     pub key_id: String,
     /// `ip` or `referrer`.
     pub kind: SightingKind,
@@ -101,8 +103,8 @@ pub struct SightingReport {
     #[serde(with = "crate::timefmt::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub last_seen: i64,
-    /// Requests; positive.
-    #[schema(minimum = 1)]
+    /// Requests: 1 to 4294967295.
+    #[schema(minimum = 1, maximum = 4294967295_u32, format = Int64)]
     pub count: u32,
 }
 
@@ -232,6 +234,7 @@ pub struct SightingsQuery {
     #[param(value_type = Option<SightingKind>)]
     pub kind: Option<SightingKind>,
     /// 1 to 1000; default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -288,7 +291,7 @@ pub struct Pruned {
 }
 
 fn check_key_id(field: String, key_id: &str) -> Result<(), ApiError> {
-    if key_id.is_empty() || key_id.len() > 64 {
+    if key_id.is_empty() || key_id.chars().count() > 64 {
         return Err(ApiError::validation(field, "must be a key id"));
     }
     Ok(())

@@ -166,7 +166,11 @@ pub struct CreateWebhook {
     pub url: String,
     /// Event types to receive (at least one, no duplicates): `key.created`, `key.rotated`,
     /// `key.revoked`, `key.expiring`, `alert.raised`.
-    #[schema(example = json!(["key.revoked", "key.expiring"]))]
+    #[schema(
+        value_type = Vec<crate::schemas::WebhookEventSchema>,
+        example = json!(["key.revoked", "key.expiring"]),
+        min_items = 1
+    )]
     pub events: Vec<String>,
     /// Free text, at most 500 characters.
     pub description: Option<String>,
@@ -183,7 +187,8 @@ pub struct CreateWebhook {
 pub struct UpdateWebhook {
     /// New URL.
     pub url: Option<String>,
-    /// Replaces the event types.
+    /// Replaces the event types (at least one, no duplicates).
+    #[schema(value_type = Option<Vec<crate::schemas::WebhookEventSchema>>, min_items = 1)]
     pub events: Option<Vec<String>>,
     /// New description.
     pub description: Option<String>,
@@ -313,8 +318,10 @@ pub struct DeliveryQuery {
     #[param(value_type = Option<DeliveryStatus>)]
     pub status: Option<DeliveryStatus>,
     /// 1 to 200; default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = "^(dlv_[0-9A-Za-z]{26})?$")]
     pub cursor: Option<String>,
 }
 

@@ -115,8 +115,10 @@ pub async fn shard(
         .filter(|_| hex.len() == 64)
         .ok_or_else(|| ApiError::ShardNotFound(hex.clone()))?;
     let mut bytes = state.snapshots.shard(&digest);
-    if bytes.is_none() && !state.snapshots.has_current() {
-        // After a restart nothing is cached yet: build the current snapshot first.
+    if bytes.is_none() {
+        // Nothing cached yet after a restart, or the manifest came from another replica that
+        // saw a newer version first: bring this process up to the current version (a version
+        // read, and a build only if it changed) and look again.
         let st = state.clone();
         let now = state.clock.now_ms();
         blocking(move || {

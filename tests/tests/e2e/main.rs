@@ -9,4 +9,5 @@ mod differential;
 mod edge_runtime;
 mod gate;
 mod pipeline;
+mod replicas;
 mod snapshot_trust;

@@ -1,0 +1,3 @@
+module example.com/keygate
+
+go 1.19
