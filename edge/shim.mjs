@@ -67,11 +67,23 @@ async function forward(request, plan) {
     upstream = await fetch(target, { method, headers, body, redirect: "manual" });
   } catch (e) {
     console.error(`keygate-edge: origin unreachable: ${e}`);
-    return imports.keygate_origin_unreachable();
+    // The plan's CORS headers too, so a browser app can read why.
+    return withHeaders(imports.keygate_origin_unreachable(), extra);
   }
-  if (extra === undefined) return upstream;
-  const answer = new Response(upstream.body, upstream);
-  for (const [name, value] of extra) answer.headers.set(name, value);
+  return withHeaders(upstream, extra);
+}
+
+// Headers whose values add to what the origin sent rather than replace it.
+const LISTS = new Set(["vary", "access-control-expose-headers"]);
+
+// `response` with the plan's response headers, if any.
+function withHeaders(response, extra) {
+  if (extra === undefined) return response;
+  const answer = new Response(response.body, response);
+  for (const [name, value] of extra) {
+    if (LISTS.has(name.toLowerCase())) answer.headers.append(name, value);
+    else answer.headers.set(name, value);
+  }
   return answer;
 }
 

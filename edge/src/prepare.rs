@@ -119,8 +119,15 @@ fn host_of<'a>(incoming: &Incoming<'a>) -> Option<Cow<'a, str>> {
 pub fn prepare<'a>(incoming: &Incoming<'a>, cfg: &EdgeConfig) -> Step<'a> {
     // A URL the runtime could not give in a parseable form (two `Host` headers, say) is the
     // client's fault, not an internal error.
+    // Readable by any origin, as `missing_key` is: no key has been looked at.
+    let readable = |mut answer: Answer| {
+        if let Some(o) = incoming.origin.filter(|o| !o.is_empty()) {
+            answer.headers.extend(respond::cors_headers(o));
+        }
+        Step::Answer(answer)
+    };
     let Some((raw_path, query)) = path_and_query(incoming.url) else {
-        return Step::Answer(respond::problem(
+        return readable(respond::problem(
             400,
             "invalid_url",
             "Invalid URL",
@@ -131,7 +138,7 @@ pub fn prepare<'a>(incoming: &Incoming<'a>, cfg: &EdgeConfig) -> Step<'a> {
         Ok(Cow::Borrowed(_)) => raw_path,
         Ok(Cow::Owned(p)) => Cow::Owned(p),
         Err(e) => {
-            return Step::Answer(respond::problem(
+            return readable(respond::problem(
                 400,
                 "invalid_path",
                 "Invalid path",
@@ -416,6 +423,19 @@ mod tests {
         let a = answer(prepare(&bad, &c));
         assert_eq!(a.status, 400, "{}", a.body);
         assert!(a.body.contains("invalid_path"), "{}", a.body);
+        // A browser app can read why, from any origin, as for a missing key.
+        let from_app = Incoming {
+            origin: Some("https://app.example"),
+            ..bad
+        };
+        let a = answer(prepare(&from_app, &c));
+        assert!(
+            a.headers
+                .iter()
+                .any(|(n, v)| *n == "Access-Control-Allow-Origin" && v == "https://app.example"),
+            "{:?}",
+            a.headers
+        );
         let pre = Incoming {
             method: "OPTIONS",
             origin: Some("https://app.example"),

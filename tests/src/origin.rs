@@ -85,7 +85,10 @@ impl Origin {
                 "project_id": req.header("keygate-project-id"),
                 "environment": req.header("keygate-environment"),
             });
-            StubResponse::json(200, body.to_string()).with_header("X-Demo-Origin", "1")
+            // `Vary` as origins that compress send it: the edge adds to it, never replaces it.
+            StubResponse::json(200, body.to_string())
+                .with_header("X-Demo-Origin", "1")
+                .with_header("Vary", "Accept-Encoding")
         })?;
         Ok(Origin { server, secret })
     }

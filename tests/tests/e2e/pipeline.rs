@@ -310,6 +310,12 @@ fn edge_enforces_every_check_and_forwards_signed_requests() {
         r.header("Access-Control-Allow-Origin"),
         Some("https://shop.example.com")
     );
+    // The origin's own `Vary` is kept, with `Origin` added to it.
+    let vary = r.header("Vary").unwrap_or_default().to_ascii_lowercase();
+    assert!(
+        vary.contains("accept-encoding") && vary.contains("origin"),
+        "Vary: {vary}"
+    );
     let r = get(
         &[
             ("Authorization", &bearer(&browser)),

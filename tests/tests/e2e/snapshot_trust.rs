@@ -499,3 +499,52 @@ fn the_kv_copy_is_reconfirmed_once_half_the_staleness_bound_has_passed() {
     assert_eq!(beat["writes"], 1, "{beat}");
     assert_eq!(beat["shards_copied"], 0, "{beat}");
 }
+
+#[test]
+fn an_unreachable_origin_is_a_502_a_browser_app_can_read() {
+    let signer = SnapshotSigner::from_seed(&[23u8; 32]);
+    let key = fixed_key("dead", "Deadorigin000000000000000000000a");
+    let record = KeyRecord {
+        referrers: vec![
+            keygate_shared::ReferrerPattern::decode("https://app.example").expect("pattern"),
+        ],
+        ..plain_record(&key, "key_dead", "prj_trust")
+    };
+    let snapshot = SignedSnapshot::sign(&signer, 1, "prj_trust", vec![record], now_ms());
+    let current = Arc::new(Mutex::new(Published {
+        snapshot,
+        etag: "\"1\"".to_owned(),
+    }));
+    let cp = control_plane(&current, |_| {});
+    let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).expect("origin");
+    let state = tempfile::tempdir().expect("temp");
+    let edge = edge_config(state.path(), &cp, &origin, &signer, "60")
+        .var("ORIGIN_URL", "http://127.0.0.1:9")
+        .start()
+        .expect("workerd");
+    let auth = format!("Bearer {}", key.expose());
+    let r = edge
+        .get(
+            "/x",
+            &[("Authorization", &auth), ("Origin", "https://app.example")],
+        )
+        .expect("edge");
+    assert_eq!(r.status, 502, "{}\n{}", r.text(), edge.logs());
+    let body: Value = serde_json::from_slice(&r.body).expect("problem");
+    assert_eq!(body["code"], "origin_unreachable");
+    assert_eq!(body["type"], "urn:keygate:problem:origin_unreachable");
+    assert_eq!(
+        r.header("Access-Control-Allow-Origin"),
+        Some("https://app.example"),
+        "the app must be able to read why"
+    );
+    // From an origin the key does not allow, nothing to read.
+    let r = edge
+        .get(
+            "/x",
+            &[("Authorization", &auth), ("Origin", "https://evil.example")],
+        )
+        .expect("edge");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.header("Access-Control-Allow-Origin"), None);
+}
