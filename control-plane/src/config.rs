@@ -22,38 +22,7 @@ pub const DEFAULT_SIGHTING_RETENTION_DAYS: i64 = 90;
 /// Shortest accepted `KEYGATE_BOOTSTRAP_TOKEN`.
 pub const MIN_BOOTSTRAP_TOKEN_LEN: usize = 32;
 
-/// Webhook delivery settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookSettings {
-    /// Delay after the first failed attempt (`KEYGATE_WEBHOOK_RETRY_BASE_SECONDS`); it doubles
-    /// after each further failure.
-    pub retry_base_seconds: i64,
-    /// Longest delay between two attempts (`KEYGATE_WEBHOOK_RETRY_CAP_SECONDS`).
-    pub retry_cap_seconds: i64,
-    /// Attempts before a delivery is given up as failed (`KEYGATE_WEBHOOK_MAX_ATTEMPTS`).
-    pub max_attempts: i64,
-    /// Time allowed for one request, connect to response head
-    /// (`KEYGATE_WEBHOOK_TIMEOUT_SECONDS`).
-    pub timeout_seconds: i64,
-    /// How often the delivery worker looks for due deliveries.
-    pub poll_interval: std::time::Duration,
-    /// Whether endpoints may be on loopback, private, link-local or other non-public addresses
-    /// (`KEYGATE_WEBHOOK_ALLOW_PRIVATE=true`, for self-hosted receivers). Off by default.
-    pub allow_private_targets: bool,
-}
-
-impl Default for WebhookSettings {
-    fn default() -> Self {
-        WebhookSettings {
-            retry_base_seconds: 10,
-            retry_cap_seconds: 3600,
-            max_attempts: 12,
-            timeout_seconds: 10,
-            poll_interval: std::time::Duration::from_secs(1),
-            allow_private_targets: false,
-        }
-    }
-}
+pub use crate::domain::webhooks::WebhookSettings;
 
 /// Control plane configuration.
 #[derive(Clone)]

@@ -23,21 +23,9 @@ pub type Tick = fn(&AppState, i64) -> anyhow::Result<()>;
 /// Starts every job of the control plane.
 pub(crate) fn spawn_all(state: &web::Data<AppState>) -> Vec<JoinHandle<()>> {
     let jobs: Vec<(&'static str, Duration, Tick)> = vec![
-        (
-            "alerts.evaluate",
-            state.alert_interval,
-            crate::domain::alerts::tick,
-        ),
-        (
-            "usage.prune",
-            Duration::from_secs(600),
-            crate::domain::usage::prune_tick,
-        ),
-        (
-            "webhook-expiring",
-            Duration::from_secs(60),
-            crate::domain::webhooks::expiring_tick,
-        ),
+        ("alerts.evaluate", state.alert_interval, alerts_evaluate),
+        ("usage.prune", Duration::from_secs(600), usage_prune),
+        ("webhook-expiring", Duration::from_secs(60), key_expiring),
     ];
     let mut handles: Vec<JoinHandle<()>> = jobs
         .into_iter()
@@ -46,6 +34,42 @@ pub(crate) fn spawn_all(state: &web::Data<AppState>) -> Vec<JoinHandle<()>> {
     // Sends HTTP requests, so it is an async loop of its own rather than a blocking tick.
     handles.push(crate::delivery::spawn(state.clone()));
     handles
+}
+
+// The ticks: each a domain function with a pooled connection, so that the domain never names
+// the application's state.
+
+/// The `alerts.evaluate` job.
+pub fn alerts_evaluate(state: &AppState, now: i64) -> anyhow::Result<()> {
+    let mut conn = state.pool.get()?;
+    crate::domain::alerts::evaluate(&mut conn, now).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// The `usage.prune` job: [`crate::domain::usage::prune`] with the configured retention.
+pub fn usage_prune(state: &AppState, now: i64) -> anyhow::Result<()> {
+    let mut conn = state.pool.get()?;
+    let pruned = crate::domain::usage::prune(&mut conn, now, &state.usage_retention)?;
+    if pruned != crate::domain::usage::Pruned::default() {
+        tracing::info!(
+            minutes = pruned.minutes,
+            hours = pruned.hours,
+            days = pruned.days,
+            sightings = pruned.sightings,
+            "pruned usage past its retention"
+        );
+    }
+    Ok(())
+}
+/// The `key.expiring` job's tick.
+pub fn key_expiring(state: &AppState, now: i64) -> anyhow::Result<()> {
+    let mut conn = state.pool.get()?;
+    let queued = crate::domain::webhooks::queue_expiring(&mut conn, now)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if queued > 0 {
+        tracing::info!(queued, "queued key.expiring deliveries");
+    }
+    Ok(())
 }
 
 /// Claims the run of job `name` for the window of `interval_ms` that holds `now` (windows are

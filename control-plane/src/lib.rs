@@ -20,6 +20,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod console;
+pub mod credentials;
 pub mod db;
 pub mod delivery;
 pub mod domain;

@@ -6,8 +6,8 @@ use std::sync::Mutex;
 
 use keygate_shared::LimitState;
 
-use crate::auth::{JwtKeys, TokenCache};
 use crate::clock::Clock;
+use crate::credentials::{JwtKeys, TokenCache};
 use crate::db::Pool;
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotService;
@@ -50,4 +50,22 @@ pub struct AppState {
     pub password_hashing: tokio::sync::Semaphore,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<keygate_shared::IpNet>,
+}
+
+/// Runs `f` with a pooled connection and the current time on the blocking pool.
+pub(crate) async fn db<T, F>(
+    state: &actix_web::web::Data<crate::state::AppState>,
+    f: F,
+) -> Result<T, crate::error::ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut crate::db::DbConn, i64) -> Result<T, crate::error::ApiError> + Send + 'static,
+{
+    let st = state.clone();
+    let now = st.clock.now_ms();
+    crate::error::blocking(move || {
+        let mut conn = st.pool.get()?;
+        f(&mut conn, now)
+    })
+    .await
 }

@@ -12,7 +12,7 @@ use crate::domain::alerts::{
     self as domain, Acknowledge, AlertQuery, AlertRuleUpdate, AlertStatus, AlertView, Rule,
 };
 use crate::domain::projects;
-use crate::routes::db;
+use crate::state::db;
 use crate::state::AppState;
 
 #[derive(Debug, Default, serde::Deserialize)]

@@ -12,7 +12,7 @@ use super::{field, field_error, html_response, post_session, redirect, submit, u
 use crate::domain::keys::{self as domain, KeySpec, KeyView, RevokeKey, RotateKey, UpdateKey};
 use crate::domain::usage::{self as domain_usage, Granularity, SightingKind, SightingsQuery};
 use crate::error::ApiError;
-use crate::routes::db;
+use crate::state::db;
 use crate::state::AppState;
 
 /// Maps an API field path to the form field that shows its message.

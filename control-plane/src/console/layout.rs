@@ -2,7 +2,12 @@
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use super::session::{Session, CSRF_FIELD};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+use super::session::{ConsoleError, Session, CSRF_FIELD};
+use crate::error::ApiError;
 
 /// A whole page.
 pub fn page(title: &str, session: Option<&Session>, body: Markup) -> String {
@@ -220,4 +225,39 @@ pub fn notice(kind: &str, text: &str) -> Markup {
 /// Raw, already-escaped markup (the SVG chart).
 pub fn raw(s: String) -> Markup {
     PreEscaped(s)
+}
+
+// Here rather than beside `ConsoleError`, so that sessions do not depend on page layout.
+impl ResponseError for ConsoleError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ConsoleError::LoginRequired => StatusCode::SEE_OTHER,
+            ConsoleError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ConsoleError::NotFound(_) => StatusCode::NOT_FOUND,
+            ConsoleError::Api(e) => e.status(),
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ConsoleError::LoginRequired = self {
+            return HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, HeaderValue::from_static("/console/login")))
+                .finish();
+        }
+        let (title, detail) = match self {
+            ConsoleError::Forbidden(why) => ("Forbidden", (*why).to_owned()),
+            ConsoleError::NotFound(why) => ("Not found", why.clone()),
+            ConsoleError::Api(e) => {
+                if let ApiError::Internal(inner) = e {
+                    tracing::error!(error = format!("{inner:#}"), "console internal error");
+                }
+                ("Error", e.problem().detail)
+            }
+            ConsoleError::LoginRequired => ("Log in", String::new()),
+        };
+        let body = error_page(self.status_code().as_u16(), title, &detail);
+        HttpResponse::build(self.status_code())
+            .content_type("text/html; charset=utf-8")
+            .body(body)
+    }
 }

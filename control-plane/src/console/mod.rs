@@ -159,7 +159,7 @@ where
     F: FnOnce(&mut crate::db::DbConn, i64, I) -> Result<T, ApiError> + Send + 'static,
 {
     let input = crate::extract::parse_json::<I>(body.to_string().as_bytes())?;
-    crate::routes::db(state, move |c, now| f(c, now, input)).await
+    crate::state::db(state, move |c, now| f(c, now, input)).await
 }
 
 /// Splits a validation error into the form field it belongs to; other errors pass through.

@@ -11,7 +11,7 @@ use super::session::{self, ConsoleError, Session};
 use super::{field, field_error, html_response, post_session, redirect, submit, usage, Form};
 use crate::domain::keys::{self as key_domain, KeyListQuery, KeyView};
 use crate::domain::projects::{self as domain, CreateProject, ProjectView, UpdateProject};
-use crate::routes::db;
+use crate::state::db;
 use crate::state::AppState;
 
 fn project_field(f: &str) -> String {

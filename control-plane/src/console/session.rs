@@ -5,9 +5,8 @@
 //! Every POST form carries a CSRF token: HMAC-SHA256 keyed with the session token, which only
 //! the browser holding the cookie (and the server) can compute; a mismatch is a 403.
 
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest};
 use diesel::prelude::*;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -185,38 +184,4 @@ pub enum ConsoleError {
     /// An API error not handled by the page (shown with its detail, except internals).
     #[error(transparent)]
     Api(#[from] ApiError),
-}
-
-impl ResponseError for ConsoleError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            ConsoleError::LoginRequired => StatusCode::SEE_OTHER,
-            ConsoleError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ConsoleError::NotFound(_) => StatusCode::NOT_FOUND,
-            ConsoleError::Api(e) => e.status(),
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        if let ConsoleError::LoginRequired = self {
-            return HttpResponse::SeeOther()
-                .insert_header((header::LOCATION, HeaderValue::from_static("/console/login")))
-                .finish();
-        }
-        let (title, detail) = match self {
-            ConsoleError::Forbidden(why) => ("Forbidden", (*why).to_owned()),
-            ConsoleError::NotFound(why) => ("Not found", why.clone()),
-            ConsoleError::Api(e) => {
-                if let ApiError::Internal(inner) = e {
-                    tracing::error!(error = format!("{inner:#}"), "console internal error");
-                }
-                ("Error", e.problem().detail)
-            }
-            ConsoleError::LoginRequired => ("Log in", String::new()),
-        };
-        let body = super::layout::error_page(self.status_code().as_u16(), title, &detail);
-        HttpResponse::build(self.status_code())
-            .content_type("text/html; charset=utf-8")
-            .body(body)
-    }
 }

@@ -9,7 +9,7 @@ use maud::{html, Markup};
 use super::layout;
 use super::session::ConsoleError;
 use crate::domain::usage::{self, Granularity, Scope, UsageQuery};
-use crate::routes::db;
+use crate::state::db;
 use crate::state::AppState;
 
 /// Whose usage a chart shows.

@@ -18,7 +18,7 @@ use crate::domain::webhooks::{
     UpdateWebhook, WebhookView, DEFAULT_EXPIRING_DAYS,
 };
 use crate::error::ApiError;
-use crate::routes::db;
+use crate::state::db;
 use crate::state::AppState;
 
 /// A form whose fields may repeat (the event checkboxes).

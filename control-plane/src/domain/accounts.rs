@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{audit, check_name, is_unique_violation};
-use crate::auth::{generate_token, hash_token, JwtKeys, Role};
+use crate::credentials::{generate_token, hash_token, JwtKeys, Role};
 use crate::db::models::{AdminRow, TokenRow};
 use crate::db::schema::{admin_tokens, admins, revoked_sessions};
 use crate::db::{write_tx, DbConn};

@@ -1112,13 +1112,6 @@ pub fn evaluate(conn: &mut DbConn, now: i64) -> Result<EvaluationReport, ApiErro
     Ok(report)
 }
 
-/// The `alerts.evaluate` job.
-pub fn tick(state: &crate::state::AppState, now: i64) -> anyhow::Result<()> {
-    let mut conn = state.pool.get()?;
-    evaluate(&mut conn, now).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

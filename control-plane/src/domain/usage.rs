@@ -666,19 +666,3 @@ pub fn prune(conn: &mut DbConn, now: i64, r: &Retention) -> Result<Pruned, ApiEr
         sightings,
     })
 }
-
-/// The `usage.prune` job: [`prune`] with the configured retention.
-pub fn prune_tick(state: &crate::state::AppState, now: i64) -> anyhow::Result<()> {
-    let mut conn = state.pool.get()?;
-    let pruned = prune(&mut conn, now, &state.usage_retention)?;
-    if pruned != Pruned::default() {
-        tracing::info!(
-            minutes = pruned.minutes,
-            hours = pruned.hours,
-            days = pruned.days,
-            sightings = pruned.sightings,
-            "pruned usage past its retention"
-        );
-    }
-    Ok(())
-}

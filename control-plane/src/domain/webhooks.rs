@@ -10,7 +10,6 @@ use utoipa::{IntoParams, ToSchema};
 use super::events::{self, EVENT_TYPES, KEY_EXPIRING};
 use super::keys::KeyView;
 use super::{audit, Page};
-use crate::config::WebhookSettings;
 use crate::db::models::KeyRow;
 use crate::db::schema::webhook_endpoints;
 use crate::db::schema::{api_keys, events as events_t, webhook_attempts, webhook_deliveries};
@@ -1146,14 +1145,37 @@ pub fn queue_expiring(conn: &mut DbConn, now: i64) -> Result<usize, ApiError> {
     })
 }
 
-/// The `key.expiring` job's tick.
-pub fn expiring_tick(state: &crate::state::AppState, now: i64) -> anyhow::Result<()> {
-    let mut conn = state.pool.get()?;
-    let queued = queue_expiring(&mut conn, now).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if queued > 0 {
-        tracing::info!(queued, "queued key.expiring deliveries");
+/// Webhook delivery settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Delay after the first failed attempt (`KEYGATE_WEBHOOK_RETRY_BASE_SECONDS`); it doubles
+    /// after each further failure.
+    pub retry_base_seconds: i64,
+    /// Longest delay between two attempts (`KEYGATE_WEBHOOK_RETRY_CAP_SECONDS`).
+    pub retry_cap_seconds: i64,
+    /// Attempts before a delivery is given up as failed (`KEYGATE_WEBHOOK_MAX_ATTEMPTS`).
+    pub max_attempts: i64,
+    /// Time allowed for one request, connect to response head
+    /// (`KEYGATE_WEBHOOK_TIMEOUT_SECONDS`).
+    pub timeout_seconds: i64,
+    /// How often the delivery worker looks for due deliveries.
+    pub poll_interval: std::time::Duration,
+    /// Whether endpoints may be on loopback, private, link-local or other non-public addresses
+    /// (`KEYGATE_WEBHOOK_ALLOW_PRIVATE=true`, for self-hosted receivers). Off by default.
+    pub allow_private_targets: bool,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            retry_base_seconds: 10,
+            retry_cap_seconds: 3600,
+            max_attempts: 12,
+            timeout_seconds: 10,
+            poll_interval: std::time::Duration::from_secs(1),
+            allow_private_targets: false,
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -113,23 +113,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// Runs `f` with a pooled connection and the current time on the blocking pool.
-pub(crate) async fn db<T, F>(
-    state: &actix_web::web::Data<crate::state::AppState>,
-    f: F,
-) -> Result<T, crate::error::ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut crate::db::DbConn, i64) -> Result<T, crate::error::ApiError> + Send + 'static,
-{
-    let st = state.clone();
-    let now = st.clock.now_ms();
-    crate::error::blocking(move || {
-        let mut conn = st.pool.get()?;
-        f(&mut conn, now)
-    })
-    .await
-}
+pub(crate) use crate::state::db;
 
 /// The method and path templates of every route, to tell "no such path" (404) from "no such
 /// method on this path" (405, with `Allow`). Built from the OpenAPI document, which is built

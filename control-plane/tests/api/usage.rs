@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use diesel::prelude::*;
 use keygate_control_plane::db::schema::api_keys;
-use keygate_control_plane::domain::usage::prune_tick;
+use keygate_control_plane::jobs::usage_prune as prune_tick;
 use keygate_control_plane::timefmt::format_ms;
 use serde_json::{json, Value};
 
