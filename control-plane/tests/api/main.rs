@@ -13,6 +13,7 @@ mod keys;
 mod leaks;
 mod login_flood;
 mod projects;
+mod publish;
 mod redaction;
 mod roles;
 mod scan;
