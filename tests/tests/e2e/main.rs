@@ -8,4 +8,5 @@ mod differential;
 mod edge_runtime;
 mod gate;
 mod pipeline;
+mod shards;
 mod snapshot_trust;
