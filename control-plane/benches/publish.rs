@@ -8,7 +8,7 @@
 //! one project, then: fresh full builds (a new snapshot service each, as after a restart), and
 //! revocations through `domain::keys::revoke`, each followed by the publish step (the next
 //! `SnapshotService::current`, which reads the changed keys and re-encodes their shards). Peak
-//! memory is the process's `VmHWM` from `/proc/self/status`; it includes the seeding.
+//! memory is the process's `VmHWM` from `/proc/self/status`, reset before each figure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Instant;
@@ -22,7 +22,8 @@ use keygate_control_plane::keyring::Keyring;
 use keygate_control_plane::metrics::Metrics;
 use keygate_control_plane::snapshot::SnapshotService;
 use keygate_control_plane::{with_backend, Application, Config};
-use keygate_shared::{Environment, KeyPrefix, Kind, PlaintextKey, Scope};
+use keygate_shared::shard_store::ShardStore;
+use keygate_shared::{Environment, KeyPrefix, KeyRecord, Kind, PlaintextKey, Scope};
 use serde_json::json;
 
 fn main() {
@@ -50,6 +51,12 @@ fn status(field: &str) -> String {
         .unwrap_or_else(|| "?".to_owned())
 }
 
+/// Resets `VmHWM` to the current resident size (Linux `clear_refs`), so each figure is the
+/// peak of its own phase.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
@@ -73,7 +80,44 @@ async fn run(n: usize) {
         status("VmRSS:")
     );
 
+    // Where a full build's time and memory go, phase by phase.
+    {
+        reset_peak();
+        let t = Instant::now();
+        let rows: Vec<KeyRow> = api_keys::table.load(&mut conn).unwrap();
+        println!(
+            "  phase: read {} key rows: {:.0} ms; VmHWM {}",
+            rows.len(),
+            ms(t),
+            status("VmHWM:")
+        );
+        let t = Instant::now();
+        let records: Vec<KeyRecord> = rows
+            .iter()
+            .map(|r| keys::record_from_row(r).unwrap())
+            .collect();
+        println!("  phase: rows to records: {:.0} ms", ms(t));
+        let t = Instant::now();
+        for r in &records {
+            keygate_shared::record::edge_round_trip(r).unwrap();
+        }
+        println!(
+            "  phase: edge round-trip check of every record: {:.0} ms",
+            ms(t)
+        );
+        drop(rows);
+        let t = Instant::now();
+        let store = ShardStore::build(records).unwrap();
+        println!(
+            "  phase: sort, encode and digest {} shards: {:.0} ms; VmHWM over the phases {}",
+            store.shards().len(),
+            ms(t),
+            status("VmHWM:")
+        );
+    }
+
     for run in 1..=2 {
+        reset_peak();
         let fresh = SnapshotService::new(
             config.data_dir.clone(),
             config.snapshot_validity_seconds,
@@ -97,6 +141,7 @@ async fn run(n: usize) {
         .current(&mut conn, now, &state.metrics)
         .unwrap();
     println!("full build of the serving service: {:.0} ms", ms(t));
+    reset_peak();
     let mut revoke_ms = Vec::new();
     let mut publish_ms = Vec::new();
     for (i, id) in ids
@@ -133,7 +178,7 @@ async fn run(n: usize) {
     println!("revocation transaction: {}", summary(revoke_ms));
     println!("revocation publish step: {}", summary(publish_ms));
     println!(
-        "end: VmHWM {}, VmRSS {}",
+        "while revoking and publishing (one snapshot held): VmHWM {}, VmRSS {}",
         status("VmHWM:"),
         status("VmRSS:")
     );
