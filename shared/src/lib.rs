@@ -19,6 +19,7 @@ pub mod problem;
 pub mod record;
 pub mod referrer;
 pub mod scan;
+pub mod shard_store;
 pub mod snapshot;
 pub mod webhook;
 

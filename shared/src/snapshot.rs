@@ -391,22 +391,30 @@ pub fn build_shards(
     }
     let mut shards = Vec::with_capacity(count);
     for (index, records) in buckets.into_iter().enumerate() {
-        let shard = Shard {
-            format: SHARD_FORMAT,
-            shard_bits: bits,
-            index: index as u32,
-            records,
-        };
-        let bytes = encode(&shard)?;
-        shards.push(EncodedShard {
-            digest: Digest32::of(&bytes),
-            bytes,
-        });
+        shards.push(encode_shard(bits, index as u32, records)?);
     }
     Ok(BuiltShards {
         shard_bits: bits,
         key_count,
         shards,
+    })
+}
+
+/// Encodes shard `index` of `shard_bits`: `records` must be sorted by hash and belong there.
+pub fn encode_shard(
+    shard_bits: u8,
+    index: u32,
+    records: Vec<KeyRecord>,
+) -> Result<EncodedShard, SnapshotError> {
+    let bytes = encode(&Shard {
+        format: SHARD_FORMAT,
+        shard_bits,
+        index,
+        records,
+    })?;
+    Ok(EncodedShard {
+        digest: Digest32::of(&bytes),
+        bytes,
     })
 }
 

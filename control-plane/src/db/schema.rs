@@ -208,12 +208,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    key_changes (key_id) {
+        key_id -> Text,
+        version -> BigInt,
+    }
+}
+
 diesel::joinable!(api_keys -> projects (project_id));
+diesel::joinable!(key_changes -> api_keys (key_id));
 diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
 diesel::joinable!(webhook_deliveries -> events (event_id));
 diesel::allow_tables_to_appear_in_same_query!(
     projects,
     api_keys,
+    key_changes,
     key_usage,
     key_usage_hourly,
     key_usage_daily,

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{audit, bump_version, check_name, double_option, events, projects, Page};
 use crate::db::models::{KeyChanges, KeyRow};
-use crate::db::schema::api_keys;
+use crate::db::schema::{api_keys, key_changes};
 use crate::db::{write_tx, DbConn};
 use crate::error::ApiError;
 use crate::ids::new_id;
@@ -488,7 +488,7 @@ pub fn create(
     }
     .to_json()?;
     write_tx(conn, |conn| {
-        bump_version(conn)?;
+        let version = bump_version(conn)?;
         let project = projects::find_row(conn, project_id)?;
         let prefix = KeyPrefix::parse(&project.key_prefix).map_err(ApiError::internal)?;
         let key =
@@ -515,6 +515,7 @@ pub fn create(
         diesel::insert_into(api_keys::table)
             .values(&row)
             .execute(conn)?;
+        mark_changed(conn, &row.id, version)?;
         let view = KeyView::from_row(&row, now)?;
         audit::record(
             conn,
@@ -621,7 +622,7 @@ pub fn update(
         check_metadata(m)?;
     }
     write_tx(conn, |conn| {
-        bump_version(conn)?;
+        let version = bump_version(conn)?;
         let row = find_row(conn, id)?;
         if row.revoked_at.is_some() {
             return Err(ApiError::Conflict {
@@ -682,6 +683,7 @@ pub fn update(
         diesel::update(api_keys::table.find(id))
             .set(&changes)
             .execute(conn)?;
+        mark_changed(conn, id, version)?;
         let after = KeyView::from_row(&find_row(conn, id)?, now)?;
         audit::record(
             conn,
@@ -711,7 +713,7 @@ pub fn rotate(
         ));
     }
     write_tx(conn, |conn| {
-        bump_version(conn)?;
+        let version = bump_version(conn)?;
         let old = find_row(conn, id)?;
         match status_at(&old, now) {
             KeyStatus::Active => {}
@@ -764,6 +766,8 @@ pub fn rotate(
                 api_keys::updated_at.eq(now),
             ))
             .execute(conn)?;
+        mark_changed(conn, &new_row.id, version)?;
+        mark_changed(conn, id, version)?;
         let after_old = KeyView::from_row(&find_row(conn, id)?, now)?;
         let view = KeyView::from_row(&new_row, now)?;
         audit::record(
@@ -855,6 +859,22 @@ pub fn revoke(
     })
 }
 
+/// Records that key `id` changed at snapshot `version`, inside the transaction that bumped the
+/// version to it: a publish then reads only the keys changed since the snapshot it holds.
+/// Every write to what a key publishes goes through here.
+pub fn mark_changed(conn: &mut DbConn, id: &str, version: i64) -> Result<(), ApiError> {
+    // Writers are serialised by the version bump, so update-then-insert cannot race.
+    let n = diesel::update(key_changes::table.find(id))
+        .set(key_changes::version.eq(version))
+        .execute(conn)?;
+    if n == 0 {
+        diesel::insert_into(key_changes::table)
+            .values((key_changes::key_id.eq(id), key_changes::version.eq(version)))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
 /// Revokes a live key row inside the caller's transaction (which has bumped the snapshot
 /// version): sets `revoked_at`, writes the `key.revoke` audit entry (before/after views plus
 /// `audit_extra`) and emits `key.revoked`. Every revocation path goes through here, so none
@@ -868,6 +888,8 @@ pub fn mark_revoked(
     audit_extra: serde_json::Map<String, serde_json::Value>,
 ) -> Result<KeyView, ApiError> {
     let before = KeyView::from_row(row, now)?;
+    // The caller's transaction bumped the version: this is the value it bumped it to.
+    let version = super::current_version(conn)?;
     diesel::update(api_keys::table.find(&row.id))
         .set((
             api_keys::revoked_at.eq(Some(now)),
@@ -875,6 +897,7 @@ pub fn mark_revoked(
             api_keys::updated_at.eq(now),
         ))
         .execute(conn)?;
+    mark_changed(conn, &row.id, version)?;
     let after = KeyView::from_row(&find_row(conn, &row.id)?, now)?;
     let mut details = serde_json::Map::new();
     details.insert(

@@ -15,6 +15,7 @@ mod keys;
 mod leaks;
 mod login_flood;
 mod projects;
+mod publish;
 mod redaction;
 mod replicas;
 mod roles;

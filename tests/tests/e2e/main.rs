@@ -10,4 +10,5 @@ mod edge_runtime;
 mod gate;
 mod pipeline;
 mod replicas;
+mod shards;
 mod snapshot_trust;

@@ -1,8 +1,11 @@
 //! Snapshot publishing.
 //!
 //! Snapshots are built lazily: a request reads the version counter, and when it differs from the
-//! cached snapshot's, all projects and keys are read in one read transaction (so the version and
-//! the contents agree) and signed. The result is cached per version; the same version is re-signed
+//! cached snapshot's, a new one is published. The first build in a process reads all projects
+//! and keys in one read transaction (so the version and the contents agree); later ones read all
+//! projects and only the keys `key_changes` lists as changed after the held version, and re-encode
+//! only the shards those keys fall in: every other shard keeps its bytes and digest. The result
+//! is what a full build would publish (see `keygate_shared::shard_store`). The result is cached per version; the same version is re-signed
 //! with a fresh validity window once half of the window has passed, or when the active signing
 //! key changed. Shards of the previous few versions stay servable for edges mid-refresh.
 
@@ -11,17 +14,18 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use actix_web::web::Bytes;
-use diesel::prelude::*;
-use keygate_shared::snapshot::{build_shards, Digest32, Manifest, FORMAT_VERSION};
+use keygate_shared::policy::ProjectPolicy;
+use keygate_shared::shard_store::{Applied, ShardStore};
+use keygate_shared::snapshot::{Digest32, Manifest, FORMAT_VERSION};
 use sha2::{Digest, Sha256};
 
-use crate::db::models::{KeyRow, ProjectRow};
-use crate::db::schema::{api_keys, projects};
-use crate::db::{read_tx, DbConn};
-use crate::domain::{current_version, keys, projects::ProjectView};
+use crate::db::DbConn;
+use crate::domain::current_version;
 use crate::error::ApiError;
 use crate::keyring::{active_key_id, Keyring};
 use crate::metrics::Metrics;
+
+mod records;
 
 /// Expired keys are dropped from snapshots this long after their expiry.
 pub const EXPIRED_RETENTION_MS: i64 = 30 * 86_400_000;
@@ -53,6 +57,16 @@ pub struct Published {
 
 type ShardSet = HashMap<[u8; 32], Bytes>;
 
+/// The shards of the latest build, kept to apply the next change to.
+#[derive(Debug)]
+struct Held {
+    /// The version they publish.
+    version: u64,
+    store: ShardStore,
+    /// The projects left out at that version.
+    left_out: std::collections::BTreeSet<String>,
+}
+
 /// Builds, signs, caches and serves snapshots.
 #[derive(Debug)]
 pub struct SnapshotService {
@@ -63,6 +77,7 @@ pub struct SnapshotService {
     current: Mutex<Option<Arc<Published>>>,
     recent: Mutex<VecDeque<Arc<ShardSet>>>,
     build_lock: Mutex<()>,
+    held: Mutex<Option<Held>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -81,6 +96,7 @@ impl SnapshotService {
             current: Mutex::new(None),
             recent: Mutex::new(VecDeque::new()),
             build_lock: Mutex::new(()),
+            held: Mutex::new(None),
         }
     }
 
@@ -161,74 +177,40 @@ impl SnapshotService {
         metrics: &Metrics,
     ) -> Result<Published, ApiError> {
         let started = std::time::Instant::now();
-        let (version, project_rows, key_rows) = read_tx(conn, |conn| {
-            let version = current_version(conn)?;
-            let p: Vec<ProjectRow> = projects::table.order(projects::id.asc()).load(conn)?;
-            let k: Vec<KeyRow> = api_keys::table
-                .filter(
-                    api_keys::expires_at
-                        .is_null()
-                        .or(api_keys::expires_at.gt(now - EXPIRED_RETENTION_MS)),
-                )
-                .load(conn)?;
-            Ok::<_, ApiError>((version as u64, p, k))
-        })?;
-        // Never publish what the edge's decoder would refuse, and never let one such row stop
-        // every other change from reaching the edges: a project or key that does not convert,
-        // or would not decode at the edge as written, is left out (its keys are then unknown
-        // there: refused) and named in the log. The API refuses such input when it is written;
-        // this catches rows written otherwise.
-        let mut projects = Vec::with_capacity(project_rows.len());
-        let mut left_out = std::collections::HashSet::new();
-        for row in project_rows {
-            let id = row.id.clone();
-            let checked = ProjectView::from_row(row).and_then(|v| {
-                let p = v.policy();
-                keygate_shared::record::edge_round_trip_project(&p)
-                    .map_err(ApiError::internal)
-                    .map(|()| p)
-            });
-            match checked {
-                Ok(p) => projects.push(p),
-                Err(e) => {
-                    tracing::error!(project_id = %id, error = %format!("{e:#}"), "project left out of the snapshot: the edge could not use it; its keys are refused");
-                    left_out.insert(id);
+        let mut held = lock(&self.held);
+        let (version, projects, shards_changed) = match held.as_mut() {
+            Some(h) => match self.update(conn, h, now)? {
+                Some((version, projects, changed)) => (version, projects, Some(changed)),
+                None => {
+                    let (version, projects) = self.rebuild(conn, &mut held, now)?;
+                    (version, projects, None)
                 }
+            },
+            None => {
+                let (version, projects) = self.rebuild(conn, &mut held, now)?;
+                (version, projects, None)
             }
-        }
-        let mut records = Vec::with_capacity(key_rows.len());
-        for row in &key_rows {
-            if left_out.contains(&row.project_id) {
-                continue;
-            }
-            let checked = keys::record_from_row(row).and_then(|r| {
-                keygate_shared::record::edge_round_trip(&r)
-                    .map_err(ApiError::internal)
-                    .map(|()| r)
-            });
-            match checked {
-                Ok(r) => records.push(r),
-                Err(e) => {
-                    tracing::error!(key_id = %row.id, error = %format!("{e:#}"), "key left out of the snapshot: the edge could not use it; it is refused there");
-                }
-            }
-        }
-        let built = build_shards(records, None).map_err(ApiError::internal)?;
-        let shards: ShardSet = built
-            .shards
+        };
+        let store = &held
+            .as_ref()
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no shards held after a build")))?
+            .store;
+        let shards: ShardSet = store
+            .shards()
             .iter()
-            .map(|s| (s.digest.0, Bytes::from(s.bytes.clone())))
+            .map(|s| (s.digest.0, Bytes::from_owner(s.bytes.clone())))
             .collect();
         let manifest = Manifest {
             format: FORMAT_VERSION,
             version,
             issued_at_ms: now,
             valid_until_ms: now + self.validity_ms,
-            shard_bits: built.shard_bits,
-            key_count: built.key_count,
-            shard_digests: built.digests(),
+            shard_bits: store.shard_bits(),
+            key_count: store.key_count(),
+            shard_digests: store.digests(),
             projects,
         };
+        drop(held);
         let shards = Arc::new(shards);
         {
             let mut recent = lock(&self.recent);
@@ -239,13 +221,72 @@ impl SnapshotService {
         let elapsed_ms = started.elapsed().as_millis() as i64;
         metrics.observe_build(elapsed_ms);
         metrics.observe_snapshot(published.version, published.key_count);
-        tracing::info!(
-            version,
-            keys = published.key_count,
-            elapsed_ms,
-            "snapshot built"
-        );
+        match shards_changed {
+            Some(changed) => tracing::info!(
+                version,
+                keys = published.key_count,
+                shards_changed = changed,
+                elapsed_ms,
+                "snapshot published: changed shards re-encoded"
+            ),
+            None => tracing::info!(
+                version,
+                keys = published.key_count,
+                elapsed_ms,
+                "snapshot built"
+            ),
+        }
         Ok(published)
+    }
+
+    /// Reads everything and replaces the held shards.
+    fn rebuild(
+        &self,
+        conn: &mut DbConn,
+        held: &mut Option<Held>,
+        now: i64,
+    ) -> Result<(u64, Vec<ProjectPolicy>), ApiError> {
+        // Free the old shards before the new ones are built (the published snapshots still
+        // share the bytes they serve).
+        *held = None;
+        let full = records::read_full(conn, now)?;
+        let store = ShardStore::build(full.records).map_err(ApiError::internal)?;
+        *held = Some(Held {
+            version: full.version,
+            store,
+            left_out: full.projects.left_out,
+        });
+        Ok((full.version, full.projects.policies))
+    }
+
+    /// Applies the keys changed since the held version to the held shards. `None` when only a
+    /// full rebuild gives the right result: the set of projects left out changed, the version
+    /// went back (a restored database), or the held shards could not be changed.
+    fn update(
+        &self,
+        conn: &mut DbConn,
+        held: &mut Held,
+        now: i64,
+    ) -> Result<Option<(u64, Vec<ProjectPolicy>, usize)>, ApiError> {
+        let delta = records::read_delta(conn, held.version)?;
+        if delta.version < held.version || delta.projects.left_out != held.left_out {
+            return Ok(None);
+        }
+        let changes = records::changes(&delta.rows, &delta.projects.left_out, now);
+        match held.store.apply(changes, Some(now - EXPIRED_RETENTION_MS)) {
+            Ok(applied) => {
+                held.version = delta.version;
+                let changed = match applied {
+                    Applied::Shards(s) => s.len(),
+                    Applied::Rebuilt => held.store.shards().len(),
+                };
+                Ok(Some((delta.version, delta.projects.policies, changed)))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "held shards could not be changed; rebuilding");
+                Ok(None)
+            }
+        }
     }
 
     fn sign(

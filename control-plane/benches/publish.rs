@@ -1,0 +1,235 @@
+//! Snapshot publishing at scale: a fresh full build and a revocation's publish step.
+//!
+//! ```text
+//! cargo bench -p keygate-control-plane --bench publish
+//! ```
+//!
+//! SQLite in a temporary directory. `KEYGATE_BENCH_KEYS` (default 1000000) keys are inserted in
+//! one project, then: fresh full builds (a new snapshot service each, as after a restart), and
+//! revocations through `domain::keys::revoke`, each followed by the publish step (the next
+//! `SnapshotService::current`, which reads the changed keys and re-encodes their shards). Peak
+//! memory is the process's `VmHWM` from `/proc/self/status`, reset before each figure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Instant;
+
+use diesel::prelude::*;
+use keygate_control_plane::db::models::KeyRow;
+use keygate_control_plane::db::schema::api_keys;
+use keygate_control_plane::domain::keys::{self, RevokeKey, StoredPolicy};
+use keygate_control_plane::domain::projects;
+use keygate_control_plane::keyring::Keyring;
+use keygate_control_plane::metrics::Metrics;
+use keygate_control_plane::snapshot::SnapshotService;
+use keygate_control_plane::{with_backend, Application, Config};
+use keygate_shared::shard_store::ShardStore;
+use keygate_shared::{Environment, KeyPrefix, KeyRecord, Kind, PlaintextKey, Scope};
+use serde_json::json;
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "publish benchmark: run it with `cargo bench -p keygate-control-plane --bench publish`"
+        );
+        return;
+    }
+    let keys: usize = std::env::var("KEYGATE_BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    actix_web::rt::System::new().block_on(run(keys));
+}
+
+fn status(field: &str) -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .map(|l| l[field.len()..].trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// Resets `VmHWM` to the current resident size (Linux `clear_refs`), so each figure is the
+/// peak of its own phase.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+async fn run(n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::new(dir.path());
+    let app = Application::build(config.clone()).await.unwrap();
+    let state = app.state();
+    let now = state.clock.now_ms();
+    let mut conn = state.pool.get().unwrap();
+    let input = serde_json::from_value(json!({"name": "bench", "key_prefix": "bench"})).unwrap();
+    let project = projects::create(&mut conn, now, "bench", input).unwrap();
+
+    let started = Instant::now();
+    let ids = seed(&mut conn, &project.id, n, now);
+    println!(
+        "seeded {n} keys in {:.1} s; VmHWM {}, VmRSS {}",
+        started.elapsed().as_secs_f64(),
+        status("VmHWM:"),
+        status("VmRSS:")
+    );
+
+    // Where a full build's time and memory go, phase by phase.
+    {
+        reset_peak();
+        let t = Instant::now();
+        let rows: Vec<KeyRow> = api_keys::table.load(&mut conn).unwrap();
+        println!(
+            "  phase: read {} key rows: {:.0} ms; VmHWM {}",
+            rows.len(),
+            ms(t),
+            status("VmHWM:")
+        );
+        let t = Instant::now();
+        let records: Vec<KeyRecord> = rows
+            .iter()
+            .map(|r| keys::record_from_row(r).unwrap())
+            .collect();
+        println!("  phase: rows to records: {:.0} ms", ms(t));
+        let t = Instant::now();
+        for r in &records {
+            keygate_shared::record::edge_round_trip(r).unwrap();
+        }
+        println!(
+            "  phase: edge round-trip check of every record: {:.0} ms",
+            ms(t)
+        );
+        drop(rows);
+        let t = Instant::now();
+        let store = ShardStore::build(records).unwrap();
+        println!(
+            "  phase: sort, encode and digest {} shards: {:.0} ms; VmHWM over the phases {}",
+            store.shards().len(),
+            ms(t),
+            status("VmHWM:")
+        );
+    }
+
+    for run in 1..=2 {
+        reset_peak();
+        let fresh = SnapshotService::new(
+            config.data_dir.clone(),
+            config.snapshot_validity_seconds,
+            Keyring::load(&config.data_dir).unwrap(),
+        );
+        let t = Instant::now();
+        let p = fresh.current(&mut conn, now, &Metrics::default()).unwrap();
+        println!(
+            "fresh full build {run}: {:.0} ms ({} keys); VmHWM {}, VmRSS {}",
+            ms(t),
+            p.key_count,
+            status("VmHWM:"),
+            status("VmRSS:")
+        );
+    }
+
+    // The application's own service: one full build, then revocations.
+    let t = Instant::now();
+    state
+        .snapshots
+        .current(&mut conn, now, &state.metrics)
+        .unwrap();
+    println!("full build of the serving service: {:.0} ms", ms(t));
+    reset_peak();
+    let mut revoke_ms = Vec::new();
+    let mut publish_ms = Vec::new();
+    for (i, id) in ids
+        .iter()
+        .step_by(ids.len().max(10) / 10)
+        .take(10)
+        .enumerate()
+    {
+        let at = now + 1000 * (i as i64 + 1);
+        let t = Instant::now();
+        keys::revoke(&mut conn, at, "bench", id, RevokeKey { reason: None }).unwrap();
+        revoke_ms.push(ms(t));
+        let t = Instant::now();
+        let p = state
+            .snapshots
+            .current(&mut conn, at, &state.metrics)
+            .unwrap();
+        publish_ms.push(ms(t));
+        assert_eq!(p.key_count as usize, n);
+    }
+    let summary = |mut v: Vec<f64>| {
+        let list = v
+            .iter()
+            .map(|x| format!("{x:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        v.sort_by(f64::total_cmp);
+        format!(
+            "median {:.1} ms, max {:.1} ms (runs: {list})",
+            v[v.len() / 2],
+            v[v.len() - 1]
+        )
+    };
+    println!("revocation transaction: {}", summary(revoke_ms));
+    println!("revocation publish step: {}", summary(publish_ms));
+    println!(
+        "while revoking and publishing (one snapshot held): VmHWM {}, VmRSS {}",
+        status("VmHWM:"),
+        status("VmRSS:")
+    );
+}
+
+fn seed(
+    conn: &mut keygate_control_plane::db::DbConn,
+    project_id: &str,
+    n: usize,
+    now: i64,
+) -> Vec<String> {
+    let prefix = KeyPrefix::parse("bench").unwrap();
+    let policy = StoredPolicy {
+        scopes: vec![Scope::parse("orders:read").unwrap()],
+        ..Default::default()
+    };
+    let policy = serde_json::to_string(&policy).unwrap();
+    let mut rng = rand::thread_rng();
+    let mut ids = Vec::with_capacity(n);
+    let mut done = 0;
+    while done < n {
+        let batch = (n - done).min(1000);
+        let rows: Vec<KeyRow> = (0..batch)
+            .map(|i| {
+                let k = PlaintextKey::generate(&mut rng, &prefix, Kind::Secret, Environment::Live);
+                KeyRow {
+                    id: format!("key_bench{:08}", done + i),
+                    project_id: project_id.to_owned(),
+                    name: "seeded".to_owned(),
+                    kind: "secret".to_owned(),
+                    environment: "live".to_owned(),
+                    key_hash: k.hash().to_hex(),
+                    key_start: k.start(),
+                    policy: policy.clone(),
+                    expires_at: None,
+                    created_at: now,
+                    updated_at: now,
+                    revoked_at: None,
+                    revoked_reason: None,
+                    rotated_to: None,
+                    rotated_from: None,
+                    last_used_at: None,
+                }
+            })
+            .collect();
+        ids.extend(rows.iter().map(|r| r.id.clone()));
+        with_backend!(&mut *conn, |c| diesel::insert_into(api_keys::table)
+            .values(&rows)
+            .execute(c))
+        .unwrap();
+        done += batch;
+    }
+    ids
+}
