@@ -55,7 +55,13 @@ async fn login_flood_keeps_snapshot_polls_and_other_accounts_working(app: TestAp
     let stop = Rc::new(Cell::new(false));
     let poller = {
         let stop = stop.clone();
-        let (client, url) = (app.client.clone(), format!("{}/v1/snapshot", app.base));
+        // A client of its own, as the edge has: a keep-alive connection the setup requests
+        // left in a shared pool can be closed under it ("connector has been disconnected"),
+        // which is the client's race, not the server refusing a poll.
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .finish();
+        let url = format!("{}/v1/snapshot", app.base);
         actix_web::rt::spawn(async move {
             let mut polls = Vec::new();
             let mut etag: Option<String> = None;
