@@ -1,4 +1,4 @@
-//! The `keygate` command line (contract section 5). Errors go to standard error with a
+//! The `keygate` command line (docs/control-plane.md, "Command line"). Errors go to standard error with a
 //! non-zero exit code; output meant for scripts (a token) goes alone to standard output.
 
 use std::io::{BufRead as _, IsTerminal as _};

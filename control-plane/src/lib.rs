@@ -1,4 +1,4 @@
-//! Keygate control plane: the HTTP API of contract section 2, snapshot publishing, and the
+//! Keygate control plane: the HTTP API of docs/control-plane.md, snapshot publishing, and the
 //! `keygate` CLI.
 //!
 //! Other crates use [`Config`] and [`Application`]:

@@ -88,7 +88,7 @@ pub struct ScopeSchema(String);
 #[serde(deny_unknown_fields)]
 #[schema(as = Restrictions)]
 pub struct RestrictionsSchema {
-    /// Referrer patterns (contract section 3), at most 100.
+    /// Referrer patterns (docs/referrers.md), at most 100.
     #[schema(example = json!(["https://shop.example.com/*"]), required = false, max_items = 100)]
     referrers: Vec<String>,
     /// CIDR networks or addresses, at most 100.

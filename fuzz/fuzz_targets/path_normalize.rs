@@ -1,5 +1,5 @@
 //! `path::normalize` on arbitrary request paths, against a plain model of the route an origin
-//! decodes from a path (contract section 4, docs/edge.md "Paths"):
+//! decodes from a path (docs/edge.md, "Paths"):
 //!
 //! - it never panics, and the normal form is a fixed point, which the edge's fast path sees as
 //!   normal (borrowed) when it has no escape and no segment starting with `.`;

@@ -1,4 +1,4 @@
-//! The key format of contract section 1: `{prefix}_{kind}_{env}_{secret}{checksum}`.
+//! The key format of README.md, "Keys and policies": `{prefix}_{kind}_{env}_{secret}{checksum}`.
 //!
 //! Never change the alphabet, the checksum or the layout of keys already issued: every key in
 //! the wild would become `malformed_key`. A new layout needs a new `kind` or prefix scheme.

@@ -48,7 +48,7 @@ pub struct Quota {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Restrictions {
-    /// Allowed referrers (contract section 3).
+    /// Allowed referrers (docs/referrers.md).
     #[serde(default)]
     pub referrers: Vec<ReferrerPattern>,
     /// Allowed client networks.

@@ -1,4 +1,4 @@
-//! Referrer patterns (contract section 3) and their matcher.
+//! Referrer patterns (docs/referrers.md) and their matcher.
 //!
 //! A [`ReferrerPattern`] can only be built by [`ReferrerPattern::parse`] (an admin's input, in
 //! the control plane) or [`ReferrerPattern::decode`] (its canonical form, from a snapshot), so one

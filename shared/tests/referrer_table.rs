@@ -1,4 +1,4 @@
-//! Contract section 3, row by row: which requests each pattern lets through, which patterns are
+//! docs/referrers.md, row by row: which requests each pattern lets through, which patterns are
 //! refused at creation, and the tricks people try against referrer restrictions.
 #![cfg(feature = "validation")]
 

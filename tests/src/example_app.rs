@@ -50,7 +50,7 @@ impl ExampleApp {
         self.server.url()
     }
 
-    /// The referrer pattern that allows exactly this origin (contract section 3).
+    /// The referrer pattern that allows exactly this origin (docs/referrers.md).
     pub fn referrer_pattern(&self) -> String {
         format!("127.0.0.1:{}", self.server.port())
     }

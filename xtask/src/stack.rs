@@ -1,4 +1,4 @@
-//! `cargo xtask up`: the local stack of contract section 6, until Ctrl-C.
+//! `cargo xtask up`: the local stack of README.md, "The local stack", until Ctrl-C.
 //!
 //! It installs the tools (all but the browser, which only the tests use), builds the edge Worker, then runs the `keygate-stack` binary of the
 //! `tests` package, which starts the control plane on embedded SQLite, the demo origin, the

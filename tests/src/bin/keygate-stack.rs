@@ -1,4 +1,4 @@
-//! The local stack of contract section 6 (`cargo xtask up` runs it): the control plane on
+//! The local stack of README.md, "The local stack" (`cargo xtask up` runs it): the control plane on
 //! embedded SQLite, the edge Worker in workerd, a demo origin and the browser example
 //! (`examples/browser/`, on its own origin), until Ctrl-C.
 //!

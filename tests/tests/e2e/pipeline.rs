@@ -1,4 +1,4 @@
-//! The whole pipeline of contract section 4 against the real control plane (in-process, its own
+//! The whole pipeline of docs/edge.md against the real control plane (in-process, its own
 //! SQLite, port 0), the edge Worker in `workerd`, and a recording origin that checks the
 //! edge's signature.
 
