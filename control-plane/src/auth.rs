@@ -145,10 +145,11 @@ pub fn bearer_token(header: &str) -> Option<&str> {
 
 /// Runs Argon2id work (`f`) on the blocking pool once one of the `password_hashing` permits
 /// is free, so that a burst of logins queues instead of taking every core and thread.
-pub async fn password_work<T, F>(state: &web::Data<AppState>, f: F) -> Result<T, ApiError>
+pub async fn password_work<T, E, F>(state: &web::Data<AppState>, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
-    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
 {
     let _permit = state
         .password_hashing
@@ -183,7 +184,7 @@ pub async fn login(
     };
     let password = input.password;
     let ok = password_work(state, move || {
-        Ok(crate::domain::accounts::verify_password(
+        Ok::<_, ApiError>(crate::domain::accounts::verify_password(
             stored.as_deref(),
             &password,
         ))
@@ -192,13 +193,13 @@ pub async fn login(
     match id {
         Some((id, epoch)) if ok => {
             state.login_throttle.succeeded(&email, client);
-            crate::domain::accounts::issue_session(
+            Ok(crate::domain::accounts::issue_session(
                 &state.jwt,
                 &id,
                 epoch,
                 now,
                 state.session_ttl_ms,
-            )
+            )?)
         }
         _ => Err(ApiError::InvalidCredentials),
     }
@@ -252,7 +253,13 @@ pub async fn change_password(
         domain::set_password(c, now, &id, &new_hash)
     })
     .await?;
-    domain::issue_session(&state.jwt, &row.id, epoch, now, state.session_ttl_ms)
+    Ok(domain::issue_session(
+        &state.jwt,
+        &row.id,
+        epoch,
+        now,
+        state.session_ttl_ms,
+    )?)
 }
 
 /// The answer to a session-only request made with an API token.

@@ -149,7 +149,7 @@ pub async fn deliver_due(
     .await;
     let sent = claimed.len();
     let st = state.clone();
-    let results = blocking(move || {
+    let results = blocking(move || -> Result<_, keygate_store::StoreError> {
         let mut conn = st.pool.get()?;
         let now = st.clock.now_ms();
         let mut results = Vec::with_capacity(claimed.len());

@@ -210,6 +210,23 @@ impl ApiError {
     }
 }
 
+/// The one mapping from the store's errors to the API's.
+impl From<keygate_store::StoreError> for ApiError {
+    fn from(e: keygate_store::StoreError) -> Self {
+        use keygate_store::StoreError;
+        match e {
+            StoreError::NotFound(detail) => ApiError::NotFound(detail),
+            StoreError::Validation { field, message } => ApiError::Validation { field, message },
+            StoreError::DuplicatePrefix(prefix) => ApiError::DuplicatePrefix(prefix),
+            StoreError::Conflict { code, detail } => ApiError::Conflict {
+                code: code.as_str(),
+                detail,
+            },
+            StoreError::Internal(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
 impl From<diesel::result::Error> for ApiError {
     fn from(e: diesel::result::Error) -> Self {
         ApiError::Internal(e.into())
@@ -256,10 +273,11 @@ impl ResponseError for ApiError {
 }
 
 /// Runs a blocking closure on the blocking pool, flattening the error.
-pub async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+pub async fn blocking<T, E, F>(f: F) -> Result<T, ApiError>
 where
-    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
+    E: Into<ApiError> + Send + 'static,
     T: Send + 'static,
 {
-    actix_web::web::block(f).await?
+    actix_web::web::block(f).await?.map_err(Into::into)
 }

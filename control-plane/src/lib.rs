@@ -21,31 +21,27 @@ pub mod clock;
 pub mod config;
 pub mod console;
 pub mod credentials;
-pub mod db;
 pub mod delivery;
-pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod files;
-pub mod ids;
 pub mod jobs;
 pub mod keyring;
 pub mod metrics;
 pub mod routes;
 pub mod scan;
-pub mod schemas;
 pub mod snapshot;
 pub mod ssrf;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod throttle;
-pub mod timefmt;
 pub mod verify;
 
 pub use clock::Clock;
 
-/// What `Debug` prints in place of a plaintext key, token, password or webhook secret.
-pub const REDACTED: &str = "<redacted>";
+// The store (database, domain operations) is its own crate so that it cannot name the HTTP
+// layer; these re-exports keep one path for it across the control plane.
 pub use config::Config;
+pub use keygate_store::{db, domain, ids, schemas, timefmt, with_backend, REDACTED};
 pub use startup::Application;

@@ -53,19 +53,20 @@ pub struct AppState {
 }
 
 /// Runs `f` with a pooled connection and the current time on the blocking pool.
-pub(crate) async fn db<T, F>(
+pub(crate) async fn db<T, E, F>(
     state: &actix_web::web::Data<crate::state::AppState>,
     f: F,
 ) -> Result<T, crate::error::ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(&mut crate::db::DbConn, i64) -> Result<T, crate::error::ApiError> + Send + 'static,
+    E: Into<crate::error::ApiError> + Send + 'static,
+    F: FnOnce(&mut crate::db::DbConn, i64) -> Result<T, E> + Send + 'static,
 {
     let st = state.clone();
     let now = st.clock.now_ms();
-    crate::error::blocking(move || {
+    crate::error::blocking(move || -> Result<T, crate::error::ApiError> {
         let mut conn = st.pool.get()?;
-        f(&mut conn, now)
+        f(&mut conn, now).map_err(Into::into)
     })
     .await
 }

@@ -119,6 +119,11 @@ pub fn run(root: &Path) -> Result<()> {
     };
 
     let mut failed = Vec::new();
+    // The sources are also checked by xtask's unit tests; the store's dependency tree only here.
+    if let Err(e) = crate::layers::check(root) {
+        eprintln!("xtask: {e:#}");
+        failed.push("the workspace's layering");
+    }
     for (name, mut cmd) in [
         ("rustfmt", fmt),
         ("tests", test),

@@ -6,7 +6,7 @@
 //! - `deploy-check`: `wrangler deploy --dry-run` on `wrangler.toml`, as a user deploys.
 //! - `test`: every check CI runs.
 //! - `fuzz [--seconds N] [TARGET...]`: a bounded fuzzing campaign (docs/fuzzing.md).
-//! - `layers`: the control plane's module layering (ARCHITECTURE.md).
+//! - `layers`: the store's and the control plane's layering (ARCHITECTURE.md).
 //! - `origins`: the origin examples in other languages against the signature vectors.
 //! - `check-deb`: the control plane's Debian package, one of those checks.
 //! - `up`: the local stack, until Ctrl-C.
@@ -45,8 +45,8 @@ Commands:
   fuzz [--seconds N] [TARGET...]
                           run each fuzz target (all by default) for N seconds (default 24),
                           corpus and crashes under target/fuzz/; fails on any crash
-  layers                  check the control plane's module graph: no import cycle, and the
-                          store layer names no HTTP layer (also a unit test of xtask)
+  layers                  check the layering: no import cycle in the store's or the control
+                          plane's modules, and no HTTP crate in the store's dependencies
   origins                 run the Node.js, Python and Go origin examples' tests against
                           shared/testdata/origin_signature.json
   check-deb               build the control plane's Debian package, unpack it and start its

@@ -153,7 +153,7 @@ async fn rules_page(
     failed: Option<(Rule, &Form)>,
 ) -> Result<String, ConsoleError> {
     let pid = project_id.to_owned();
-    let (project, rules) = db(state, move |c, _| {
+    let (project, rules) = db(state, move |c, _| -> Result<_, keygate_store::StoreError> {
         let p = projects::get(c, &pid)?;
         let r = domain::list_rules(c, &pid)?;
         Ok((p, r))

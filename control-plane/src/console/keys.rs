@@ -339,7 +339,7 @@ const SIGHTINGS_SHOWN: i64 = 20;
 /// /v1/keys/{id}/sightings`), each with when it was first and last seen and how often.
 async fn sightings(state: &web::Data<AppState>, key_id: &str) -> Result<Markup, ConsoleError> {
     let id = key_id.to_owned();
-    let lists = db(state, move |c, _| {
+    let lists = db(state, move |c, _| -> Result<_, keygate_store::StoreError> {
         let mut out = Vec::new();
         for kind in [SightingKind::Referrer, SightingKind::Ip] {
             let q = SightingsQuery {

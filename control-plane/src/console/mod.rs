@@ -148,7 +148,7 @@ pub fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
 
 /// Runs a form through the API's own JSON validation (the same errors, naming the same fields)
 /// and, when it passes, hands the input to `f` on the blocking pool, as the JSON routes do.
-pub(crate) async fn submit<I, T, F>(
+pub(crate) async fn submit<I, T, E, F>(
     state: &web::Data<AppState>,
     body: &serde_json::Value,
     f: F,
@@ -156,7 +156,8 @@ pub(crate) async fn submit<I, T, F>(
 where
     I: serde::de::DeserializeOwned + Send + 'static,
     T: Send + 'static,
-    F: FnOnce(&mut crate::db::DbConn, i64, I) -> Result<T, ApiError> + Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+    F: FnOnce(&mut crate::db::DbConn, i64, I) -> Result<T, E> + Send + 'static,
 {
     let input = crate::extract::parse_json::<I>(body.to_string().as_bytes())?;
     crate::state::db(state, move |c, now| f(c, now, input)).await

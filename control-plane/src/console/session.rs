@@ -138,26 +138,27 @@ pub async fn current(
     let id = claims.sub;
     let hash = crate::auth::hash_token(&token);
     let epoch = claims.sep;
-    let row: Option<(String, String, String)> = crate::routes::db(state, move |c, _| {
-        if crate::domain::accounts::session_ended(c, &hash)? {
-            return Ok(None);
-        }
-        let row: Option<(String, String, String, i64)> = admins::table
-            .find(&id)
-            .select((
-                admins::id,
-                admins::email,
-                admins::role,
-                admins::session_epoch,
-            ))
-            .first(&mut *c)
-            .optional()?;
-        // A session issued before a role or password change has ended.
-        Ok(row
-            .filter(|r| r.3 == epoch)
-            .map(|(id, email, role, _)| (id, email, role)))
-    })
-    .await?;
+    let row: Option<(String, String, String)> =
+        crate::routes::db(state, move |c, _| -> Result<_, keygate_store::StoreError> {
+            if crate::domain::accounts::session_ended(c, &hash)? {
+                return Ok(None);
+            }
+            let row: Option<(String, String, String, i64)> = admins::table
+                .find(&id)
+                .select((
+                    admins::id,
+                    admins::email,
+                    admins::role,
+                    admins::session_epoch,
+                ))
+                .first(&mut *c)
+                .optional()?;
+            // A session issued before a role or password change has ended.
+            Ok(row
+                .filter(|r| r.3 == epoch)
+                .map(|(id, email, role, _)| (id, email, role)))
+        })
+        .await?;
     match row.and_then(|(id, email, role)| Role::parse(&role).map(|r| (id, email, r))) {
         Some((admin_id, email, role)) if role != Role::Edge => Ok(Session {
             admin_id,

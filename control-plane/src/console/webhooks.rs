@@ -402,7 +402,7 @@ async fn load(
     id: &str,
 ) -> Result<(WebhookView, Vec<DeliveryView>), ConsoleError> {
     let id = id.to_owned();
-    let found = db(state, move |c, _| {
+    let found = db(state, move |c, _| -> Result<_, keygate_store::StoreError> {
         let w = domain::get(c, &id)?;
         let page = domain::list_deliveries(
             c,

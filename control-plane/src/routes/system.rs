@@ -55,7 +55,7 @@ pub async fn healthz() -> HttpResponse {
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let target = state.db_target.clone();
-    let check = blocking(move || {
+    let check = blocking(move || -> Result<(), ApiError> {
         let mut c = target
             .establish()
             .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;

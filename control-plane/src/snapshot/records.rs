@@ -127,7 +127,7 @@ fn check_projects(rows: Vec<ProjectRow>) -> Projects {
         let checked = ProjectView::from_row(row).and_then(|v| {
             let p = v.policy();
             keygate_shared::record::edge_round_trip_project(&p)
-                .map_err(ApiError::internal)
+                .map_err(keygate_store::StoreError::internal)
                 .map(|()| p)
         });
         match checked {
@@ -144,7 +144,7 @@ fn check_projects(rows: Vec<ProjectRow>) -> Projects {
 fn checked_record(row: &KeyRow) -> Option<KeyRecord> {
     let checked = keys::record_from_row(row).and_then(|r| {
         keygate_shared::record::edge_round_trip(&r)
-            .map_err(ApiError::internal)
+            .map_err(keygate_store::StoreError::internal)
             .map(|()| r)
     });
     match checked {

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::db::schema::{events, webhook_deliveries, webhook_endpoints};
 use crate::db::DbConn;
-use crate::error::ApiError;
+use crate::error::StoreError;
 use crate::ids::new_id;
 
 /// A key was issued (also the new key of a rotation).
@@ -48,8 +48,8 @@ pub fn emit(
     now: i64,
     event_type: &str,
     data: &impl Serialize,
-) -> Result<String, ApiError> {
-    let data = serde_json::to_string(data).map_err(ApiError::internal)?;
+) -> Result<String, StoreError> {
+    let data = serde_json::to_string(data).map_err(StoreError::internal)?;
     let id = new_id("evt");
     diesel::insert_into(events::table)
         .values((
@@ -80,11 +80,11 @@ pub fn record_once(
     event_type: &str,
     dedupe_key: &str,
     data: &impl Serialize,
-) -> Result<String, ApiError> {
+) -> Result<String, StoreError> {
     if let Some(id) = find_by_dedupe_key(conn, dedupe_key)? {
         return Ok(id);
     }
-    let data = serde_json::to_string(data).map_err(ApiError::internal)?;
+    let data = serde_json::to_string(data).map_err(StoreError::internal)?;
     let id = new_id("evt");
     // ON CONFLICT: another replica may have inserted it since the lookup.
     let insert = diesel::insert_into(events::table)
@@ -98,13 +98,13 @@ pub fn record_once(
         .on_conflict_do_nothing();
     crate::with_backend!(conn, |c| insert.execute(c))?;
     find_by_dedupe_key(conn, dedupe_key)?.ok_or_else(|| {
-        ApiError::internal(anyhow::anyhow!(
+        StoreError::internal(anyhow::anyhow!(
             "event {dedupe_key:?} vanished after insert"
         ))
     })
 }
 
-fn find_by_dedupe_key(conn: &mut DbConn, dedupe_key: &str) -> Result<Option<String>, ApiError> {
+fn find_by_dedupe_key(conn: &mut DbConn, dedupe_key: &str) -> Result<Option<String>, StoreError> {
     Ok(events::table
         .filter(events::dedupe_key.eq(dedupe_key))
         .select(events::id)
@@ -119,7 +119,7 @@ pub fn queue_delivery_once(
     now: i64,
     endpoint_id: &str,
     event_id: &str,
-) -> Result<bool, ApiError> {
+) -> Result<bool, StoreError> {
     let id = new_id("dlv");
     let insert = diesel::insert_into(webhook_deliveries::table)
         .values((
@@ -142,7 +142,7 @@ pub fn queue_delivery(
     now: i64,
     endpoint_id: &str,
     event_id: &str,
-) -> Result<String, ApiError> {
+) -> Result<String, StoreError> {
     let id = new_id("dlv");
     diesel::insert_into(webhook_deliveries::table)
         .values((

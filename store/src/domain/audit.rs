@@ -4,13 +4,12 @@
 
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 
 use super::Page;
 use crate::db::models::AuditRow;
 use crate::db::schema::audit_log;
 use crate::db::DbConn;
-use crate::error::ApiError;
+use crate::error::StoreError;
 use crate::ids::new_id;
 
 /// Appends an entry.
@@ -21,7 +20,7 @@ pub fn record(
     action: &str,
     target_id: &str,
     details: serde_json::Value,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     let row = AuditRow {
         id: new_id("aud"),
         at: now,
@@ -37,13 +36,14 @@ pub fn record(
 }
 
 /// An audit entry as the API shows it.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     /// `aud_...`.
     pub id: String,
     /// When (RFC 3339).
     #[serde(with = "crate::timefmt::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub at: i64,
     /// `adm_...`, `tok_...` or `cli`.
     pub actor: String,
@@ -52,12 +52,13 @@ pub struct AuditEntry {
     /// The id of the changed resource.
     pub target_id: String,
     /// Before/after views of the change.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub details: serde_json::Value,
 }
 
 /// A page of audit entries.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditPage {
     /// Newest first.
     pub items: Vec<AuditEntry>,
@@ -66,7 +67,8 @@ pub struct AuditPage {
 }
 
 /// Query of `GET /v1/audit`.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only entries about this resource.
@@ -76,15 +78,15 @@ pub struct AuditQuery {
     /// Only entries by this actor (`adm_...`, `tok_...`, `rule:<rule>`, `system`).
     pub actor: Option<String>,
     /// 1 to 200; default 50.
-    #[param(minimum = 1, maximum = 200)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 200))]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
-    #[param(pattern = "^(aud_[0-9A-Za-z]{26})?$")]
+    #[cfg_attr(feature = "openapi", param(pattern = "^(aud_[0-9A-Za-z]{26})?$"))]
     pub cursor: Option<String>,
 }
 
 /// Lists entries, newest first.
-pub fn list(conn: &mut DbConn, q: AuditQuery) -> Result<AuditPage, ApiError> {
+pub fn list(conn: &mut DbConn, q: AuditQuery) -> Result<AuditPage, StoreError> {
     let page = Page::parse(q.limit, q.cursor, "aud")?;
     let mut query = audit_log::table.into_boxed();
     if let Some(t) = q.target_id {

@@ -3,67 +3,72 @@
 use diesel::prelude::*;
 use keygate_shared::{DefaultRoutePolicy, KeyPrefix, ProjectPolicy, Route, RouteMatching};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::{audit, bump_version, check_name, is_unique_violation};
 use crate::db::models::ProjectRow;
 use crate::db::schema::projects;
 use crate::db::{write_tx, DbConn};
-use crate::error::ApiError;
+use crate::error::StoreError;
 use crate::ids::new_id;
 
 /// Most routes a project may have.
 pub const MAX_ROUTES: usize = 500;
 
 /// Body of `POST /v1/projects`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateProject {
     /// Display name: not blank, at most 200 characters once trimmed, no control characters.
-    #[schema(example = "Acme shop", min_length = 1)]
+    #[cfg_attr(feature = "openapi", schema(example = "Acme shop", min_length = 1))]
     pub name: String,
     /// 2 to 12 characters of `[a-z0-9]`, starting with a letter; never changes.
-    #[schema(example = "acme", pattern = "^[a-z][a-z0-9]{1,11}$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "acme", pattern = "^[a-z][a-z0-9]{1,11}$")
+    )]
     pub key_prefix: String,
     /// Route to scope mapping, at most 500 routes.
     #[serde(default)]
-    #[schema(value_type = Vec<crate::schemas::RouteSchema>, max_items = 500)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schemas::RouteSchema>, max_items = 500))]
     pub routes: Vec<Route>,
     /// `allow` (default) or `deny`. Not nullable: leave it out for the default.
     #[serde(default)]
-    #[schema(value_type = crate::schemas::DefaultRoutePolicySchema)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schemas::DefaultRoutePolicySchema))]
     pub default_route_policy: DefaultRoutePolicy,
     /// `exact` (default) or `case_insensitive`: how routes compare with request paths. Not
     /// nullable: leave it out for the default.
     #[serde(default)]
-    #[schema(value_type = crate::schemas::RouteMatchingSchema)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schemas::RouteMatchingSchema))]
     pub route_matching: RouteMatching,
 }
 
 /// Body of `PATCH /v1/projects/{project_id}`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProject {
     /// Display name: not blank, at most 200 characters once trimmed, no control characters.
-    #[schema(min_length = 1)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub name: Option<String>,
     /// Replaces the routes (at most 500).
-    #[schema(value_type = Option<Vec<crate::schemas::RouteSchema>>, max_items = 500)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<crate::schemas::RouteSchema>>, max_items = 500))]
     pub routes: Option<Vec<Route>>,
     /// `allow` or `deny`.
-    #[schema(value_type = Option<crate::schemas::DefaultRoutePolicySchema>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schemas::DefaultRoutePolicySchema>))]
     pub default_route_policy: Option<DefaultRoutePolicy>,
     /// `exact` or `case_insensitive`.
-    #[schema(value_type = Option<crate::schemas::RouteMatchingSchema>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schemas::RouteMatchingSchema>))]
     pub route_matching: Option<RouteMatching>,
     /// Refused: a prefix never changes. Not in the document: with no properties beyond the
     /// listed ones allowed, it says what the server does (422).
-    #[schema(ignore)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub key_prefix: Option<serde_json::Value>,
 }
 
 /// A project.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProjectView {
     /// `prj_...`.
     pub id: String,
@@ -72,26 +77,27 @@ pub struct ProjectView {
     /// Key prefix.
     pub key_prefix: String,
     /// Routes.
-    #[schema(value_type = Vec<crate::schemas::RouteSchema>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schemas::RouteSchema>))]
     pub routes: Vec<Route>,
     /// Policy for paths no route matches.
-    #[schema(value_type = crate::schemas::DefaultRoutePolicySchema)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schemas::DefaultRoutePolicySchema))]
     pub default_route_policy: DefaultRoutePolicy,
     /// How routes compare with request paths.
-    #[schema(value_type = crate::schemas::RouteMatchingSchema)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schemas::RouteMatchingSchema))]
     pub route_matching: RouteMatching,
     /// RFC 3339.
     #[serde(with = "crate::timefmt::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: i64,
     /// RFC 3339.
     #[serde(with = "crate::timefmt::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: i64,
 }
 
 /// A list of projects.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProjectList {
     /// Newest first.
     pub items: Vec<ProjectView>,
@@ -113,8 +119,8 @@ fn policy_str(p: DefaultRoutePolicy) -> &'static str {
 
 impl ProjectView {
     /// From a row; a row that does not parse back is an internal error.
-    pub fn from_row(r: ProjectRow) -> Result<Self, ApiError> {
-        let routes: Vec<Route> = serde_json::from_str(&r.routes).map_err(ApiError::internal)?;
+    pub fn from_row(r: ProjectRow) -> Result<Self, StoreError> {
+        let routes: Vec<Route> = serde_json::from_str(&r.routes).map_err(StoreError::internal)?;
         let default_route_policy = match r.default_route_policy.as_str() {
             "deny" => DefaultRoutePolicy::Deny,
             _ => DefaultRoutePolicy::Allow,
@@ -146,9 +152,9 @@ impl ProjectView {
     }
 }
 
-fn check_routes(routes: &[Route]) -> Result<(), ApiError> {
+fn check_routes(routes: &[Route]) -> Result<(), StoreError> {
     if routes.len() > MAX_ROUTES {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             "routes",
             format!("at most {MAX_ROUTES} routes"),
         ));
@@ -156,19 +162,19 @@ fn check_routes(routes: &[Route]) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn to_json<T: Serialize>(v: &T) -> Result<String, ApiError> {
-    serde_json::to_string(v).map_err(ApiError::internal)
+fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(StoreError::internal)
 }
 
 /// Loads a project row.
-pub fn find_row(conn: &mut DbConn, id: &str) -> Result<ProjectRow, ApiError> {
+pub fn find_row(conn: &mut DbConn, id: &str) -> Result<ProjectRow, StoreError> {
     // `load` on the concrete connection keeps the prepared statement cached (see
     // verify::lookup); the id is the primary key.
     let query = projects::table.find(id);
     let rows: Vec<ProjectRow> = crate::with_backend!(conn, |c| query.load(c))?;
     rows.into_iter()
         .next()
-        .ok_or_else(|| ApiError::not_found("project", id))
+        .ok_or_else(|| StoreError::not_found("project", id))
 }
 
 /// Creates a project.
@@ -177,10 +183,10 @@ pub fn create(
     now: i64,
     actor: &str,
     input: CreateProject,
-) -> Result<ProjectView, ApiError> {
+) -> Result<ProjectView, StoreError> {
     let name = check_name("name", &input.name)?;
     let prefix = KeyPrefix::parse(&input.key_prefix)
-        .map_err(|e| ApiError::validation("key_prefix", e.to_string()))?;
+        .map_err(|e| StoreError::validation("key_prefix", e.to_string()))?;
     check_routes(&input.routes)?;
     let row = ProjectRow {
         id: new_id("prj"),
@@ -199,14 +205,14 @@ pub fn create(
             .count()
             .get_result(conn)?;
         if taken > 0 {
-            return Err(ApiError::DuplicatePrefix(row.key_prefix.clone()));
+            return Err(StoreError::DuplicatePrefix(row.key_prefix.clone()));
         }
         diesel::insert_into(projects::table)
             .values(&row)
             .execute(conn)
             .map_err(|e| {
                 if is_unique_violation(&e) {
-                    ApiError::DuplicatePrefix(row.key_prefix.clone())
+                    StoreError::DuplicatePrefix(row.key_prefix.clone())
                 } else {
                     e.into()
                 }
@@ -225,7 +231,7 @@ pub fn create(
 }
 
 /// Lists every project, newest first.
-pub fn list(conn: &mut DbConn) -> Result<ProjectList, ApiError> {
+pub fn list(conn: &mut DbConn) -> Result<ProjectList, StoreError> {
     let rows: Vec<ProjectRow> = projects::table.order(projects::id.desc()).load(conn)?;
     let items = rows
         .into_iter()
@@ -235,7 +241,7 @@ pub fn list(conn: &mut DbConn) -> Result<ProjectList, ApiError> {
 }
 
 /// One project.
-pub fn get(conn: &mut DbConn, id: &str) -> Result<ProjectView, ApiError> {
+pub fn get(conn: &mut DbConn, id: &str) -> Result<ProjectView, StoreError> {
     ProjectView::from_row(find_row(conn, id)?)
 }
 
@@ -246,9 +252,9 @@ pub fn update(
     actor: &str,
     id: &str,
     input: UpdateProject,
-) -> Result<ProjectView, ApiError> {
+) -> Result<ProjectView, StoreError> {
     if input.key_prefix.is_some() {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             "key_prefix",
             "cannot be changed after the project is created",
         ));

@@ -5,14 +5,13 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::{audit, check_name, is_unique_violation};
 use crate::credentials::{generate_token, hash_token, JwtKeys, Role};
 use crate::db::models::{AdminRow, TokenRow};
 use crate::db::schema::{admin_tokens, admins, revoked_sessions};
 use crate::db::{write_tx, DbConn};
-use crate::error::ApiError;
+use crate::error::{ConflictCode, StoreError};
 use crate::ids::new_id;
 
 /// Shortest accepted password.
@@ -20,7 +19,8 @@ pub const MIN_PASSWORD_CHARS: usize = 12;
 const MAX_PASSWORD_CHARS: usize = 1024;
 
 /// Body of `POST /v1/auth/login`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     /// Email.
@@ -38,13 +38,14 @@ impl std::fmt::Debug for Login {
 }
 
 /// A session token. `Debug` leaves the token out.
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Session {
     /// JWT to send as `Authorization: Bearer <token>`.
     pub token: String,
     /// RFC 3339.
     #[serde(with = "crate::timefmt::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub expires_at: i64,
 }
 
@@ -58,16 +59,17 @@ impl std::fmt::Debug for Session {
 }
 
 /// Body of `POST /v1/admins`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateAdmin {
     /// Email, unique: `local@domain`, at most 254 bytes, no spaces.
-    #[schema(min_length = 3)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 3))]
     pub email: String,
     /// Role.
     pub role: Role,
     /// 12 to 1024 characters.
-    #[schema(min_length = 12, max_length = 1024)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 12, max_length = 1024))]
     pub password: String,
 }
 
@@ -81,7 +83,8 @@ impl std::fmt::Debug for CreateAdmin {
 }
 
 /// An admin account.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdminView {
     /// `adm_...`.
     pub id: String,
@@ -91,31 +94,34 @@ pub struct AdminView {
     pub role: Role,
     /// RFC 3339.
     #[serde(with = "crate::timefmt::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: i64,
 }
 
 /// A list of admins.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdminList {
     /// Oldest first.
     pub items: Vec<AdminView>,
 }
 
 /// Body of `POST /v1/admin-tokens`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// What the token is for: not blank, at most 200 characters once trimmed, no control
     /// characters.
-    #[schema(min_length = 1)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub name: String,
     /// Role.
     pub role: Role,
 }
 
 /// An admin API token without its secret.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenView {
     /// `tok_...`.
     pub id: String,
@@ -125,16 +131,17 @@ pub struct TokenView {
     pub role: Role,
     /// RFC 3339.
     #[serde(with = "crate::timefmt::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: i64,
     /// RFC 3339, to the minute.
     #[serde(with = "crate::timefmt::opt_rfc3339")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub last_used_at: Option<i64>,
 }
 
 /// A new token: shown once. `Debug` leaves the token out.
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedToken {
     /// `tok_...`.
     pub id: String,
@@ -144,7 +151,7 @@ pub struct CreatedToken {
     pub role: Role,
     /// RFC 3339.
     #[serde(with = "crate::timefmt::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: i64,
     /// The token. Store it now: it is never shown again.
     pub token: String,
@@ -163,17 +170,18 @@ impl std::fmt::Debug for CreatedToken {
 }
 
 /// A list of tokens.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenList {
     /// Oldest first.
     pub items: Vec<TokenView>,
 }
 
-fn role_of(s: &str) -> Result<Role, ApiError> {
-    Role::parse(s).ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored role {s:?}")))
+fn role_of(s: &str) -> Result<Role, StoreError> {
+    Role::parse(s).ok_or_else(|| StoreError::internal(anyhow::anyhow!("stored role {s:?}")))
 }
 
-fn admin_view(r: &AdminRow) -> Result<AdminView, ApiError> {
+fn admin_view(r: &AdminRow) -> Result<AdminView, StoreError> {
     Ok(AdminView {
         id: r.id.clone(),
         email: r.email.clone(),
@@ -183,47 +191,47 @@ fn admin_view(r: &AdminRow) -> Result<AdminView, ApiError> {
 }
 
 /// Normalises and checks an email address.
-pub fn check_email(email: &str) -> Result<String, ApiError> {
+pub fn check_email(email: &str) -> Result<String, StoreError> {
     let e = email.trim().to_lowercase();
     let ok = e.len() <= 254
         && !e.chars().any(|c| c.is_whitespace() || c.is_control())
         && e.split_once('@')
             .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'));
     if !ok {
-        return Err(ApiError::validation("email", "is not an email address"));
+        return Err(StoreError::validation("email", "is not an email address"));
     }
     Ok(e)
 }
 
 /// The validation error of a password field.
-pub fn password_error(field: &str) -> ApiError {
-    ApiError::validation(
+pub fn password_error(field: &str) -> StoreError {
+    StoreError::validation(
         field,
         format!("must be at least {MIN_PASSWORD_CHARS} characters and at most {MAX_PASSWORD_CHARS} characters"),
     )
 }
 
 /// Checks a password's length.
-pub fn check_password(password: &str) -> Result<(), ApiError> {
+pub fn check_password(password: &str) -> Result<(), StoreError> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             "password",
             format!("must be at least {MIN_PASSWORD_CHARS} characters"),
         ));
     }
     if password.chars().count() > MAX_PASSWORD_CHARS {
-        return Err(ApiError::validation("password", "is too long"));
+        return Err(StoreError::validation("password", "is too long"));
     }
     Ok(())
 }
 
 /// Argon2id PHC string of a password.
-pub fn hash_password(password: &str) -> Result<String, ApiError> {
+pub fn hash_password(password: &str) -> Result<String, StoreError> {
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("password hashing failed: {e}")))
+        .map_err(|e| StoreError::internal(anyhow::anyhow!("password hashing failed: {e}")))
 }
 
 /// A hash to verify against when the email is unknown, so both cases take as long.
@@ -238,7 +246,7 @@ pub fn create_admin(
     now: i64,
     actor: &str,
     input: CreateAdmin,
-) -> Result<AdminView, ApiError> {
+) -> Result<AdminView, StoreError> {
     check_email(&input.email)?;
     check_password(&input.password)?;
     let password_hash = hash_password(&input.password)?;
@@ -253,7 +261,7 @@ pub fn create_admin_hashed(
     email: &str,
     role: Role,
     password_hash: String,
-) -> Result<AdminView, ApiError> {
+) -> Result<AdminView, StoreError> {
     let email = check_email(email)?;
     let row = AdminRow {
         id: new_id("adm"),
@@ -268,8 +276,8 @@ pub fn create_admin_hashed(
             .filter(admins::email.eq(&row.email))
             .count()
             .get_result(conn)?;
-        let duplicate = || ApiError::Conflict {
-            code: "duplicate_email",
+        let duplicate = || StoreError::Conflict {
+            code: ConflictCode::DuplicateEmail,
             detail: format!("an admin with email {:?} already exists", row.email),
         };
         if taken > 0 {
@@ -299,13 +307,14 @@ pub fn create_admin_hashed(
 }
 
 /// Body of `POST /v1/auth/password`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChangePassword {
     /// The admin's password now.
     pub current_password: String,
     /// The new password, 12 to 1024 characters.
-    #[schema(min_length = 12, max_length = 1024)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 12, max_length = 1024))]
     pub new_password: String,
 }
 
@@ -316,7 +325,8 @@ impl std::fmt::Debug for ChangePassword {
 }
 
 /// Body of `PATCH /v1/admins/{admin_id}`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAdmin {
     /// The new role.
@@ -324,18 +334,18 @@ pub struct UpdateAdmin {
 }
 
 /// The admin row with this id, or 404.
-pub fn find_admin_row(conn: &mut DbConn, id: &str) -> Result<AdminRow, ApiError> {
+pub fn find_admin_row(conn: &mut DbConn, id: &str) -> Result<AdminRow, StoreError> {
     admins::table
         .find(id)
         .first(conn)
         .optional()?
-        .ok_or_else(|| ApiError::not_found("admin", id))
+        .ok_or_else(|| StoreError::not_found("admin", id))
 }
 
 /// Locks the owner rows (PostgreSQL; SQLite's `BEGIN IMMEDIATE` has locked the database
 /// already) and counts them, so that two owners demoted or deleted at once cannot both pass
 /// the last-owner check.
-fn owners_locked(conn: &mut DbConn) -> Result<usize, ApiError> {
+fn owners_locked(conn: &mut DbConn) -> Result<usize, StoreError> {
     let query = admins::table
         .filter(admins::role.eq(Role::Owner.as_str()))
         .select(admins::id);
@@ -346,15 +356,15 @@ fn owners_locked(conn: &mut DbConn) -> Result<usize, ApiError> {
     Ok(ids.len())
 }
 
-fn last_owner(what: &str) -> ApiError {
-    ApiError::Conflict {
-        code: "last_owner",
+fn last_owner(what: &str) -> StoreError {
+    StoreError::Conflict {
+        code: ConflictCode::LastOwner,
         detail: format!("{what} would leave no owner; make another admin an owner first"),
     }
 }
 
 /// Ends every session of an admin at once: sessions carry the epoch they were issued under.
-fn bump_epoch(conn: &mut DbConn, id: &str) -> Result<i64, ApiError> {
+fn bump_epoch(conn: &mut DbConn, id: &str) -> Result<i64, StoreError> {
     diesel::update(admins::table.find(id))
         .set(admins::session_epoch.eq(admins::session_epoch + 1))
         .execute(conn)?;
@@ -372,7 +382,7 @@ pub fn update_admin(
     actor: &str,
     id: &str,
     input: UpdateAdmin,
-) -> Result<AdminView, ApiError> {
+) -> Result<AdminView, StoreError> {
     write_tx(conn, |conn| {
         let row = find_admin_row(conn, id)?;
         let before = admin_view(&row)?;
@@ -402,7 +412,7 @@ pub fn update_admin(
 
 /// Deletes an admin (owners only); their sessions end at once. Deleting the last owner is
 /// 409 `last_owner`.
-pub fn delete_admin(conn: &mut DbConn, now: i64, actor: &str, id: &str) -> Result<(), ApiError> {
+pub fn delete_admin(conn: &mut DbConn, now: i64, actor: &str, id: &str) -> Result<(), StoreError> {
     write_tx(conn, |conn| {
         let row = find_admin_row(conn, id)?;
         let before = admin_view(&row)?;
@@ -432,7 +442,7 @@ pub fn set_password(
     now: i64,
     id: &str,
     password_hash: &str,
-) -> Result<i64, ApiError> {
+) -> Result<i64, StoreError> {
     write_tx(conn, |conn| {
         find_admin_row(conn, id)?;
         diesel::update(admins::table.find(id))
@@ -453,7 +463,7 @@ pub fn set_password(
 }
 
 /// Lists admins.
-pub fn list_admins(conn: &mut DbConn) -> Result<AdminList, ApiError> {
+pub fn list_admins(conn: &mut DbConn) -> Result<AdminList, StoreError> {
     let rows: Vec<AdminRow> = admins::table.order(admins::id.asc()).load(conn)?;
     let items = rows.iter().map(admin_view).collect::<Result<_, _>>()?;
     Ok(AdminList { items })
@@ -465,7 +475,7 @@ pub fn list_admins(conn: &mut DbConn) -> Result<AdminList, ApiError> {
 pub fn find_login(
     conn: &mut DbConn,
     email: &str,
-) -> Result<Option<(String, String, i64)>, ApiError> {
+) -> Result<Option<(String, String, i64)>, StoreError> {
     let email = email.trim().to_lowercase();
     Ok(admins::table
         .filter(admins::email.eq(&email))
@@ -500,7 +510,7 @@ pub fn issue_session(
     epoch: i64,
     now: i64,
     ttl_ms: i64,
-) -> Result<Session, ApiError> {
+) -> Result<Session, StoreError> {
     let expires_at = now + ttl_ms;
     let token = jwt.issue(admin_id, epoch, now, expires_at)?;
     tracing::info!(admin_id = %admin_id, "admin logged in");
@@ -516,7 +526,7 @@ pub fn end_session(
     token_hash: &str,
     admin_id: &str,
     expires_at: i64,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     let prune =
         diesel::delete(revoked_sessions::table.filter(revoked_sessions::expires_at.le(now)));
     crate::with_backend!(conn, |c| prune.execute(c))?;
@@ -534,7 +544,7 @@ pub fn end_session(
 }
 
 /// Whether the session token with this hash was ended by logging out.
-pub fn session_ended(conn: &mut DbConn, token_hash: &str) -> Result<bool, ApiError> {
+pub fn session_ended(conn: &mut DbConn, token_hash: &str) -> Result<bool, StoreError> {
     let found: Option<String> = revoked_sessions::table
         .find(token_hash)
         .select(revoked_sessions::token_hash)
@@ -543,7 +553,7 @@ pub fn session_ended(conn: &mut DbConn, token_hash: &str) -> Result<bool, ApiErr
     Ok(found.is_some())
 }
 
-fn token_view(r: &TokenRow) -> Result<TokenView, ApiError> {
+fn token_view(r: &TokenRow) -> Result<TokenView, StoreError> {
     Ok(TokenView {
         id: r.id.clone(),
         name: r.name.clone(),
@@ -559,7 +569,7 @@ pub fn create_token(
     now: i64,
     actor: &str,
     input: CreateToken,
-) -> Result<CreatedToken, ApiError> {
+) -> Result<CreatedToken, StoreError> {
     let name = check_name("name", &input.name)?;
     let token = generate_token();
     let row = TokenRow {
@@ -594,7 +604,7 @@ pub fn create_token(
 }
 
 /// Lists tokens.
-pub fn list_tokens(conn: &mut DbConn) -> Result<TokenList, ApiError> {
+pub fn list_tokens(conn: &mut DbConn) -> Result<TokenList, StoreError> {
     let rows: Vec<TokenRow> = admin_tokens::table
         .order(admin_tokens::id.asc())
         .load(conn)?;
@@ -603,13 +613,13 @@ pub fn list_tokens(conn: &mut DbConn) -> Result<TokenList, ApiError> {
 }
 
 /// Deletes a token; it stops working at once (every request looks its hash up).
-pub fn delete_token(conn: &mut DbConn, now: i64, actor: &str, id: &str) -> Result<(), ApiError> {
+pub fn delete_token(conn: &mut DbConn, now: i64, actor: &str, id: &str) -> Result<(), StoreError> {
     write_tx(conn, |conn| {
         let row: TokenRow = admin_tokens::table
             .find(id)
             .first(conn)
             .optional()?
-            .ok_or_else(|| ApiError::not_found("token", id))?;
+            .ok_or_else(|| StoreError::not_found("token", id))?;
         diesel::delete(admin_tokens::table.find(id)).execute(conn)?;
         audit::record(
             conn,
@@ -624,7 +634,7 @@ pub fn delete_token(conn: &mut DbConn, now: i64, actor: &str, id: &str) -> Resul
 }
 
 /// Makes sure an owner token with exactly this value exists (`KEYGATE_BOOTSTRAP_TOKEN`).
-pub fn ensure_bootstrap_token(conn: &mut DbConn, now: i64, token: &str) -> Result<(), ApiError> {
+pub fn ensure_bootstrap_token(conn: &mut DbConn, now: i64, token: &str) -> Result<(), StoreError> {
     let hash = hash_token(token);
     write_tx(conn, |conn| {
         let exists: i64 = admin_tokens::table

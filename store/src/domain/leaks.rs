@@ -4,13 +4,12 @@
 
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::bump_version;
 use crate::db::models::KeyRow;
 use crate::db::schema::api_keys;
 use crate::db::{write_tx, DbConn};
-use crate::error::ApiError;
+use crate::error::StoreError;
 
 /// Most keys in one report.
 pub const MAX_KEYS: usize = 100;
@@ -20,15 +19,16 @@ const MAX_SOURCE_CHARS: usize = 100;
 const MAX_URL_CHARS: usize = 2000;
 
 /// Body of `POST /v1/leaks`. `Debug` shows how many keys, not the keys.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LeakReport {
     /// The leaked keys, in full (1 to 100).
-    #[schema(min_items = 1, max_items = 100)]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 100))]
     pub keys: Vec<String>,
     /// Who found them, e.g. `github-secret-scanning` (1 to 100 characters once trimmed, no
     /// control characters).
-    #[schema(min_length = 1)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub source: String,
     /// Where they were found (http or https URL, at most 2000 characters).
     pub url: Option<String>,
@@ -45,7 +45,8 @@ impl std::fmt::Debug for LeakReport {
 }
 
 /// What happened to one reported key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LeakStatus {
     /// It was live and is now revoked.
@@ -59,7 +60,8 @@ pub enum LeakStatus {
 }
 
 /// One item of the answer, in the order of the request's `keys`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeakResult {
     /// The key's start; `null` for a malformed key.
     pub start: Option<String>,
@@ -70,28 +72,29 @@ pub struct LeakResult {
 }
 
 /// Answer of `POST /v1/leaks`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeakOutcome {
     /// One per reported key, in order.
     pub items: Vec<LeakResult>,
 }
 
-fn check(report: &LeakReport) -> Result<(String, Option<String>), ApiError> {
+fn check(report: &LeakReport) -> Result<(String, Option<String>), StoreError> {
     if report.keys.is_empty() {
-        return Err(ApiError::validation("keys", "must not be empty"));
+        return Err(StoreError::validation("keys", "must not be empty"));
     }
     if report.keys.len() > MAX_KEYS {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             "keys",
             format!("at most {MAX_KEYS} keys per report"),
         ));
     }
     let source = report.source.trim();
     if source.is_empty() {
-        return Err(ApiError::validation("source", "must not be empty"));
+        return Err(StoreError::validation("source", "must not be empty"));
     }
     if source.chars().count() > MAX_SOURCE_CHARS || source.chars().any(char::is_control) {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             "source",
             format!("must be at most {MAX_SOURCE_CHARS} characters, without control characters"),
         ));
@@ -104,7 +107,7 @@ fn check(report: &LeakReport) -> Result<(String, Option<String>), ApiError> {
                 || u.chars().count() > MAX_URL_CHARS
                 || u.chars().any(|c| c.is_control() || c.is_whitespace())
             {
-                return Err(ApiError::validation(
+                return Err(StoreError::validation(
                     "url",
                     format!("must be an http or https URL of at most {MAX_URL_CHARS} characters"),
                 ));
@@ -115,7 +118,7 @@ fn check(report: &LeakReport) -> Result<(String, Option<String>), ApiError> {
     Ok((source.to_owned(), url))
 }
 
-fn find_by_hash(conn: &mut DbConn, hash_hex: &str) -> Result<Option<KeyRow>, ApiError> {
+fn find_by_hash(conn: &mut DbConn, hash_hex: &str) -> Result<Option<KeyRow>, StoreError> {
     let rows: Vec<KeyRow> = api_keys::table
         .filter(api_keys::key_hash.eq(hash_hex))
         .load(conn)?;
@@ -128,7 +131,7 @@ pub fn report(
     now: i64,
     actor: &str,
     report: LeakReport,
-) -> Result<LeakOutcome, ApiError> {
+) -> Result<LeakOutcome, StoreError> {
     let (source, url) = check(&report)?;
     // Parse and hash first: malformed keys never reach the database.
     let parsed: Vec<Option<(String, String)>> = report

@@ -14,11 +14,10 @@ pub mod webhooks;
 
 use diesel::prelude::*;
 use serde::Deserialize;
-use utoipa::IntoParams;
 
 use crate::db::schema::snapshot_state;
 use crate::db::DbConn;
-use crate::error::ApiError;
+use crate::error::StoreError;
 
 /// Default and largest page sizes.
 pub const DEFAULT_PAGE: i64 = 50;
@@ -26,11 +25,12 @@ pub const DEFAULT_PAGE: i64 = 50;
 pub const MAX_PAGE: i64 = 200;
 
 /// `limit` and `cursor` of a list.
-#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// 1 to 200; default 50.
-    #[param(minimum = 1, maximum = 200)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 200))]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -51,10 +51,10 @@ impl Page {
         limit: Option<i64>,
         cursor: Option<String>,
         id_prefix: &str,
-    ) -> Result<Page, ApiError> {
+    ) -> Result<Page, StoreError> {
         let limit = limit.unwrap_or(DEFAULT_PAGE);
         if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(ApiError::validation(
+            return Err(StoreError::validation(
                 "limit",
                 format!("must be between 1 and {MAX_PAGE}"),
             ));
@@ -69,7 +69,7 @@ impl Page {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric());
                 if !ok {
-                    return Err(ApiError::validation(
+                    return Err(StoreError::validation(
                         "cursor",
                         "is not a cursor from this list",
                     ));
@@ -97,7 +97,7 @@ impl Page {
 /// projects: on PostgreSQL the row lock orders concurrent writers (each waits, then increments
 /// the committed value), on SQLite the write lock taken by `BEGIN IMMEDIATE` does. Either way no
 /// two commits share a version and none is lost.
-pub fn bump_version(conn: &mut DbConn) -> Result<i64, ApiError> {
+pub fn bump_version(conn: &mut DbConn) -> Result<i64, StoreError> {
     diesel::update(snapshot_state::table.find(1))
         .set(snapshot_state::version.eq(snapshot_state::version + 1))
         .execute(conn)?;
@@ -105,7 +105,7 @@ pub fn bump_version(conn: &mut DbConn) -> Result<i64, ApiError> {
 }
 
 /// The snapshot version.
-pub fn current_version(conn: &mut DbConn) -> Result<i64, ApiError> {
+pub fn current_version(conn: &mut DbConn) -> Result<i64, StoreError> {
     // On the concrete connection, so the prepared statement is cached: snapshot polling reads
     // this on every request.
     let query = snapshot_state::table
@@ -115,7 +115,7 @@ pub fn current_version(conn: &mut DbConn) -> Result<i64, ApiError> {
     let rows: Vec<i64> = crate::with_backend!(conn, |c| query.load(c))?;
     rows.into_iter()
         .next()
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("snapshot_state has no row")))
+        .ok_or_else(|| StoreError::internal(anyhow::anyhow!("snapshot_state has no row")))
 }
 
 /// Whether a diesel error is a unique-constraint violation.
@@ -127,19 +127,19 @@ pub fn is_unique_violation(e: &diesel::result::Error) -> bool {
 }
 
 /// Checks a display name: 1 to 200 characters, not blank.
-pub fn check_name(field: &str, name: &str) -> Result<String, ApiError> {
+pub fn check_name(field: &str, name: &str) -> Result<String, StoreError> {
     let trimmed = name.trim();
     if trimmed.is_empty() {
-        return Err(ApiError::validation(field, "must not be empty"));
+        return Err(StoreError::validation(field, "must not be empty"));
     }
     if trimmed.chars().count() > 200 {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             field,
             "must be at most 200 characters",
         ));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             field,
             "must not contain control characters",
         ));

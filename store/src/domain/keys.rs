@@ -7,13 +7,12 @@ use keygate_shared::{
     RateLimit, ReferrerPattern, Restrictions, Scope,
 };
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 
 use super::{audit, bump_version, check_name, double_option, events, projects, Page};
 use crate::db::models::{KeyChanges, KeyRow};
 use crate::db::schema::{api_keys, key_changes};
 use crate::db::{write_tx, DbConn};
-use crate::error::ApiError;
+use crate::error::{ConflictCode, StoreError};
 use crate::ids::new_id;
 
 /// Longest rotation grace: 30 days.
@@ -35,83 +34,88 @@ fn default_environment() -> Environment {
 
 /// A key spec: the body of `POST /v1/projects/{project_id}/keys`. Only `name` is required:
 /// `kind` defaults to `secret`, `environment` to `live`, everything else to none.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KeySpec {
     /// Display name: not blank, at most 200 characters once trimmed, no control characters.
-    #[schema(example = "Checkout web app", min_length = 1)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "Checkout web app", min_length = 1)
+    )]
     pub name: String,
     /// `secret` (the default) or `publishable`.
     #[serde(default = "default_kind")]
-    #[schema(value_type = crate::schemas::KindSchema, default = "secret")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schemas::KindSchema, default = "secret"))]
     pub kind: Kind,
     /// `live` (the default) or `test`.
     #[serde(default = "default_environment")]
-    #[schema(value_type = crate::schemas::EnvironmentSchema, default = "live")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schemas::EnvironmentSchema, default = "live"))]
     pub environment: Environment,
     /// Granted scopes, at most 100.
     #[serde(default)]
-    #[schema(
+    #[cfg_attr(feature = "openapi", schema(
         value_type = Vec<crate::schemas::ScopeSchema>,
         example = json!(["orders:read"]),
         max_items = 100
-    )]
+    ))]
     pub scopes: Vec<Scope>,
     /// Referrer and IP restrictions. Not nullable: leave it out for none.
     #[serde(default)]
-    #[schema(value_type = crate::schemas::RestrictionsSchema)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schemas::RestrictionsSchema))]
     pub restrictions: Restrictions,
     /// Rate limit.
-    #[schema(value_type = Option<crate::schemas::RateLimitSchema>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schemas::RateLimitSchema>))]
     pub rate_limit: Option<RateLimit>,
     /// Quota.
-    #[schema(value_type = Option<crate::schemas::QuotaSchema>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schemas::QuotaSchema>))]
     pub quota: Option<Quota>,
     /// RFC 3339; must be in the future.
     #[serde(default, with = "crate::timefmt::opt_rfc3339")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub expires_at: Option<i64>,
     /// Free JSON object (at most 4 KiB), returned by `/v1/verify`.
-    #[schema(value_type = Option<Object>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Metadata>,
 }
 
 /// Body of `PATCH /v1/keys/{key_id}`: any spec field but `kind` and `environment`; `null`
 /// clears `rate_limit`, `quota`, `expires_at` and `metadata`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
     /// Display name: not blank, at most 200 characters once trimmed, no control characters.
-    #[schema(min_length = 1)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub name: Option<String>,
     /// Replaces the scopes (at most 100).
-    #[schema(value_type = Option<Vec<crate::schemas::ScopeSchema>>, max_items = 100)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<crate::schemas::ScopeSchema>>, max_items = 100))]
     pub scopes: Option<Vec<Scope>>,
     /// Replaces the restrictions.
-    #[schema(value_type = Option<crate::schemas::RestrictionsSchema>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schemas::RestrictionsSchema>))]
     pub restrictions: Option<Restrictions>,
     /// Rate limit, or `null` to remove it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<crate::schemas::RateLimitSchema>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schemas::RateLimitSchema>))]
     pub rate_limit: Option<Option<RateLimit>>,
     /// Quota, or `null` to remove it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<crate::schemas::QuotaSchema>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schemas::QuotaSchema>))]
     pub quota: Option<Option<Quota>>,
     /// RFC 3339 in the future, or `null` for no expiry.
     #[serde(default, deserialize_with = "opt_opt_time")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub expires_at: Option<Option<i64>>,
     /// Metadata, or `null` to remove it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Object>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Option<Metadata>>,
     /// Refused: fixed at creation. Not in the document: with no properties beyond the listed
     /// ones allowed, it says what the server does (422).
-    #[schema(ignore)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub kind: Option<serde_json::Value>,
     /// Refused: fixed at creation (see `kind`).
-    #[schema(ignore)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub environment: Option<serde_json::Value>,
 }
 
@@ -120,17 +124,19 @@ fn opt_opt_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<
 }
 
 /// Body of `POST /v1/keys/{key_id}/rotate`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     /// How long the old key keeps working: 0 to 2592000 (30 days). Default 0.
     #[serde(default)]
-    #[schema(maximum = 2592000)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 2592000))]
     pub grace_seconds: u32,
 }
 
 /// Body of `POST /v1/keys/{key_id}/revoke`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RevokeKey {
     /// Why (at most 500 characters).
@@ -138,7 +144,8 @@ pub struct RevokeKey {
 }
 
 /// A key as the API shows it: never the plaintext, never the hash.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyView {
     /// `key_...`.
     pub id: String,
@@ -147,42 +154,42 @@ pub struct KeyView {
     /// Display name.
     pub name: String,
     /// Kind.
-    #[schema(value_type = crate::schemas::KindSchema)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schemas::KindSchema))]
     pub kind: Kind,
     /// Environment.
-    #[schema(value_type = crate::schemas::EnvironmentSchema)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schemas::EnvironmentSchema))]
     pub environment: Environment,
     /// Scopes.
-    #[schema(value_type = Vec<String>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub scopes: Vec<Scope>,
     /// Restrictions.
-    #[schema(value_type = crate::schemas::RestrictionsSchema)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schemas::RestrictionsSchema))]
     pub restrictions: Restrictions,
     /// Rate limit.
-    #[schema(value_type = Option<crate::schemas::RateLimitSchema>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schemas::RateLimitSchema>))]
     pub rate_limit: Option<RateLimit>,
     /// Quota.
-    #[schema(value_type = Option<crate::schemas::QuotaSchema>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schemas::QuotaSchema>))]
     pub quota: Option<Quota>,
     /// RFC 3339; after a rotation, the end of the grace period.
     #[serde(with = "crate::timefmt::opt_rfc3339")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub expires_at: Option<i64>,
     /// Metadata.
-    #[schema(value_type = Option<Object>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<serde_json::Value>,
     /// `{prefix}_{kind}_{env}_` and four secret characters.
     pub start: String,
     /// At the time of the response.
-    #[schema(value_type = crate::schemas::KeyStatusSchema)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schemas::KeyStatusSchema))]
     pub status: KeyStatus,
     /// RFC 3339.
     #[serde(with = "crate::timefmt::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: i64,
     /// RFC 3339.
     #[serde(with = "crate::timefmt::opt_rfc3339")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub revoked_at: Option<i64>,
     /// Reason given at revocation.
     pub revoked_reason: Option<String>,
@@ -193,13 +200,14 @@ pub struct KeyView {
     /// RFC 3339: start of the latest minute in which the edge reported a `valid` request
     /// with this key; `null` if none was reported.
     #[serde(with = "crate::timefmt::opt_rfc3339")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub last_used_at: Option<i64>,
 }
 
 /// A created key: its view plus the plaintext, shown this once. `Debug` leaves the plaintext
 /// out.
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedKey {
     /// The view.
     #[serde(flatten)]
@@ -218,19 +226,21 @@ impl std::fmt::Debug for CreatedKey {
 }
 
 /// The old key of a rotation.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PreviousKey {
     /// Old key id.
     pub id: String,
     /// When the old key stops working.
     #[serde(with = "crate::timefmt::opt_rfc3339")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub expires_at: Option<i64>,
 }
 
 /// A rotation's result: the new key, its plaintext, and the old key's end. `Debug` leaves the
 /// plaintext out.
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RotatedKey {
     /// The new key's view.
     #[serde(flatten)]
@@ -252,7 +262,8 @@ impl std::fmt::Debug for RotatedKey {
 }
 
 /// A page of keys.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyPage {
     /// Newest first.
     pub items: Vec<KeyView>,
@@ -261,20 +272,21 @@ pub struct KeyPage {
 }
 
 /// Query of `GET /v1/projects/{project_id}/keys`.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
 pub struct KeyListQuery {
     /// `active`, `expired` or `revoked`.
-    #[param(value_type = Option<crate::schemas::KeyStatusSchema>)]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schemas::KeyStatusSchema>))]
     pub status: Option<KeyStatus>,
     /// `live` or `test`.
-    #[param(value_type = Option<crate::schemas::EnvironmentSchema>)]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schemas::EnvironmentSchema>))]
     pub environment: Option<Environment>,
     /// 1 to 200; default 50.
-    #[param(minimum = 1, maximum = 200)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 200))]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
-    #[param(pattern = "^(key_[0-9A-Za-z]{26})?$")]
+    #[cfg_attr(feature = "openapi", param(pattern = "^(key_[0-9A-Za-z]{26})?$"))]
     pub cursor: Option<String>,
 }
 
@@ -312,27 +324,27 @@ pub struct StoredPolicy {
 }
 
 impl StoredPolicy {
-    fn parse(r: &KeyRow) -> Result<Self, ApiError> {
-        serde_json::from_str(&r.policy).map_err(ApiError::internal)
+    fn parse(r: &KeyRow) -> Result<Self, StoreError> {
+        serde_json::from_str(&r.policy).map_err(StoreError::internal)
     }
-    fn to_json(&self) -> Result<String, ApiError> {
-        serde_json::to_string(self).map_err(ApiError::internal)
+    fn to_json(&self) -> Result<String, StoreError> {
+        serde_json::to_string(self).map_err(StoreError::internal)
     }
 }
 
-fn kind_of(s: &str) -> Result<Kind, ApiError> {
+fn kind_of(s: &str) -> Result<Kind, StoreError> {
     s.parse()
-        .map_err(|_| ApiError::internal(anyhow::anyhow!("stored kind {s:?}")))
+        .map_err(|_| StoreError::internal(anyhow::anyhow!("stored kind {s:?}")))
 }
 
-fn env_of(s: &str) -> Result<Environment, ApiError> {
+fn env_of(s: &str) -> Result<Environment, StoreError> {
     s.parse()
-        .map_err(|_| ApiError::internal(anyhow::anyhow!("stored environment {s:?}")))
+        .map_err(|_| StoreError::internal(anyhow::anyhow!("stored environment {s:?}")))
 }
 
 impl KeyView {
     /// From a row at `now`.
-    pub fn from_row(r: &KeyRow, now: i64) -> Result<Self, ApiError> {
+    pub fn from_row(r: &KeyRow, now: i64) -> Result<Self, StoreError> {
         let p = StoredPolicy::parse(r)?;
         Ok(KeyView {
             id: r.id.clone(),
@@ -362,17 +374,17 @@ impl KeyView {
 }
 
 /// The snapshot record of a key row.
-pub fn record_from_row(r: &KeyRow) -> Result<KeyRecord, ApiError> {
+pub fn record_from_row(r: &KeyRow) -> Result<KeyRecord, StoreError> {
     let p = StoredPolicy::parse(r)?;
     let metadata_json = p
         .metadata
         .as_ref()
         .map(serde_json::to_string)
         .transpose()
-        .map_err(ApiError::internal)?;
+        .map_err(StoreError::internal)?;
     Ok(KeyRecord {
         hash: KeyHash::from_hex(&r.key_hash)
-            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored hash of {}", r.id)))?,
+            .ok_or_else(|| StoreError::internal(anyhow::anyhow!("stored hash of {}", r.id)))?,
         key_id: r.id.clone(),
         project_id: r.project_id.clone(),
         kind: kind_of(&r.kind)?,
@@ -391,15 +403,15 @@ pub fn record_from_row(r: &KeyRow) -> Result<KeyRecord, ApiError> {
 /// Whatever the API accepts, the edge enforces: a key whose snapshot record the edge's decoder
 /// (the same code in the Worker's build) would not give back unchanged is refused here, with
 /// the reason, rather than published.
-fn check_edge_decodes(row: &KeyRow) -> Result<(), ApiError> {
+fn check_edge_decodes(row: &KeyRow) -> Result<(), StoreError> {
     let record = record_from_row(row)?;
     keygate_shared::record::edge_round_trip(&record)
-        .map_err(|e| ApiError::validation("restrictions", e.reason))
+        .map_err(|e| StoreError::validation("restrictions", e.reason))
 }
 
-fn check_scopes(mut scopes: Vec<Scope>) -> Result<Vec<Scope>, ApiError> {
+fn check_scopes(mut scopes: Vec<Scope>) -> Result<Vec<Scope>, StoreError> {
     if scopes.len() > MAX_LIST_ITEMS {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             "scopes",
             format!("at most {MAX_LIST_ITEMS} scopes"),
         ));
@@ -409,21 +421,21 @@ fn check_scopes(mut scopes: Vec<Scope>) -> Result<Vec<Scope>, ApiError> {
     Ok(scopes)
 }
 
-fn check_restrictions(kind: Kind, r: &Restrictions) -> Result<(), ApiError> {
+fn check_restrictions(kind: Kind, r: &Restrictions) -> Result<(), StoreError> {
     if r.referrers.len() > MAX_LIST_ITEMS {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             "restrictions.referrers",
             format!("at most {MAX_LIST_ITEMS} patterns"),
         ));
     }
     if r.ips.len() > MAX_LIST_ITEMS {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             "restrictions.ips",
             format!("at most {MAX_LIST_ITEMS} networks"),
         ));
     }
     if kind == Kind::Publishable && r.referrers.is_empty() {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             "restrictions.referrers",
             "a publishable key needs at least one referrer pattern",
         ));
@@ -431,22 +443,25 @@ fn check_restrictions(kind: Kind, r: &Restrictions) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_expiry(expires_at: Option<i64>, now: i64) -> Result<(), ApiError> {
+fn check_expiry(expires_at: Option<i64>, now: i64) -> Result<(), StoreError> {
     if expires_at.is_some_and(|e| e <= now) {
-        return Err(ApiError::validation("expires_at", "must be in the future"));
+        return Err(StoreError::validation(
+            "expires_at",
+            "must be in the future",
+        ));
     }
     Ok(())
 }
 
-fn check_metadata(m: &Option<Metadata>) -> Result<(), ApiError> {
+fn check_metadata(m: &Option<Metadata>) -> Result<(), StoreError> {
     let len = m
         .as_ref()
         .map(serde_json::to_string)
         .transpose()
-        .map_err(ApiError::internal)?
+        .map_err(StoreError::internal)?
         .map_or(0, |j| j.len());
     if len > MAX_METADATA_BYTES {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             "metadata",
             format!("must be at most {MAX_METADATA_BYTES} bytes of JSON"),
         ));
@@ -455,14 +470,14 @@ fn check_metadata(m: &Option<Metadata>) -> Result<(), ApiError> {
 }
 
 /// Loads a key row.
-pub fn find_row(conn: &mut DbConn, id: &str) -> Result<KeyRow, ApiError> {
+pub fn find_row(conn: &mut DbConn, id: &str) -> Result<KeyRow, StoreError> {
     // `load` on the concrete connection keeps the prepared statement cached (see
     // verify::lookup); the id is the primary key.
     let query = api_keys::table.find(id);
     let rows: Vec<KeyRow> = crate::with_backend!(conn, |c| query.load(c))?;
     rows.into_iter()
         .next()
-        .ok_or_else(|| ApiError::not_found("key", id))
+        .ok_or_else(|| StoreError::not_found("key", id))
 }
 
 /// Issues a key in a project.
@@ -472,7 +487,7 @@ pub fn create(
     actor: &str,
     project_id: &str,
     spec: KeySpec,
-) -> Result<CreatedKey, ApiError> {
+) -> Result<CreatedKey, StoreError> {
     let name = check_name("name", &spec.name)?;
     let scopes = check_scopes(spec.scopes)?;
     check_restrictions(spec.kind, &spec.restrictions)?;
@@ -490,7 +505,7 @@ pub fn create(
     write_tx(conn, |conn| {
         let version = bump_version(conn)?;
         let project = projects::find_row(conn, project_id)?;
-        let prefix = KeyPrefix::parse(&project.key_prefix).map_err(ApiError::internal)?;
+        let prefix = KeyPrefix::parse(&project.key_prefix).map_err(StoreError::internal)?;
         let key =
             PlaintextKey::generate(&mut rand::rngs::OsRng, &prefix, spec.kind, spec.environment);
         let row = KeyRow {
@@ -539,7 +554,7 @@ pub fn create(
 }
 
 /// One key.
-pub fn get(conn: &mut DbConn, now: i64, id: &str) -> Result<KeyView, ApiError> {
+pub fn get(conn: &mut DbConn, now: i64, id: &str) -> Result<KeyView, StoreError> {
     KeyView::from_row(&find_row(conn, id)?, now)
 }
 
@@ -549,7 +564,7 @@ pub fn list(
     now: i64,
     project_id: &str,
     q: KeyListQuery,
-) -> Result<KeyPage, ApiError> {
+) -> Result<KeyPage, StoreError> {
     let page = Page::parse(q.limit, q.cursor, "key")?;
     projects::find_row(conn, project_id)?;
     let mut query = api_keys::table
@@ -596,15 +611,15 @@ pub fn update(
     actor: &str,
     id: &str,
     input: UpdateKey,
-) -> Result<KeyView, ApiError> {
+) -> Result<KeyView, StoreError> {
     if input.kind.is_some() {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             "kind",
             "cannot be changed after the key is created",
         ));
     }
     if input.environment.is_some() {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             "environment",
             "cannot be changed after the key is created",
         ));
@@ -625,8 +640,8 @@ pub fn update(
         let version = bump_version(conn)?;
         let row = find_row(conn, id)?;
         if row.revoked_at.is_some() {
-            return Err(ApiError::Conflict {
-                code: "key_not_active",
+            return Err(StoreError::Conflict {
+                code: ConflictCode::KeyNotActive,
                 detail: format!("key {id:?} is revoked and cannot be changed"),
             });
         }
@@ -646,7 +661,7 @@ pub fn update(
                     (Some(n), Some(cur)) => n > cur,
                 };
                 if row.rotated_to.is_some() && extends {
-                    return Err(ApiError::validation(
+                    return Err(StoreError::validation(
                         "expires_at",
                         "a rotated key's expiry cannot be extended",
                     ));
@@ -705,9 +720,9 @@ pub fn rotate(
     actor: &str,
     id: &str,
     input: RotateKey,
-) -> Result<RotatedKey, ApiError> {
+) -> Result<RotatedKey, StoreError> {
     if input.grace_seconds > MAX_GRACE_SECONDS {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             "grace_seconds",
             format!("must be between 0 and {MAX_GRACE_SECONDS} (30 days)"),
         ));
@@ -723,21 +738,21 @@ pub fn rotate(
                 } else {
                     "expired"
                 };
-                return Err(ApiError::Conflict {
-                    code: "key_not_active",
+                return Err(StoreError::Conflict {
+                    code: ConflictCode::KeyNotActive,
                     detail: format!("key {id:?} is {s} and cannot be rotated"),
                 });
             }
         }
         if let Some(to) = &old.rotated_to {
-            return Err(ApiError::Conflict {
-                code: "already_rotated",
+            return Err(StoreError::Conflict {
+                code: ConflictCode::AlreadyRotated,
                 detail: format!("key {id:?} was already rotated to {to:?}"),
             });
         }
         let before = KeyView::from_row(&old, now)?;
         let project = projects::find_row(conn, &old.project_id)?;
-        let prefix = KeyPrefix::parse(&project.key_prefix).map_err(ApiError::internal)?;
+        let prefix = KeyPrefix::parse(&project.key_prefix).map_err(StoreError::internal)?;
         let kind = kind_of(&old.kind)?;
         let env = env_of(&old.environment)?;
         let key = PlaintextKey::generate(&mut rand::rngs::OsRng, &prefix, kind, env);
@@ -825,7 +840,7 @@ pub fn revoke(
     actor: &str,
     id: &str,
     input: RevokeKey,
-) -> Result<KeyView, ApiError> {
+) -> Result<KeyView, StoreError> {
     let reason = input
         .reason
         .map(|r| r.trim().to_owned())
@@ -834,7 +849,7 @@ pub fn revoke(
         .as_ref()
         .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
     {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             "reason",
             format!("must be at most {MAX_REASON_CHARS} characters"),
         ));
@@ -843,8 +858,8 @@ pub fn revoke(
         bump_version(conn)?;
         let row = find_row(conn, id)?;
         if row.revoked_at.is_some() {
-            return Err(ApiError::Conflict {
-                code: "already_revoked",
+            return Err(StoreError::Conflict {
+                code: ConflictCode::AlreadyRevoked,
                 detail: format!("key {id:?} is already revoked"),
             });
         }
@@ -862,7 +877,7 @@ pub fn revoke(
 /// Records that key `id` changed at snapshot `version`, inside the transaction that bumped the
 /// version to it: a publish then reads only the keys changed since the snapshot it holds.
 /// Every write to what a key publishes goes through here.
-pub fn mark_changed(conn: &mut DbConn, id: &str, version: i64) -> Result<(), ApiError> {
+pub fn mark_changed(conn: &mut DbConn, id: &str, version: i64) -> Result<(), StoreError> {
     // Writers are serialised by the version bump, so update-then-insert cannot race.
     let n = diesel::update(key_changes::table.find(id))
         .set(key_changes::version.eq(version))
@@ -886,7 +901,7 @@ pub fn mark_revoked(
     row: &KeyRow,
     reason: Option<String>,
     audit_extra: serde_json::Map<String, serde_json::Value>,
-) -> Result<KeyView, ApiError> {
+) -> Result<KeyView, StoreError> {
     let before = KeyView::from_row(row, now)?;
     // The caller's transaction bumped the version: this is the value it bumped it to.
     let version = super::current_version(conn)?;
@@ -902,11 +917,11 @@ pub fn mark_revoked(
     let mut details = serde_json::Map::new();
     details.insert(
         "before".to_owned(),
-        serde_json::to_value(&before).map_err(ApiError::internal)?,
+        serde_json::to_value(&before).map_err(StoreError::internal)?,
     );
     details.insert(
         "after".to_owned(),
-        serde_json::to_value(&after).map_err(ApiError::internal)?,
+        serde_json::to_value(&after).map_err(StoreError::internal)?,
     );
     details.extend(audit_extra);
     audit::record(

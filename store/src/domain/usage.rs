@@ -12,11 +12,10 @@ use diesel::sql_types::BigInt;
 use diesel::upsert::excluded;
 use keygate_shared::Code;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 
 use crate::db::schema::{api_keys, key_sightings, key_usage, key_usage_daily, key_usage_hourly};
 use crate::db::{write_tx, DbConn};
-use crate::error::ApiError;
+use crate::error::StoreError;
 use crate::with_backend;
 
 /// Most items in one report.
@@ -34,28 +33,28 @@ const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 86_400_000;
 
 /// One count.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UsageItem {
     /// `key_...` (1 to 64 characters).
-    #[schema(min_length = 1, max_length = 64)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub key_id: String,
     /// RFC 3339; truncated to the minute.
     #[serde(with = "crate::timefmt::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub minute: i64,
     /// Verdict code.
-    #[schema(value_type = crate::schemas::VerifyCodeSchema)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schemas::VerifyCodeSchema))]
     pub code: Code,
     /// 1 to 4294967295.
-    #[schema(minimum = 1, maximum = 4294967295_u32, format = Int64)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 4294967295_u32, format = Int64))]
     pub count: u32,
 }
 
 /// What a sighting is of.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SightingKind {
     /// A client IP address (`CF-Connecting-IP`).
@@ -73,11 +72,11 @@ impl SightingKind {
         }
     }
 
-    fn parse(s: &str) -> Result<Self, ApiError> {
+    fn parse(s: &str) -> Result<Self, StoreError> {
         match s {
             "ip" => Ok(SightingKind::Ip),
             "referrer" => Ok(SightingKind::Referrer),
-            other => Err(ApiError::internal(anyhow::anyhow!(
+            other => Err(StoreError::internal(anyhow::anyhow!(
                 "stored sighting kind {other:?}"
             ))),
         }
@@ -85,11 +84,12 @@ impl SightingKind {
 }
 
 /// A value the edge saw for a key during one flush interval.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SightingReport {
     /// `key_...` (1 to 64 characters).
-    #[schema(min_length = 1, max_length = 64)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub key_id: String,
     /// `ip` or `referrer`.
     pub kind: SightingKind,
@@ -97,19 +97,20 @@ pub struct SightingReport {
     pub value: String,
     /// RFC 3339.
     #[serde(with = "crate::timefmt::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub first_seen: i64,
     /// RFC 3339; not before `first_seen`.
     #[serde(with = "crate::timefmt::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub last_seen: i64,
     /// Requests: 1 to 4294967295.
-    #[schema(minimum = 1, maximum = 4294967295_u32, format = Int64)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 4294967295_u32, format = Int64))]
     pub count: u32,
 }
 
 /// Body of `POST /v1/usage`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UsageReport {
     /// At most 5000 items.
@@ -120,7 +121,8 @@ pub struct UsageReport {
 }
 
 /// Answer of `POST /v1/usage`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageAccepted {
     /// Number of items added.
     pub accepted: usize,
@@ -129,7 +131,8 @@ pub struct UsageAccepted {
 }
 
 /// The size of a usage bucket.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Granularity {
     /// One minute; windows of at most 31 days.
@@ -176,29 +179,31 @@ impl Granularity {
 }
 
 /// Query of `GET /v1/keys/{key_id}/usage` and `GET /v1/projects/{project_id}/usage`.
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// RFC 3339; default 24 hours before `to`. Rounded down to the start of its bucket.
     #[serde(default, with = "crate::timefmt::opt_rfc3339")]
-    #[param(value_type = Option<String>, format = DateTime)]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<String>, format = DateTime))]
     pub from: Option<i64>,
     /// RFC 3339; default now.
     #[serde(default, with = "crate::timefmt::opt_rfc3339")]
-    #[param(value_type = Option<String>, format = DateTime)]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<String>, format = DateTime))]
     pub to: Option<i64>,
     /// `minute` (default), `hour` or `day`.
     #[serde(default)]
-    #[param(value_type = Option<Granularity>)]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<Granularity>))]
     pub granularity: Granularity,
 }
 
 /// One bucket's count of one code.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsagePoint {
     /// Start of the bucket, RFC 3339.
     #[serde(with = "crate::timefmt::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub start: i64,
     /// Verdict code.
     pub code: String,
@@ -207,39 +212,42 @@ pub struct UsagePoint {
 }
 
 /// Usage of a key or a project.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageSeries {
     /// The bucket size.
     pub granularity: Granularity,
     /// Start of the first bucket of the window, RFC 3339.
     #[serde(with = "crate::timefmt::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub from: i64,
     /// End of the window, RFC 3339: buckets starting after it are left out.
     #[serde(with = "crate::timefmt::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub to: i64,
     /// Non-zero counts, by bucket start, then code.
     pub items: Vec<UsagePoint>,
     /// Sum over the window per code.
-    #[schema(example = json!({"valid": 120, "rate_limited": 3}))]
+    #[cfg_attr(feature = "openapi", schema(example = json!({"valid": 120, "rate_limited": 3})))]
     pub totals: BTreeMap<String, i64>,
 }
 
 /// Query of `GET /v1/keys/{key_id}/sightings`.
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
 pub struct SightingsQuery {
     /// Only this kind; default both.
-    #[param(value_type = Option<SightingKind>)]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<SightingKind>))]
     pub kind: Option<SightingKind>,
     /// 1 to 1000; default 100.
-    #[param(minimum = 1, maximum = 1000)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
     pub limit: Option<i64>,
 }
 
 /// A client IP or referrer origin seen for a key.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SightingView {
     /// `ip` or `referrer`.
     pub kind: SightingKind,
@@ -247,18 +255,19 @@ pub struct SightingView {
     pub value: String,
     /// RFC 3339.
     #[serde(with = "crate::timefmt::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub first_seen_at: i64,
     /// RFC 3339.
     #[serde(with = "crate::timefmt::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub last_seen_at: i64,
     /// Requests seen with this value.
     pub count: i64,
 }
 
 /// A key's sightings.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SightingList {
     /// Newest `first_seen_at` first.
     pub items: Vec<SightingView>,
@@ -290,18 +299,18 @@ pub struct Pruned {
     pub sightings: usize,
 }
 
-fn check_key_id(field: String, key_id: &str) -> Result<(), ApiError> {
+fn check_key_id(field: String, key_id: &str) -> Result<(), StoreError> {
     if key_id.is_empty() || key_id.chars().count() > 64 {
-        return Err(ApiError::validation(field, "must be a key id"));
+        return Err(StoreError::validation(field, "must be a key id"));
     }
     Ok(())
 }
 
 /// The stored form of a sighting's value: canonical IP text, or a lowercase origin.
-fn sighting_value(i: usize, kind: SightingKind, value: &str) -> Result<String, ApiError> {
+fn sighting_value(i: usize, kind: SightingKind, value: &str) -> Result<String, StoreError> {
     let field = || format!("sightings[{i}].value");
     if value.is_empty() || value.len() > MAX_SIGHTING_VALUE {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             field(),
             format!("must be 1 to {MAX_SIGHTING_VALUE} characters"),
         ));
@@ -310,11 +319,11 @@ fn sighting_value(i: usize, kind: SightingKind, value: &str) -> Result<String, A
         SightingKind::Ip => value
             .parse::<IpAddr>()
             .map(|ip| ip.to_string())
-            .map_err(|_| ApiError::validation(field(), "must be an IPv4 or IPv6 address")),
+            .map_err(|_| StoreError::validation(field(), "must be an IPv4 or IPv6 address")),
         SightingKind::Referrer => keygate_shared::referrer::canonical_origin(value)
             .filter(|o| o.len() <= MAX_SIGHTING_VALUE)
             .ok_or_else(|| {
-                ApiError::validation(
+                StoreError::validation(
                     field(),
                     "must be an origin such as https://shop.example.com or http://localhost:3000",
                 )
@@ -347,15 +356,15 @@ type Counts<'a> = BTreeMap<(&'a str, i64, &'static str), i64>;
 
 /// Adds the counts to the minute, hour and day tables, moves each key's `last_used_at` forward
 /// to its latest `valid` minute, and merges the sightings, all in one transaction.
-pub fn record(conn: &mut DbConn, report: UsageReport) -> Result<UsageAccepted, ApiError> {
+pub fn record(conn: &mut DbConn, report: UsageReport) -> Result<UsageAccepted, StoreError> {
     if report.items.len() > MAX_ITEMS {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             "items",
             format!("at most {MAX_ITEMS} items"),
         ));
     }
     if report.sightings.len() > MAX_SIGHTINGS {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             "sightings",
             format!("at most {MAX_SIGHTINGS} sightings"),
         ));
@@ -369,7 +378,7 @@ pub fn record(conn: &mut DbConn, report: UsageReport) -> Result<UsageAccepted, A
     for (i, item) in report.items.iter().enumerate() {
         check_key_id(format!("items[{i}].key_id"), &item.key_id)?;
         if item.count == 0 {
-            return Err(ApiError::validation(
+            return Err(StoreError::validation(
                 format!("items[{i}].count"),
                 "must be positive",
             ));
@@ -396,13 +405,13 @@ pub fn record(conn: &mut DbConn, report: UsageReport) -> Result<UsageAccepted, A
         check_key_id(format!("sightings[{i}].key_id"), &s.key_id)?;
         let value = sighting_value(i, s.kind, &s.value)?;
         if s.last_seen < s.first_seen {
-            return Err(ApiError::validation(
+            return Err(StoreError::validation(
                 format!("sightings[{i}].last_seen"),
                 "must not be before first_seen",
             ));
         }
         if s.count == 0 {
-            return Err(ApiError::validation(
+            return Err(StoreError::validation(
                 format!("sightings[{i}].count"),
                 "must be positive",
             ));
@@ -462,7 +471,7 @@ pub fn record(conn: &mut DbConn, report: UsageReport) -> Result<UsageAccepted, A
                 ))
                 .execute(c))?;
         }
-        Ok::<_, ApiError>(())
+        Ok::<_, StoreError>(())
     })?;
     Ok(UsageAccepted {
         accepted: report.items.len(),
@@ -547,7 +556,7 @@ pub fn series(
     now: i64,
     scope: Scope<'_>,
     q: UsageQuery,
-) -> Result<UsageSeries, ApiError> {
+) -> Result<UsageSeries, StoreError> {
     match scope {
         Scope::Key(id) => {
             super::keys::find_row(conn, id)?;
@@ -560,11 +569,11 @@ pub fn series(
     let to = q.to.unwrap_or(now);
     let from = q.from.unwrap_or(to - DAY_MS);
     if from > to {
-        return Err(ApiError::validation("from", "must not be after `to`"));
+        return Err(StoreError::validation("from", "must not be after `to`"));
     }
     let max_days = g.max_window_days();
     if to - from > max_days * DAY_MS {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             "from",
             format!(
                 "the window may span at most {max_days} days at {} granularity",
@@ -596,10 +605,10 @@ pub fn sightings(
     conn: &mut DbConn,
     key_id: &str,
     q: SightingsQuery,
-) -> Result<SightingList, ApiError> {
+) -> Result<SightingList, StoreError> {
     let limit = q.limit.unwrap_or(DEFAULT_SIGHTINGS);
     if !(1..=MAX_SIGHTINGS_LISTED).contains(&limit) {
-        return Err(ApiError::validation(
+        return Err(StoreError::validation(
             "limit",
             format!("must be between 1 and {MAX_SIGHTINGS_LISTED}"),
         ));
@@ -634,14 +643,14 @@ pub fn sightings(
                 count,
             })
         })
-        .collect::<Result<_, ApiError>>()?;
+        .collect::<Result<_, StoreError>>()?;
     Ok(SightingList { items })
 }
 
 /// Deletes the rows older than their retention at `now`: count rows whose bucket started
 /// before `now - retention`, sightings last seen before it. One short transaction per table,
 /// so usage posts are not held up behind one long delete.
-pub fn prune(conn: &mut DbConn, now: i64, r: &Retention) -> Result<Pruned, ApiError> {
+pub fn prune(conn: &mut DbConn, now: i64, r: &Retention) -> Result<Pruned, StoreError> {
     let minutes = write_tx(conn, |c| {
         diesel::delete(key_usage::table.filter(key_usage::minute.lt(now - r.minute_ms))).execute(c)
     })?;
