@@ -1,0 +1,96 @@
+//! Logins and sessions: finding the admin to log in, checking a password in constant work,
+//! issuing a session token, and ending one.
+
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
+use argon2::Argon2;
+use diesel::prelude::*;
+
+use super::{dummy_hash, Session};
+use crate::credentials::JwtKeys;
+use crate::db::schema::{admins, revoked_sessions};
+use crate::db::DbConn;
+use crate::error::StoreError;
+
+/// The id and password hash of the admin with this email (normalised), if any. Login reads
+/// these, gives the connection back, and only then verifies the password: Argon2id takes tens
+/// of milliseconds of CPU, which must not hold a pooled connection.
+pub fn find_login(
+    conn: &mut DbConn,
+    email: &str,
+) -> Result<Option<(String, String, i64)>, StoreError> {
+    let email = email.trim().to_lowercase();
+    Ok(admins::table
+        .filter(admins::email.eq(&email))
+        .select((admins::id, admins::password_hash, admins::session_epoch))
+        .first(conn)
+        .optional()?)
+}
+
+/// Whether `password` matches the Argon2id PHC string `stored`. With no stored hash (unknown
+/// email) a dummy hash is verified instead, so both cases take as long, and the answer is
+/// `false`. The comparison inside `argon2` is constant-time.
+pub fn verify_password(stored: Option<&str>, password: &str) -> bool {
+    let known = stored.is_some();
+    let hash = match stored {
+        Some(s) => s,
+        None => dummy_hash(),
+    };
+    let ok = PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false);
+    known && ok
+}
+
+/// Issues a session token for an admin whose password was verified.
+pub fn issue_session(
+    jwt: &JwtKeys,
+    admin_id: &str,
+    epoch: i64,
+    now: i64,
+    ttl_ms: i64,
+) -> Result<Session, StoreError> {
+    let expires_at = now + ttl_ms;
+    let token = jwt.issue(admin_id, epoch, now, expires_at)?;
+    tracing::info!(admin_id = %admin_id, "admin logged in");
+    Ok(Session { token, expires_at })
+}
+
+/// Ends a session token before it expires: from now on every replica refuses it. `token_hash`
+/// is [`hash_token`] of the JWT and `expires_at` its expiry (ms). Rows of tokens that have
+/// expired meanwhile are removed on the way, so the table holds only live sessions' ends.
+pub fn end_session(
+    conn: &mut DbConn,
+    now: i64,
+    token_hash: &str,
+    admin_id: &str,
+    expires_at: i64,
+) -> Result<(), StoreError> {
+    let prune =
+        diesel::delete(revoked_sessions::table.filter(revoked_sessions::expires_at.le(now)));
+    crate::with_backend!(conn, |c| prune.execute(c))?;
+    // Logging out twice is not an error.
+    let insert = diesel::insert_into(revoked_sessions::table)
+        .values((
+            revoked_sessions::token_hash.eq(token_hash),
+            revoked_sessions::admin_id.eq(admin_id),
+            revoked_sessions::expires_at.eq(expires_at),
+        ))
+        .on_conflict_do_nothing();
+    crate::with_backend!(conn, |c| insert.execute(c))?;
+    tracing::info!(admin_id = %admin_id, "admin logged out");
+    Ok(())
+}
+
+/// Whether the session token with this hash was ended by logging out.
+pub fn session_ended(conn: &mut DbConn, token_hash: &str) -> Result<bool, StoreError> {
+    let found: Option<String> = revoked_sessions::table
+        .find(token_hash)
+        .select(revoked_sessions::token_hash)
+        .first(conn)
+        .optional()?;
+    Ok(found.is_some())
+}
