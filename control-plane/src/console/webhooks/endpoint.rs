@@ -1,274 +1,24 @@
-//! Webhooks: the endpoints (create, with the secret shown once; edit; enable, disable, delete;
-//! secret rotation, the new secret shown once) and
-//! each endpoint's delivery log with manual retries.
-
-use std::collections::HashMap;
+//! One endpoint's page: its settings, its delivery log with manual retries, and the forms
+//! that edit, enable, disable, delete it and rotate its secret.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup};
-use serde_json::{json, Value};
 
-use super::layout::{self, FieldErrors};
-use super::session::{self, ConsoleError, Session};
-use super::{field, field_error, html_response, post_session, redirect, submit, Form};
-use crate::domain::events::EVENT_TYPES;
+use super::{
+    edit_form, edit_values, enabled_badge, endpoint_body, rotate_form, single, webhook_field,
+    MultiForm,
+};
+use crate::console::layout::{self, FieldErrors};
+use crate::console::session::{self, ConsoleError, Session};
+use crate::console::{field, field_error, html_response, post_session, redirect, submit, Form};
 use crate::domain::webhooks::{
-    self as domain, CreateWebhook, DeliveryQuery, DeliveryView, RotateSecret, RotatedSecret,
-    UpdateWebhook, WebhookView, DEFAULT_EXPIRING_DAYS,
+    self as domain, DeliveryQuery, DeliveryView, RotateSecret, RotatedSecret, UpdateWebhook,
+    WebhookView,
 };
 use crate::error::ApiError;
 use crate::state::db;
 use crate::state::AppState;
-
-/// A form whose fields may repeat (the event checkboxes).
-pub type MultiForm = web::Form<Vec<(String, String)>>;
-
-fn webhook_field(f: &str) -> String {
-    let top = f.split(['.', '[']).next().unwrap_or(f);
-    match top {
-        "url" | "events" | "description" | "expiring_days" => top.to_owned(),
-        _ => "form".to_owned(),
-    }
-}
-
-/// The last value of each field, for the CSRF check and the single-valued fields.
-fn single(form: &[(String, String)]) -> HashMap<String, String> {
-    form.iter().cloned().collect()
-}
-
-fn checked_events(form: &[(String, String)]) -> Vec<String> {
-    form.iter()
-        .filter(|(k, _)| k == "events")
-        .map(|(_, v)| v.clone())
-        .collect()
-}
-
-/// The endpoint fields shared by the create and edit forms.
-fn endpoint_fields(
-    values: &HashMap<String, String>,
-    chosen: &[String],
-    days: &str,
-    enabled: bool,
-    errors: &FieldErrors,
-) -> Markup {
-    let events_error = errors.get("events");
-    html! {
-        (layout::text_input("url", "URL", field(values, "url"), Some("http or https; Keygate POSTs each event here"), errors, true))
-        (layout::text_input("description", "Description", field(values, "description"), None, errors, false))
-        fieldset.invalid[events_error.is_some()] aria-describedby=[events_error.map(|_| "events-error")] {
-            legend { "Events" }
-            @for t in EVENT_TYPES {
-                div.field.check {
-                    input type="checkbox" id=(format!("event-{t}")) name="events" value=(t)
-                        checked[chosen.iter().any(|c| c == t)];
-                    label for=(format!("event-{t}")) { code { (t) } }
-                }
-            }
-            @if let Some(e) = events_error { p.field-error #events-error role="alert" { (e) } }
-        }
-        (layout::field("expiring_days", "Days of warning for key.expiring", Some("1 to 90"), errors, html! {
-            input type="number" #expiring_days name="expiring_days" min="1" max="90" value=(days)
-                aria-describedby="expiring_days-hint";
-        }))
-        div.field.check {
-            input type="checkbox" #enabled name="enabled" value="yes" checked[enabled];
-            label for="enabled" { "Enabled" }
-        }
-    }
-}
-
-fn new_form(s: &Session, form: &[(String, String)], errors: &FieldErrors) -> Markup {
-    let values = single(form);
-    // A fresh form subscribes to everything about keys.
-    let fresh = form.is_empty();
-    let chosen: Vec<String> = if fresh {
-        EVENT_TYPES
-            .iter()
-            .filter(|t| t.starts_with("key."))
-            .map(|t| (*t).to_owned())
-            .collect()
-    } else {
-        checked_events(form)
-    };
-    let days = values
-        .get("expiring_days")
-        .cloned()
-        .unwrap_or_else(|| DEFAULT_EXPIRING_DAYS.to_string());
-    html! {
-        section.card aria-labelledby="new-webhook" {
-            h2 #new-webhook { "New endpoint" }
-            @if let Some(e) = errors.get("form") { p.error role="alert" { (e) } }
-            form method="post" action="/console/webhooks" #webhook-form {
-                (layout::csrf(s))
-                (endpoint_fields(&values, &chosen, &days, fresh || values.contains_key("enabled"), errors))
-                button type="submit" { "Create endpoint" }
-            }
-        }
-    }
-}
-
-/// The edit form's values for an endpoint.
-fn edit_values(w: &WebhookView) -> Vec<(String, String)> {
-    let mut v = vec![
-        ("url".to_owned(), w.url.clone()),
-        ("description".to_owned(), w.description.clone()),
-        ("expiring_days".to_owned(), w.expiring_days.to_string()),
-    ];
-    v.extend(w.events.iter().map(|e| ("events".to_owned(), e.clone())));
-    if w.enabled {
-        v.push(("enabled".to_owned(), "yes".to_owned()));
-    }
-    v
-}
-
-fn edit_form(
-    s: &Session,
-    w: &WebhookView,
-    form: &[(String, String)],
-    errors: &FieldErrors,
-) -> Markup {
-    let values = single(form);
-    html! {
-        section.card aria-labelledby="edit-h" {
-            h2 #edit-h { "Edit endpoint" }
-            form method="post" action=(format!("/console/webhooks/{}", w.id)) #webhook-edit {
-                (layout::csrf(s))
-                (endpoint_fields(&values, &checked_events(form), field(&values, "expiring_days"), values.contains_key("enabled"), errors))
-                button type="submit" { "Save changes" }
-            }
-        }
-    }
-}
-
-fn rotate_form(s: &Session, w: &WebhookView, errors: &FieldErrors) -> Markup {
-    html! {
-        section.card aria-labelledby="rotate-h" {
-            h2 #rotate-h { "Rotate the signing secret" }
-            p { "Makes a new signing secret, shown once. During the grace period each delivery carries a signature with the old secret too, so receivers can switch over." }
-            form method="post" action=(format!("/console/webhooks/{}/rotate-secret", w.id)) #rotate-secret-form {
-                (layout::csrf(s))
-                (layout::select("grace_seconds", "Old secret keeps signing for", &[("0", "no time: stop it now"), ("3600", "1 hour"), ("86400", "1 day"), ("604800", "7 days")], "86400", errors))
-                button type="submit" { "Rotate secret" }
-            }
-        }
-    }
-}
-
-fn list_page(
-    s: &Session,
-    hooks: &[WebhookView],
-    form: &[(String, String)],
-    errors: &FieldErrors,
-    created: Option<(&WebhookView, &str)>,
-) -> String {
-    layout::page(
-        "Webhooks",
-        Some(s),
-        html! {
-            @if let Some((w, secret)) = created {
-                div.warning role="alert" {
-                    strong { "Copy the signing secret now. " }
-                    "It is shown only once. Use it to check the Keygate-Webhook-Signature header of each delivery."
-                }
-                div.secret {
-                    label for="plaintext" { "Signing secret of " (w.url) }
-                    input #plaintext type="text" readonly value=(secret);
-                    button type="button" #copy data-copy="plaintext" { "Copy" }
-                }
-                p { a href=(format!("/console/webhooks/{}", w.id)) { "I have stored it: go to the endpoint" } }
-            }
-            @if hooks.is_empty() { p { "No webhook endpoints yet." } }
-            @else {
-                div.table-wrap { table #webhooks {
-                    caption { "Endpoints" }
-                    thead { tr { th scope="col" { "URL" } th scope="col" { "Events" } th scope="col" { "State" } th scope="col" { "Created" } } }
-                    tbody {
-                        @for w in hooks {
-                            tr {
-                                td { a href=(format!("/console/webhooks/{}", w.id)) { (w.url) } @if !w.description.is_empty() { br; small { (w.description) } } }
-                                td { (w.events.join(", ")) }
-                                td { (enabled_badge(w.enabled)) }
-                                td { (layout::ts(w.created_at)) }
-                            }
-                        }
-                    }
-                } }
-            }
-            @if s.can_write() { (new_form(s, form, errors)) }
-        },
-    )
-}
-
-fn enabled_badge(enabled: bool) -> Markup {
-    if enabled {
-        html! { span.badge.active { "enabled" } }
-    } else {
-        html! { span.badge.expired { "disabled" } }
-    }
-}
-
-/// GET /console/webhooks
-pub async fn list(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ConsoleError> {
-    let s = session::current(&req, &state).await?;
-    let hooks = db(&state, |c, _| domain::list(c)).await?.items;
-    Ok(html_response(
-        StatusCode::OK,
-        list_page(&s, &hooks, &[], &FieldErrors::default(), None),
-    ))
-}
-
-/// POST /console/webhooks
-pub async fn create(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    form: MultiForm,
-) -> Result<HttpResponse, ConsoleError> {
-    let values = single(&form);
-    let s = post_session(&req, &state, &values).await?;
-    s.require_writer()?;
-    let (body, mut errors) = match endpoint_body(&form) {
-        Ok(body) => (body, FieldErrors::default()),
-        Err(errors) => (Value::Null, errors),
-    };
-    if errors.is_empty() {
-        let actor = s.admin_id.clone();
-        let url = field(&values, "url").to_owned();
-        let result = match crate::routes::webhooks::guard_target(&state, &url).await {
-            Ok(()) => {
-                submit(&state, &body, move |c, now, input: CreateWebhook| {
-                    domain::create(c, now, &actor, input)
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(created) => {
-                let hooks = db(&state, |c, _| domain::list(c)).await?.items;
-                return Ok(html_response(
-                    StatusCode::CREATED,
-                    list_page(
-                        &s,
-                        &hooks,
-                        &[],
-                        &FieldErrors::default(),
-                        Some((&created.view, &created.secret)),
-                    ),
-                ));
-            }
-            Err(e) => errors = field_error(e, webhook_field)?,
-        }
-    }
-    let hooks = db(&state, |c, _| domain::list(c)).await?.items;
-    Ok(html_response(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        list_page(&s, &hooks, &form, &errors, None),
-    ))
-}
 
 fn status_badge(d: &DeliveryView) -> Markup {
     let s = d.status.as_str();
@@ -423,6 +173,18 @@ async fn load(
     }
 }
 
+/// The endpoint's page, with a note, or the errors and values of a form that failed.
+async fn page_again(
+    s: &Session,
+    state: &web::Data<AppState>,
+    id: &str,
+    status: StatusCode,
+    extras: ShowExtras<'_>,
+) -> Result<HttpResponse, ConsoleError> {
+    let (w, deliveries) = load(state, id).await?;
+    Ok(html_response(status, show_page(s, &w, &deliveries, extras)))
+}
+
 #[derive(Debug, Default, serde::Deserialize)]
 struct Note {
     done: Option<String>,
@@ -435,7 +197,6 @@ pub async fn show(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ConsoleError> {
     let s = session::current(&req, &state).await?;
-    let (w, deliveries) = load(&state, &path).await?;
     let note: Note = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
     let note = match note.done.as_deref() {
         Some("enabled") => Some("Endpoint enabled."),
@@ -444,18 +205,17 @@ pub async fn show(
         Some("saved") => Some("Changes saved."),
         _ => None,
     };
-    Ok(html_response(
+    page_again(
+        &s,
+        &state,
+        &path,
         StatusCode::OK,
-        show_page(
-            &s,
-            &w,
-            &deliveries,
-            ShowExtras {
-                note,
-                ..Default::default()
-            },
-        ),
-    ))
+        ShowExtras {
+            note,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 async fn set_enabled(
@@ -523,21 +283,19 @@ pub async fn delete(
     s.require_writer()?;
     let id = path.into_inner();
     if field(&form, "confirm") != "yes" {
-        let (w, deliveries) = load(&state, &id).await?;
         let mut errors = FieldErrors::default();
         errors.push("confirm", "Tick the confirmation to delete the endpoint.");
-        return Ok(html_response(
+        return page_again(
+            &s,
+            &state,
+            &id,
             StatusCode::UNPROCESSABLE_ENTITY,
-            show_page(
-                &s,
-                &w,
-                &deliveries,
-                ShowExtras {
-                    errors,
-                    ..Default::default()
-                },
-            ),
-        ));
+            ShowExtras {
+                errors,
+                ..Default::default()
+            },
+        )
+        .await;
     }
     let actor = s.admin_id.clone();
     match db(&state, move |c, now| domain::delete(c, now, &actor, &id)).await {
@@ -570,46 +328,19 @@ pub async fn retry(
             if errors.is_empty() {
                 errors.push("form", "the delivery could not be queued");
             }
-            let (w, deliveries) = load(&state, &id).await?;
-            Ok(html_response(
+            page_again(
+                &s,
+                &state,
+                &id,
                 StatusCode::CONFLICT,
-                show_page(
-                    &s,
-                    &w,
-                    &deliveries,
-                    ShowExtras {
-                        errors,
-                        ..Default::default()
-                    },
-                ),
-            ))
+                ShowExtras {
+                    errors,
+                    ..Default::default()
+                },
+            )
+            .await
         }
     }
-}
-
-/// The JSON body of the create and edit forms, or the field errors that stop it.
-fn endpoint_body(form: &[(String, String)]) -> Result<Value, FieldErrors> {
-    let values = single(form);
-    let days = field(&values, "expiring_days");
-    let expiring_days = if days.is_empty() {
-        Value::Null
-    } else {
-        match days.parse::<i64>() {
-            Ok(d) => json!(d),
-            Err(_) => {
-                let mut errors = FieldErrors::default();
-                errors.push("expiring_days", "expiring_days: must be a whole number");
-                return Err(errors);
-            }
-        }
-    };
-    Ok(json!({
-        "url": field(&values, "url"),
-        "description": field(&values, "description"),
-        "events": checked_events(form),
-        "expiring_days": expiring_days,
-        "enabled": values.contains_key("enabled"),
-    }))
 }
 
 /// POST /console/webhooks/{id}: the edit form (URL, description, events, days of warning,
@@ -645,20 +376,18 @@ pub async fn update(
         }
         Err(errors) => errors,
     };
-    let (w, deliveries) = load(&state, &id).await?;
-    Ok(html_response(
+    page_again(
+        &s,
+        &state,
+        &id,
         StatusCode::UNPROCESSABLE_ENTITY,
-        show_page(
-            &s,
-            &w,
-            &deliveries,
-            ShowExtras {
-                form: &form,
-                errors,
-                ..Default::default()
-            },
-        ),
-    ))
+        ShowExtras {
+            form: &form,
+            errors,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 /// POST /console/webhooks/{id}/rotate-secret: a new signing secret, shown in this response
@@ -710,17 +439,15 @@ pub async fn rotate_secret(
         }
         Err(e) => return Err(e.into()),
     };
-    let (w, deliveries) = load(&state, &id).await?;
-    Ok(html_response(
+    page_again(
+        &s,
+        &state,
+        &id,
         status,
-        show_page(
-            &s,
-            &w,
-            &deliveries,
-            ShowExtras {
-                errors,
-                ..Default::default()
-            },
-        ),
-    ))
+        ShowExtras {
+            errors,
+            ..Default::default()
+        },
+    )
+    .await
 }
