@@ -16,7 +16,7 @@ use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use diesel::prelude::*;
 use futures_util::future::{ready, Ready};
 
-use crate::db::schema::{admin_tokens, admins};
+use crate::db::schema::admin_tokens;
 use crate::db::DbConn;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -326,33 +326,22 @@ async fn resolve(state: web::Data<AppState>, header: String) -> AuthOutcome {
         };
         let st = state.clone();
         let hash = hash_token(token);
-        let found = web::block(
-            move || -> Result<Result<Principal, &'static str>, ApiError> {
-                let mut conn = st.pool.get()?;
-                if crate::domain::accounts::session_ended(&mut conn, &hash)? {
-                    return Ok(Err("the session was logged out"));
-                }
-                let row: Option<(String, i64)> = admins::table
-                    .find(&claims.sub)
-                    .select((admins::role, admins::session_epoch))
-                    .first(&mut *conn)
-                    .optional()?;
-                if row.as_ref().is_some_and(|(_, epoch)| *epoch != claims.sep) {
-                    return Ok(Err("the session was ended (role or password changed)"));
-                }
-                Ok(row
-                    .and_then(|(r, _)| Role::parse(&r))
-                    .map(|role| Principal {
-                        actor: claims.sub,
-                        role,
-                    })
-                    .ok_or("the session's admin no longer exists"))
-            },
-        )
+        let found = web::block(move || -> Result<_, ApiError> {
+            let mut conn = st.pool.get()?;
+            Ok(crate::domain::accounts::session_admin(
+                &mut conn,
+                &hash,
+                &claims.sub,
+                claims.sep,
+            )?)
+        })
         .await;
         match found {
-            Ok(Ok(Ok(p))) => AuthOutcome::Ok(p),
-            Ok(Ok(Err(why))) => AuthOutcome::Invalid(why),
+            Ok(Ok(Ok(admin))) => AuthOutcome::Ok(Principal {
+                actor: admin.id,
+                role: admin.role,
+            }),
+            Ok(Ok(Err(refused))) => AuthOutcome::Invalid(refused.reason()),
             _ => AuthOutcome::Invalid("the token could not be checked"),
         }
     } else {
@@ -374,7 +363,7 @@ fn lookup_api_token(
             admin_tokens::last_used_at,
         ));
     // `load`, not `first`: see verify::lookup.
-    let rows: Vec<(String, String, Option<i64>)> = crate::with_backend!(conn, |c| query.load(c))?;
+    let rows: Vec<(String, Role, Option<i64>)> = crate::with_backend!(conn, |c| query.load(c))?;
     let row = rows.into_iter().next();
     let Some((id, role, last_used)) = row else {
         return Ok(None);
@@ -384,5 +373,5 @@ fn lookup_api_token(
             .set(admin_tokens::last_used_at.eq(now))
             .execute(conn)?;
     }
-    Ok(Role::parse(&role).map(|role| Principal { actor: id, role }))
+    Ok(Some(Principal { actor: id, role }))
 }

@@ -14,7 +14,19 @@ pub const TOKEN_PREFIX: &str = "kgt_";
 const TOKEN_RANDOM_LEN: usize = 40;
 
 /// An admin's or token's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -53,6 +65,8 @@ impl Role {
     /// Every role.
     pub const ALL: [Role; 4] = [Role::Owner, Role::Admin, Role::Viewer, Role::Edge];
 }
+
+crate::text_column!(Role, Role::parse, Role::as_str);
 
 /// Who made a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

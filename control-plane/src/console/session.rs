@@ -7,13 +7,11 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest};
-use diesel::prelude::*;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::auth::{Allowed, Role};
-use crate::db::schema::admins;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -138,32 +136,15 @@ pub async fn current(
     let id = claims.sub;
     let hash = crate::auth::hash_token(&token);
     let epoch = claims.sep;
-    let row: Option<(String, String, String)> =
-        crate::routes::db(state, move |c, _| -> Result<_, keygate_store::StoreError> {
-            if crate::domain::accounts::session_ended(c, &hash)? {
-                return Ok(None);
-            }
-            let row: Option<(String, String, String, i64)> = admins::table
-                .find(&id)
-                .select((
-                    admins::id,
-                    admins::email,
-                    admins::role,
-                    admins::session_epoch,
-                ))
-                .first(&mut *c)
-                .optional()?;
-            // A session issued before a role or password change has ended.
-            Ok(row
-                .filter(|r| r.3 == epoch)
-                .map(|(id, email, role, _)| (id, email, role)))
-        })
-        .await?;
-    match row.and_then(|(id, email, role)| Role::parse(&role).map(|r| (id, email, r))) {
-        Some((admin_id, email, role)) if role != Role::Edge => Ok(Session {
-            admin_id,
-            email,
-            role,
+    let admin = crate::routes::db(state, move |c, _| {
+        crate::domain::accounts::session_admin(c, &hash, &id, epoch)
+    })
+    .await?;
+    match admin {
+        Ok(admin) if admin.role != Role::Edge => Ok(Session {
+            admin_id: admin.id,
+            email: admin.email,
+            role: admin.role,
             csrf: csrf_token(&token),
         }),
         _ => Err(ConsoleError::LoginRequired),

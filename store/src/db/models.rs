@@ -4,6 +4,7 @@
 use diesel::prelude::*;
 
 use super::schema::{admin_tokens, admins, api_keys, audit_log, projects};
+use crate::credentials::Role;
 
 /// A project row.
 #[derive(Debug, Clone, Queryable, Insertable, AsChangeset)]
@@ -60,7 +61,7 @@ pub struct KeyChanges {
 pub struct AdminRow {
     pub id: String,
     pub email: String,
-    pub role: String,
+    pub role: Role,
     /// Argon2 PHC string.
     pub password_hash: String,
     pub created_at: i64,
@@ -87,7 +88,7 @@ impl std::fmt::Debug for AdminRow {
 pub struct TokenRow {
     pub id: String,
     pub name: String,
-    pub role: String,
+    pub role: Role,
     pub token_hash: String,
     pub created_at: i64,
     pub last_used_at: Option<i64>,

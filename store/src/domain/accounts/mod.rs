@@ -8,7 +8,10 @@ mod sessions;
 mod tokens;
 mod views;
 
-pub use sessions::{end_session, find_login, issue_session, session_ended, verify_password};
+pub use sessions::{
+    end_session, find_login, issue_session, session_admin, session_ended, verify_password,
+    SessionAdmin, SessionRefused,
+};
 pub use tokens::{create_token, delete_token, ensure_bootstrap_token, list_tokens};
 pub use views::{
     AdminList, AdminView, ChangePassword, CreateAdmin, CreateToken, CreatedToken, Login, Session,
@@ -31,17 +34,13 @@ use crate::ids::new_id;
 pub const MIN_PASSWORD_CHARS: usize = 12;
 const MAX_PASSWORD_CHARS: usize = 1024;
 
-fn role_of(s: &str) -> Result<Role, StoreError> {
-    Role::parse(s).ok_or_else(|| StoreError::internal(anyhow::anyhow!("stored role {s:?}")))
-}
-
-fn admin_view(r: &AdminRow) -> Result<AdminView, StoreError> {
-    Ok(AdminView {
+fn admin_view(r: &AdminRow) -> AdminView {
+    AdminView {
         id: r.id.clone(),
         email: r.email.clone(),
-        role: role_of(&r.role)?,
+        role: r.role,
         created_at: r.created_at,
-    })
+    }
 }
 
 /// Normalises and checks an email address.
@@ -120,7 +119,7 @@ pub fn create_admin_hashed(
     let row = AdminRow {
         id: new_id("adm"),
         email,
-        role: role.as_str().to_owned(),
+        role,
         password_hash,
         created_at: now,
         session_epoch: 0,
@@ -147,7 +146,7 @@ pub fn create_admin_hashed(
                     e.into()
                 }
             })?;
-        let view = admin_view(&row)?;
+        let view = admin_view(&row);
         audit::record(
             conn,
             now,
@@ -212,7 +211,7 @@ pub fn update_admin(
 ) -> Result<AdminView, StoreError> {
     write_tx(conn, |conn| {
         let row = find_admin_row(conn, id)?;
-        let before = admin_view(&row)?;
+        let before = admin_view(&row);
         if before.role == input.role {
             return Ok(before);
         }
@@ -220,10 +219,10 @@ pub fn update_admin(
             return Err(last_owner("demoting this admin"));
         }
         diesel::update(admins::table.find(id))
-            .set(admins::role.eq(input.role.as_str()))
+            .set(admins::role.eq(input.role))
             .execute(conn)?;
         bump_epoch(conn, id)?;
-        let after = admin_view(&find_admin_row(conn, id)?)?;
+        let after = admin_view(&find_admin_row(conn, id)?);
         audit::record(
             conn,
             now,
@@ -242,7 +241,7 @@ pub fn update_admin(
 pub fn delete_admin(conn: &mut DbConn, now: i64, actor: &str, id: &str) -> Result<(), StoreError> {
     write_tx(conn, |conn| {
         let row = find_admin_row(conn, id)?;
-        let before = admin_view(&row)?;
+        let before = admin_view(&row);
         if before.role == Role::Owner && owners_locked(conn)? <= 1 {
             return Err(last_owner("deleting this admin"));
         }
@@ -292,6 +291,6 @@ pub fn set_password(
 /// Lists admins.
 pub fn list_admins(conn: &mut DbConn) -> Result<AdminList, StoreError> {
     let rows: Vec<AdminRow> = admins::table.order(admins::id.asc()).load(conn)?;
-    let items = rows.iter().map(admin_view).collect::<Result<_, _>>()?;
+    let items = rows.iter().map(admin_view).collect();
     Ok(AdminList { items })
 }

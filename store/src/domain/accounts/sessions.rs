@@ -6,7 +6,7 @@ use argon2::Argon2;
 use diesel::prelude::*;
 
 use super::{dummy_hash, Session};
-use crate::credentials::JwtKeys;
+use crate::credentials::{JwtKeys, Role};
 use crate::db::schema::{admins, revoked_sessions};
 use crate::db::DbConn;
 use crate::error::StoreError;
@@ -93,4 +93,65 @@ pub fn session_ended(conn: &mut DbConn, token_hash: &str) -> Result<bool, StoreE
         .first(conn)
         .optional()?;
     Ok(found.is_some())
+}
+
+/// The admin a session stands for, as read when a request presents the session.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = admins)]
+pub struct SessionAdmin {
+    /// `adm_...`.
+    pub id: String,
+    /// Email.
+    pub email: String,
+    /// Role now (not when the session was issued: a role change ends sessions anyway).
+    pub role: Role,
+    /// The admin's session epoch now.
+    pub session_epoch: i64,
+}
+
+/// Why a session with a valid signature is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionRefused {
+    /// Logged out (the token is on the revoked list).
+    LoggedOut,
+    /// Issued before the admin's role or password changed.
+    Ended,
+    /// The admin was deleted.
+    AdminGone,
+}
+
+impl SessionRefused {
+    /// Why, in a sentence.
+    pub fn reason(self) -> &'static str {
+        match self {
+            SessionRefused::LoggedOut => "the session was logged out",
+            SessionRefused::Ended => "the session was ended (role or password changed)",
+            SessionRefused::AdminGone => "the session's admin no longer exists",
+        }
+    }
+}
+
+/// The one session lookup, for the API and the console: the admin `admin_id` of a session
+/// token (by its hash) issued under `epoch`, unless the session was logged out, ended by a
+/// role or password change, or its admin deleted. The token's signature and expiry are the
+/// caller's to check first ([`JwtKeys::decode`]).
+pub fn session_admin(
+    conn: &mut DbConn,
+    token_hash: &str,
+    admin_id: &str,
+    epoch: i64,
+) -> Result<Result<SessionAdmin, SessionRefused>, StoreError> {
+    if session_ended(conn, token_hash)? {
+        return Ok(Err(SessionRefused::LoggedOut));
+    }
+    let admin: Option<SessionAdmin> = admins::table
+        .find(admin_id)
+        .select(SessionAdmin::as_select())
+        .first(conn)
+        .optional()?;
+    Ok(match admin {
+        None => Err(SessionRefused::AdminGone),
+        Some(a) if a.session_epoch != epoch => Err(SessionRefused::Ended),
+        Some(a) => Ok(a),
+    })
 }

@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use super::{role_of, CreateToken, CreatedToken, TokenList, TokenView};
+use super::{CreateToken, CreatedToken, TokenList, TokenView};
 use crate::credentials::{generate_token, hash_token, Role};
 use crate::db::models::TokenRow;
 use crate::db::schema::admin_tokens;
@@ -11,14 +11,14 @@ use crate::domain::{audit, check_name};
 use crate::error::StoreError;
 use crate::ids::new_id;
 
-fn token_view(r: &TokenRow) -> Result<TokenView, StoreError> {
-    Ok(TokenView {
+fn token_view(r: &TokenRow) -> TokenView {
+    TokenView {
         id: r.id.clone(),
         name: r.name.clone(),
-        role: role_of(&r.role)?,
+        role: r.role,
         created_at: r.created_at,
         last_used_at: r.last_used_at,
-    })
+    }
 }
 
 /// Creates an admin API token.
@@ -33,7 +33,7 @@ pub fn create_token(
     let row = TokenRow {
         id: new_id("tok"),
         name,
-        role: input.role.as_str().to_owned(),
+        role: input.role,
         token_hash: hash_token(&token),
         created_at: now,
         last_used_at: None,
@@ -42,7 +42,7 @@ pub fn create_token(
         diesel::insert_into(admin_tokens::table)
             .values(&row)
             .execute(conn)?;
-        let view = token_view(&row)?;
+        let view = token_view(&row);
         audit::record(
             conn,
             now,
@@ -66,7 +66,7 @@ pub fn list_tokens(conn: &mut DbConn) -> Result<TokenList, StoreError> {
     let rows: Vec<TokenRow> = admin_tokens::table
         .order(admin_tokens::id.asc())
         .load(conn)?;
-    let items = rows.iter().map(token_view).collect::<Result<_, _>>()?;
+    let items = rows.iter().map(token_view).collect();
     Ok(TokenList { items })
 }
 
@@ -85,7 +85,7 @@ pub fn delete_token(conn: &mut DbConn, now: i64, actor: &str, id: &str) -> Resul
             actor,
             "token.delete",
             id,
-            serde_json::json!({ "before": token_view(&row)?, "after": null }),
+            serde_json::json!({ "before": token_view(&row), "after": null }),
         )?;
         Ok(())
     })
@@ -105,7 +105,7 @@ pub fn ensure_bootstrap_token(conn: &mut DbConn, now: i64, token: &str) -> Resul
         let row = TokenRow {
             id: new_id("tok"),
             name: "bootstrap".to_owned(),
-            role: Role::Owner.as_str().to_owned(),
+            role: Role::Owner,
             token_hash: hash.clone(),
             created_at: now,
             last_used_at: None,
@@ -124,7 +124,7 @@ pub fn ensure_bootstrap_token(conn: &mut DbConn, now: i64, token: &str) -> Resul
             "system",
             "token.create",
             &row.id,
-            serde_json::json!({ "before": null, "after": token_view(&row)?, "source": "KEYGATE_BOOTSTRAP_TOKEN" }),
+            serde_json::json!({ "before": null, "after": token_view(&row), "source": "KEYGATE_BOOTSTRAP_TOKEN" }),
         )?;
         Ok(())
     })

@@ -156,10 +156,10 @@ fn already_alerted(
 ) -> Result<bool, StoreError> {
     let n: i64 = alerts::table
         .filter(alerts::key_id.eq(key_id))
-        .filter(alerts::rule.eq(rule.as_str()))
+        .filter(alerts::rule.eq(rule))
         .filter(
             alerts::status
-                .eq(AlertStatus::Open.as_str())
+                .eq(AlertStatus::Open)
                 .or(alerts::raised_at.ge(quiet_since)),
         )
         .count()
@@ -201,10 +201,10 @@ fn raise(
                 alerts::id.eq(&id),
                 alerts::project_id.eq(&view.project_id),
                 alerts::key_id.eq(&view.id),
-                alerts::rule.eq(rule.as_str()),
+                alerts::rule.eq(rule),
                 alerts::summary.eq(&finding.summary),
                 alerts::details.eq(finding.details.to_string()),
-                alerts::status.eq(AlertStatus::Open.as_str()),
+                alerts::status.eq(AlertStatus::Open),
                 alerts::raised_at.eq(now),
                 alerts::action.eq(revoke.then_some("revoked")),
             ))
@@ -290,7 +290,7 @@ pub struct EvaluationReport {
 pub fn evaluate(conn: &mut DbConn, now: i64) -> Result<EvaluationReport, StoreError> {
     // Look back over the longest window any project set, and ahead over the longest expiry
     // warning.
-    let custom: Vec<(String, i64, i64)> = alert_rules::table
+    let custom: Vec<(Rule, i64, i64)> = alert_rules::table
         .filter(alert_rules::enabled.eq(true))
         .select((
             alert_rules::rule,
@@ -300,7 +300,7 @@ pub fn evaluate(conn: &mut DbConn, now: i64) -> Result<EvaluationReport, StoreEr
         .load(conn)?;
     let lookback_s = custom
         .iter()
-        .filter(|(r, _, _)| r != Rule::NearExpiry.as_str() && r != Rule::NearQuota.as_str())
+        .filter(|(r, _, _)| !matches!(r, Rule::NearExpiry | Rule::NearQuota))
         .map(|(_, _, w)| *w)
         .chain(
             Rule::ALL
@@ -312,7 +312,7 @@ pub fn evaluate(conn: &mut DbConn, now: i64) -> Result<EvaluationReport, StoreEr
         .unwrap_or(3600);
     let expiry_days = custom
         .iter()
-        .filter(|(r, _, _)| r == Rule::NearExpiry.as_str())
+        .filter(|(r, _, _)| *r == Rule::NearExpiry)
         .map(|(_, t, _)| *t)
         .chain([Rule::NearExpiry.defaults().threshold])
         .max()

@@ -46,7 +46,19 @@ pub const SPIKE_MIN_REQUESTS: i64 = 100;
 const EVIDENCE_VALUES: i64 = 10;
 
 /// A rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
@@ -65,6 +77,8 @@ pub enum Rule {
     /// A key close to its expiry.
     NearExpiry,
 }
+
+crate::text_column!(Rule, Rule::parse, Rule::as_str);
 
 /// One rule's settings in a project.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,7 +280,16 @@ fn view_of(rule: Rule, s: RuleSettings, customized: bool) -> AlertRuleView {
     }
 }
 
-type RuleRow = (String, bool, i64, i64, bool);
+/// A project's settings of one rule, as stored.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = alert_rules)]
+struct RuleRow {
+    rule: Rule,
+    enabled: bool,
+    threshold: i64,
+    window_seconds: i64,
+    auto_revoke: bool,
+}
 
 /// The settings of every rule of a project, defaults filled in.
 fn project_settings(
@@ -275,24 +298,18 @@ fn project_settings(
 ) -> Result<Vec<(Rule, RuleSettings, bool)>, StoreError> {
     let rows: Vec<RuleRow> = alert_rules::table
         .filter(alert_rules::project_id.eq(project_id))
-        .select((
-            alert_rules::rule,
-            alert_rules::enabled,
-            alert_rules::threshold,
-            alert_rules::window_seconds,
-            alert_rules::auto_revoke,
-        ))
+        .select(RuleRow::as_select())
         .load(conn)?;
     Ok(Rule::ALL
         .into_iter()
-        .map(|rule| match rows.iter().find(|r| r.0 == rule.as_str()) {
-            Some(&(_, enabled, threshold, window_seconds, auto_revoke)) => (
+        .map(|rule| match rows.iter().find(|r| r.rule == rule) {
+            Some(r) => (
                 rule,
                 RuleSettings {
-                    enabled,
-                    threshold,
-                    window_seconds,
-                    auto_revoke,
+                    enabled: r.enabled,
+                    threshold: r.threshold,
+                    window_seconds: r.window_seconds,
+                    auto_revoke: r.auto_revoke,
                 },
                 true,
             ),
@@ -359,7 +376,7 @@ pub fn update_rule(
         }
         let values = (
             alert_rules::project_id.eq(project_id),
-            alert_rules::rule.eq(rule.as_str()),
+            alert_rules::rule.eq(rule),
             alert_rules::enabled.eq(after.enabled),
             alert_rules::threshold.eq(after.threshold),
             alert_rules::window_seconds.eq(after.window_seconds),
@@ -367,7 +384,7 @@ pub fn update_rule(
             alert_rules::updated_at.eq(now),
         );
         if customized {
-            diesel::update(alert_rules::table.find((project_id, rule.as_str())))
+            diesel::update(alert_rules::table.find((project_id, rule)))
                 .set(values)
                 .execute(conn)?;
         } else {

@@ -10,7 +10,18 @@ use crate::domain::{audit, Page};
 use crate::error::{ConflictCode, StoreError};
 
 /// `open` until someone acknowledges it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AlertStatus {
@@ -21,13 +32,25 @@ pub enum AlertStatus {
 }
 
 impl AlertStatus {
-    pub(super) fn as_str(self) -> &'static str {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
         match self {
             AlertStatus::Open => "open",
             AlertStatus::Acknowledged => "acknowledged",
         }
     }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<AlertStatus> {
+        match s {
+            "open" => Some(AlertStatus::Open),
+            "acknowledged" => Some(AlertStatus::Acknowledged),
+            _ => None,
+        }
+    }
 }
+
+crate::text_column!(AlertStatus, AlertStatus::parse, AlertStatus::as_str);
 
 /// An alert.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,67 +127,46 @@ pub struct Acknowledge {
     pub note: Option<String>,
 }
 
-type AlertRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-);
-
-fn alert_of(r: AlertRow) -> Result<AlertView, StoreError> {
-    let (id, project_id, key_id, rule, summary, details, status, raised_at, ack_at, ack_by, action) =
-        r;
-    Ok(AlertView {
-        rule: Rule::parse(&rule)
-            .ok_or_else(|| StoreError::internal(anyhow::anyhow!("stored rule {rule:?}")))?,
-        status: if status == "acknowledged" {
-            AlertStatus::Acknowledged
-        } else {
-            AlertStatus::Open
-        },
-        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
-        id,
-        project_id,
-        key_id,
-        summary,
-        raised_at,
-        acknowledged_at: ack_at,
-        acknowledged_by: ack_by,
-        action,
-    })
+/// An alert as stored.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = alerts)]
+struct AlertRow {
+    id: String,
+    project_id: String,
+    key_id: String,
+    rule: Rule,
+    summary: String,
+    /// JSON.
+    details: String,
+    status: AlertStatus,
+    raised_at: i64,
+    acknowledged_at: Option<i64>,
+    acknowledged_by: Option<String>,
+    action: Option<String>,
 }
 
-macro_rules! alert_columns {
-    () => {
-        (
-            alerts::id,
-            alerts::project_id,
-            alerts::key_id,
-            alerts::rule,
-            alerts::summary,
-            alerts::details,
-            alerts::status,
-            alerts::raised_at,
-            alerts::acknowledged_at,
-            alerts::acknowledged_by,
-            alerts::action,
-        )
-    };
+fn alert_of(r: AlertRow) -> AlertView {
+    AlertView {
+        rule: r.rule,
+        status: r.status,
+        details: serde_json::from_str(&r.details).unwrap_or(serde_json::Value::Null),
+        id: r.id,
+        project_id: r.project_id,
+        key_id: r.key_id,
+        summary: r.summary,
+        raised_at: r.raised_at,
+        acknowledged_at: r.acknowledged_at,
+        acknowledged_by: r.acknowledged_by,
+        action: r.action,
+    }
 }
 
 /// Lists alerts, newest first.
 pub fn list(conn: &mut DbConn, q: AlertQuery) -> Result<AlertPage, StoreError> {
     let page = Page::parse(q.limit, q.cursor, "alr")?;
-    let mut query = alerts::table.select(alert_columns!()).into_boxed();
+    let mut query = alerts::table.select(AlertRow::as_select()).into_boxed();
     if let Some(s) = q.status {
-        query = query.filter(alerts::status.eq(s.as_str()));
+        query = query.filter(alerts::status.eq(s));
     }
     if let Some(p) = q.project_id {
         query = query.filter(alerts::project_id.eq(p));
@@ -173,7 +175,7 @@ pub fn list(conn: &mut DbConn, q: AlertQuery) -> Result<AlertPage, StoreError> {
         query = query.filter(alerts::key_id.eq(k));
     }
     if let Some(r) = q.rule {
-        query = query.filter(alerts::rule.eq(r.as_str()));
+        query = query.filter(alerts::rule.eq(r));
     }
     if let Some(b) = &page.before {
         query = query.filter(alerts::id.lt(b.clone()));
@@ -182,20 +184,22 @@ pub fn list(conn: &mut DbConn, q: AlertQuery) -> Result<AlertPage, StoreError> {
         .order(alerts::id.desc())
         .limit(page.limit + 1)
         .load(conn)?;
-    let (rows, next_cursor) = page.finish(rows, |r| &r.0);
+    let (rows, next_cursor) = page.finish(rows, |r| &r.id);
     Ok(AlertPage {
-        items: rows.into_iter().map(alert_of).collect::<Result<_, _>>()?,
+        items: rows.into_iter().map(alert_of).collect(),
         next_cursor,
     })
 }
 
 /// One alert.
 pub fn get(conn: &mut DbConn, id: &str) -> Result<AlertView, StoreError> {
-    let rows: Vec<AlertRow> = alerts::table.find(id).select(alert_columns!()).load(conn)?;
+    let rows: Vec<AlertRow> = alerts::table
+        .find(id)
+        .select(AlertRow::as_select())
+        .load(conn)?;
     rows.into_iter()
         .next()
         .map(alert_of)
-        .transpose()?
         .ok_or_else(|| StoreError::not_found("alert", id))
 }
 
@@ -227,7 +231,7 @@ pub fn acknowledge(
         }
         diesel::update(alerts::table.find(id))
             .set((
-                alerts::status.eq(AlertStatus::Acknowledged.as_str()),
+                alerts::status.eq(AlertStatus::Acknowledged),
                 alerts::acknowledged_at.eq(Some(now)),
                 alerts::acknowledged_by.eq(Some(actor)),
             ))
