@@ -304,7 +304,7 @@ fn concurrent_migrations_take_turns() {
     let c: Count = diesel::sql_query("SELECT count(*) AS n FROM __diesel_schema_migrations")
         .get_result(&mut conn)
         .unwrap();
-    let expected = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+    let expected = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../store/migrations/postgres"))
         .unwrap()
         .count();
     assert_eq!(c.n as usize, expected);
