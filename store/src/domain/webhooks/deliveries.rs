@@ -123,7 +123,7 @@ pub fn retry_delivery(
         find_delivery(conn, endpoint_id, delivery_id)?;
         diesel::update(webhook_deliveries::table.find(delivery_id))
             .set((
-                webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()),
+                webhook_deliveries::status.eq(DeliveryStatus::Pending),
                 webhook_deliveries::next_attempt_at.eq(Some(now)),
             ))
             .execute(conn)?;
@@ -205,7 +205,7 @@ pub fn claim_due(
     let due: Vec<Due> = webhook_deliveries::table
         .inner_join(webhook_endpoints::table)
         .inner_join(events_t::table)
-        .filter(webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()))
+        .filter(webhook_deliveries::status.eq(DeliveryStatus::Pending))
         .filter(webhook_deliveries::next_attempt_at.le(now))
         .filter(webhook_endpoints::enabled.eq(true))
         .order((
@@ -247,7 +247,7 @@ pub fn claim_due(
             let won = diesel::update(
                 webhook_deliveries::table
                     .filter(webhook_deliveries::id.eq(&id))
-                    .filter(webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()))
+                    .filter(webhook_deliveries::status.eq(DeliveryStatus::Pending))
                     .filter(webhook_deliveries::next_attempt_at.eq(next))
                     .filter(webhook_deliveries::attempts.eq(attempts)),
             )
@@ -338,11 +338,11 @@ pub fn record_attempt(
             .filter(webhook_deliveries::id.eq(&out.delivery_id))
             .filter(webhook_deliveries::attempts.eq(out.attempts));
         let mut updated = diesel::update(
-            this_attempt.filter(webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str())),
+            this_attempt.filter(webhook_deliveries::status.eq(DeliveryStatus::Pending)),
         )
         .set((
             webhook_deliveries::attempts.eq(attempt),
-            webhook_deliveries::status.eq(status.as_str()),
+            webhook_deliveries::status.eq(status),
             webhook_deliveries::next_attempt_at.eq(next),
             webhook_deliveries::last_attempt_at.eq(Some(outcome.at)),
             webhook_deliveries::last_status_code.eq(status_code),

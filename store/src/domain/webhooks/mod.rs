@@ -51,7 +51,18 @@ pub const ENDPOINT_DELETED: &str = "endpoint deleted";
 const MAX_ERROR_CHARS: usize = 500;
 
 /// A delivery's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
@@ -73,17 +84,18 @@ impl DeliveryStatus {
         }
     }
 
-    fn parse(s: &str) -> Result<Self, StoreError> {
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
-            "pending" => Ok(DeliveryStatus::Pending),
-            "succeeded" => Ok(DeliveryStatus::Succeeded),
-            "failed" => Ok(DeliveryStatus::Failed),
-            other => Err(StoreError::internal(anyhow::anyhow!(
-                "stored delivery status {other:?}"
-            ))),
+            "pending" => Some(DeliveryStatus::Pending),
+            "succeeded" => Some(DeliveryStatus::Succeeded),
+            "failed" => Some(DeliveryStatus::Failed),
+            _ => None,
         }
     }
 }
+
+crate::text_column!(DeliveryStatus, DeliveryStatus::parse, DeliveryStatus::as_str);
 
 /// An endpoint row. `secret` holds the signing secret, and during a rotation the previous one
 /// with its end (see [`Secrets`]); `Debug` leaves it out.
@@ -366,10 +378,10 @@ pub fn delete(conn: &mut DbConn, now: i64, actor: &str, id: &str) -> Result<(), 
         let abandoned = diesel::update(
             webhook_deliveries::table
                 .filter(webhook_deliveries::endpoint_id.eq(id))
-                .filter(webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str())),
+                .filter(webhook_deliveries::status.eq(DeliveryStatus::Pending)),
         )
         .set((
-            webhook_deliveries::status.eq(DeliveryStatus::Failed.as_str()),
+            webhook_deliveries::status.eq(DeliveryStatus::Failed),
             webhook_deliveries::next_attempt_at.eq(None::<i64>),
             webhook_deliveries::last_error.eq(Some(ENDPOINT_DELETED)),
         ))

@@ -283,7 +283,7 @@ pub struct DeliveryRow {
     pub id: String,
     pub endpoint_id: String,
     pub event_id: String,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i64,
     pub next_attempt_at: Option<i64>,
     pub last_attempt_at: Option<i64>,
@@ -295,7 +295,7 @@ pub struct DeliveryRow {
 impl DeliveryView {
     pub(super) fn from_row(r: DeliveryRow, event_type: String) -> Result<Self, StoreError> {
         Ok(DeliveryView {
-            status: DeliveryStatus::parse(&r.status)?,
+            status: r.status,
             id: r.id,
             event_id: r.event_id,
             event_type,
