@@ -4,6 +4,7 @@ use actix_web::http::header;
 use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
 
 use super::db;
+use super::problems::{AnyRoleErrors, AuthErrors, BodyErrors, ByIdErrors, QueryErrors};
 use crate::auth::{bearer_token, end_session_token, AnyRole, Authed, Owners, Readers};
 use crate::domain::accounts::{
     self as domain, AdminList, AdminView, ChangePassword, CreateAdmin, CreateToken, CreatedToken,
@@ -22,13 +23,10 @@ use crate::state::AppState;
     security(()),
     responses(
         (status = 200, body = Session),
+        BodyErrors,
         (status = 401, description = "invalid_credentials", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "login_throttled: too many failed logins for this account or from this client; `Retry-After` says when to try again", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before the next attempt"))),
-        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -50,9 +48,8 @@ pub async fn login(
     tag = "auth",
     responses(
         (status = 204, description = "The session is ended"),
+        AnyRoleErrors,
         (status = 400, description = "not_a_session: the bearer token is an API token", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/auth/logout")]
@@ -87,14 +84,12 @@ fn request_token(req: &HttpRequest) -> &str {
     request_body = ChangePassword,
     responses(
         (status = 200, description = "Changed; every earlier session of this admin is ended, use this new one", body = Session),
+        AnyRoleErrors,
+        BodyErrors,
         (status = 400, description = "not_a_session: the bearer token is an API token; malformed_json", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed (new_password too short or long); wrong_current_password", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "login_throttled: too many wrong current passwords", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before the next attempt"))),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/auth/password")]
@@ -122,14 +117,10 @@ pub async fn change_password(
     params(("admin_id" = String, Path, description = "adm_...")),
     responses(
         (status = 200, body = AdminView),
-        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
+        BodyErrors,
+        ByIdErrors,
         (status = 409, description = "last_owner: this is the only owner", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[patch("/admins/{admin_id}")]
@@ -156,10 +147,9 @@ pub async fn update_admin(
     params(("admin_id" = String, Path, description = "adm_...")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
+        ByIdErrors,
         (status = 409, description = "last_owner: this is the only owner", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[delete("/admins/{admin_id}")]
@@ -184,12 +174,9 @@ pub async fn delete_admin(
     request_body = CreateAdmin,
     responses(
         (status = 201, body = AdminView),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "duplicate_email", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
+        BodyErrors,
+        (status = 409, description = "duplicate_email", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/admins")]
@@ -228,8 +215,8 @@ pub(crate) async fn create_admin_off_connection(
     operation_id = "list_admins",
     tag = "admins",
     responses(
-        (status = 200, body = AdminList), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = AdminList),
+        AuthErrors,
     )
 )]
 #[get("/admins")]
@@ -247,11 +234,9 @@ pub async fn list_admins(
     tag = "admin-tokens",
     request_body = CreateToken,
     responses(
-        (status = 201, body = CreatedToken), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 201, body = CreatedToken),
+        AuthErrors,
+        BodyErrors,
     )
 )]
 #[post("/admin-tokens")]
@@ -273,8 +258,8 @@ pub async fn create_token(
     operation_id = "list_tokens",
     tag = "admin-tokens",
     responses(
-        (status = 200, body = TokenList), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = TokenList),
+        AuthErrors,
     )
 )]
 #[get("/admin-tokens")]
@@ -292,8 +277,9 @@ pub async fn list_tokens(
     tag = "admin-tokens",
     params(("token_id" = String, Path, description = "tok_...")),
     responses(
-        (status = 204, description = "Deleted"), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 204, description = "Deleted"),
+        AuthErrors,
+        ByIdErrors,
     )
 )]
 #[delete("/admin-tokens/{token_id}")]
@@ -318,8 +304,9 @@ pub async fn delete_token(
     tag = "audit",
     params(AuditQuery),
     responses(
-        (status = 200, body = AuditPage), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = AuditPage),
+        AuthErrors,
+        QueryErrors,
     )
 )]
 #[get("/audit")]

@@ -3,6 +3,7 @@
 use actix_web::{get, patch, post, web, HttpResponse};
 
 use super::db;
+use super::problems::{AuthErrors, BodyErrors, ByIdErrors, QueryErrors};
 use crate::auth::{Authed, Readers, Writers};
 use crate::domain::alerts::{
     self as domain, Acknowledge, AlertPage, AlertQuery, AlertRuleList, AlertRuleUpdate,
@@ -18,8 +19,9 @@ use crate::state::AppState;
     tag = "alerts",
     params(AlertQuery),
     responses(
-        (status = 200, body = AlertPage), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = AlertPage),
+        AuthErrors,
+        QueryErrors,
     )
 )]
 #[get("/alerts")]
@@ -38,8 +40,9 @@ pub async fn list(
     tag = "alerts",
     params(("alert_id" = String, Path, description = "alr_...")),
     responses(
-        (status = 200, body = AlertView), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = AlertView),
+        AuthErrors,
+        ByIdErrors,
     )
 )]
 #[get("/alerts/{alert_id}")]
@@ -60,12 +63,11 @@ pub async fn get(
     params(("alert_id" = String, Path, description = "alr_...")),
     request_body = Acknowledge,
     responses(
-        (status = 200, body = AlertView), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = AlertView),
+        AuthErrors,
+        BodyErrors,
+        ByIdErrors,
         (status = 409, description = "already_acknowledged", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/alerts/{alert_id}/acknowledge")]
@@ -90,8 +92,9 @@ pub async fn acknowledge(
     tag = "alerts",
     params(("project_id" = String, Path, description = "prj_...")),
     responses(
-        (status = 200, body = AlertRuleList), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = AlertRuleList),
+        AuthErrors,
+        ByIdErrors,
     )
 )]
 #[get("/projects/{project_id}/alert-rules")]
@@ -116,11 +119,10 @@ pub async fn list_rules(
     ),
     request_body = AlertRuleUpdate,
     responses(
-        (status = 200, body = AlertRuleView), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = AlertRuleView),
+        AuthErrors,
+        BodyErrors,
+        ByIdErrors,
     )
 )]
 #[patch("/projects/{project_id}/alert-rules/{rule}")]

@@ -3,6 +3,7 @@
 use actix_web::{get, patch, post, web, HttpResponse};
 
 use super::db;
+use super::problems::{AuthErrors, BodyErrors, ByIdErrors, QueryErrors};
 use crate::auth::{Authed, Readers, Writers};
 use crate::domain::keys::{
     self as domain, CreatedKey, KeyListQuery, KeyPage, KeySpec, KeyView, RevokeKey, RotateKey,
@@ -21,12 +22,9 @@ use crate::verify::{self as verifier, VerifyRequest, VerifyResponse};
     request_body = KeySpec,
     responses(
         (status = 201, description = "Created; `key` is shown only here", body = CreatedKey),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
+        BodyErrors,
+        ByIdErrors,
     )
 )]
 #[post("/projects/{project_id}/keys")]
@@ -51,8 +49,10 @@ pub async fn create(
     tag = "keys",
     params(("project_id" = String, Path, description = "prj_..."), KeyListQuery),
     responses(
-        (status = 200, body = KeyPage), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = KeyPage),
+        AuthErrors,
+        QueryErrors,
+        ByIdErrors,
     )
 )]
 #[get("/projects/{project_id}/keys")]
@@ -76,8 +76,9 @@ pub async fn list(
     tag = "keys",
     params(("key_id" = String, Path, description = "key_...")),
     responses(
-        (status = 200, body = KeyView), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = KeyView),
+        AuthErrors,
+        ByIdErrors,
     )
 )]
 #[get("/keys/{key_id}")]
@@ -98,11 +99,11 @@ pub async fn get(
     params(("key_id" = String, Path, description = "key_...")),
     request_body = UpdateKey,
     responses(
-        (status = 200, body = KeyView), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"), (status = 409, description = "conflict", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = KeyView),
+        AuthErrors,
+        BodyErrors,
+        ByIdErrors,
+        (status = 409, description = "conflict", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[patch("/keys/{key_id}")]
@@ -130,13 +131,10 @@ pub async fn update(
     request_body = RotateKey,
     responses(
         (status = 201, description = "The new key; `key` is shown only here", body = RotatedKey),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
+        BodyErrors,
+        ByIdErrors,
         (status = 409, description = "key_not_active (revoked or expired) or already_rotated", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/keys/{key_id}/rotate")]
@@ -163,12 +161,10 @@ pub async fn rotate(
     request_body = RevokeKey,
     responses(
         (status = 200, body = KeyView),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "already_revoked", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
+        BodyErrors,
+        ByIdErrors,
+        (status = 409, description = "already_revoked", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/keys/{key_id}/revoke")]
@@ -194,11 +190,9 @@ pub async fn revoke(
     request_body = VerifyRequest,
     responses(
         (status = 200, description = "The verdict (also for invalid keys)", body = VerifyResponse),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
+        BodyErrors,
         (status = 400, description = "malformed_json, or invalid_path: `path` cannot be normalised safely (an encoded / or \\, a \\, a NUL, a bad escape, or a dot segment above the root), as the edge answers for it", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/verify")]

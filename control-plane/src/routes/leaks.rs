@@ -3,9 +3,10 @@
 use actix_web::{post, web, HttpResponse};
 
 use super::db;
+use super::problems::{AuthErrors, BodyErrors};
 use crate::auth::{Authed, Writers};
 use crate::domain::leaks::{self as domain, LeakOutcome, LeakReport};
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::extract::Json;
 use crate::state::AppState;
 
@@ -18,12 +19,8 @@ use crate::state::AppState;
     request_body = LeakReport,
     responses(
         (status = 200, description = "One item per reported key, in order", body = LeakOutcome),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
+        BodyErrors,
     )
 )]
 #[post("/leaks")]

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod alerts;
 pub mod keys;
 pub mod leaks;
+pub mod problems;
 pub mod projects;
 pub mod snapshot;
 pub mod system;

@@ -3,6 +3,7 @@
 use actix_web::{get, patch, post, web, HttpResponse};
 
 use super::db;
+use super::problems::{AuthErrors, BodyErrors, ByIdErrors};
 use crate::auth::{Authed, Readers, Writers};
 use crate::domain::projects::{
     self as domain, CreateProject, ProjectList, ProjectView, UpdateProject,
@@ -18,12 +19,9 @@ use crate::state::AppState;
     request_body = CreateProject,
     responses(
         (status = 201, description = "Created", body = ProjectView),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
+        BodyErrors,
         (status = 422, description = "validation_failed or duplicate_prefix", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/projects")]
@@ -42,8 +40,8 @@ pub async fn create(
     operation_id = "list_projects",
     tag = "projects",
     responses(
-        (status = 200, body = ProjectList), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = ProjectList),
+        AuthErrors,
     )
 )]
 #[get("/projects")]
@@ -61,8 +59,9 @@ pub async fn list(
     tag = "projects",
     params(("project_id" = String, Path, description = "prj_...")),
     responses(
-        (status = 200, body = ProjectView), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = ProjectView),
+        AuthErrors,
+        ByIdErrors,
     )
 )]
 #[get("/projects/{project_id}")]
@@ -83,11 +82,10 @@ pub async fn get(
     params(("project_id" = String, Path, description = "prj_...")),
     request_body = UpdateProject,
     responses(
-        (status = 200, body = ProjectView), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = ProjectView),
+        AuthErrors,
+        BodyErrors,
+        ByIdErrors,
     )
 )]
 #[patch("/projects/{project_id}")]

@@ -59,8 +59,7 @@ fn etag_matches(req: &HttpRequest, etag: &str) -> bool {
     responses(
         (status = 200, description = "Signed snapshot; `ETag` set", content_type = "application/json", body = Object),
         (status = 304, description = "Unchanged (If-None-Match)"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        super::problems::AuthErrors,
     )
 )]
 #[get("/snapshot")]
@@ -99,9 +98,8 @@ pub async fn get(
     params(("digest_hex" = String, Path, description = "SHA-256 of the shard, lowercase hex")),
     responses(
         (status = 200, description = "Shard bytes (postcard); immutable", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        super::problems::AuthErrors,
         (status = 404, description = "shard_not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/snapshot/shards/{digest_hex}")]
@@ -140,8 +138,8 @@ pub async fn shard(
     operation_id = "get_public_key",
     tag = "snapshot",
     responses(
-        (status = 200, body = PublicKey), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = PublicKey),
+        super::problems::AuthErrors,
     )
 )]
 #[get("/snapshot/public-key")]
@@ -163,8 +161,8 @@ pub async fn public_key(
     operation_id = "list_public_keys",
     tag = "snapshot",
     responses(
-        (status = 200, body = PublicKeyList), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = PublicKeyList),
+        super::problems::AuthErrors,
     )
 )]
 #[get("/snapshot/public-keys")]

@@ -4,12 +4,13 @@
 use actix_web::{get, post, web, HttpResponse};
 
 use super::db;
+use super::problems::{AuthErrors, BodyErrors, ByIdErrors, QueryErrors};
 use crate::auth::{Authed, Readers, UsageWriters};
 use crate::domain::usage::{
     self as domain, Scope, SightingList, SightingsQuery, UsageAccepted, UsageQuery, UsageReport,
     UsageSeries,
 };
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::extract::{Json, Query, USAGE_BODY_LIMIT};
 use crate::state::AppState;
 
@@ -21,11 +22,9 @@ use crate::state::AppState;
     tag = "usage",
     request_body = UsageReport,
     responses(
-        (status = 202, body = UsageAccepted), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 202, body = UsageAccepted),
+        AuthErrors,
+        BodyErrors,
     )
 )]
 #[post("/usage")]
@@ -44,8 +43,10 @@ pub async fn record(
     tag = "usage",
     params(("key_id" = String, Path, description = "key_..."), UsageQuery),
     responses(
-        (status = 200, body = UsageSeries), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = UsageSeries),
+        AuthErrors,
+        QueryErrors,
+        ByIdErrors,
     )
 )]
 #[get("/keys/{key_id}/usage")]
@@ -70,8 +71,10 @@ pub async fn series(
     tag = "usage",
     params(("project_id" = String, Path, description = "prj_..."), UsageQuery),
     responses(
-        (status = 200, body = UsageSeries), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = UsageSeries),
+        AuthErrors,
+        QueryErrors,
+        ByIdErrors,
     )
 )]
 #[get("/projects/{project_id}/usage")]
@@ -95,8 +98,10 @@ pub async fn project_series(
     tag = "usage",
     params(("key_id" = String, Path, description = "key_..."), SightingsQuery),
     responses(
-        (status = 200, body = SightingList), (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"), (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = SightingList),
+        AuthErrors,
+        QueryErrors,
+        ByIdErrors,
     )
 )]
 #[get("/keys/{key_id}/sightings")]

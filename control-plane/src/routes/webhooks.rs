@@ -3,6 +3,7 @@
 use actix_web::{delete, get, patch, post, web, HttpResponse};
 
 use super::db;
+use super::problems::{AuthErrors, BodyErrors, ByIdErrors, QueryErrors};
 use crate::auth::{Authed, Readers, Writers};
 use crate::domain::webhooks::{
     self as domain, CreateWebhook, CreatedWebhook, DeliveryDetail, DeliveryPage, DeliveryQuery,
@@ -43,12 +44,9 @@ pub(crate) async fn guard_target(state: &web::Data<AppState>, url: &str) -> Resu
     request_body = CreateWebhook,
     responses(
         (status = 201, description = "Created; `secret` is shown only here", body = CreatedWebhook),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
+        BodyErrors,
         (status = 422, description = "validation_failed; webhook_target_forbidden: the URL's host is or resolves to a loopback, private, link-local or other non-public address", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/webhooks")]
@@ -69,8 +67,7 @@ pub async fn create(
     tag = "webhooks",
     responses(
         (status = 200, body = WebhookList),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
     )
 )]
 #[get("/webhooks")]
@@ -89,8 +86,8 @@ pub async fn list(
     params(("webhook_id" = String, Path, description = "whk_...")),
     responses(
         (status = 200, body = WebhookView),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
+        ByIdErrors,
     )
 )]
 #[get("/webhooks/{webhook_id}")]
@@ -113,12 +110,10 @@ pub async fn get(
     request_body = UpdateWebhook,
     responses(
         (status = 200, body = WebhookView),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
+        BodyErrors,
+        ByIdErrors,
         (status = 422, description = "validation_failed; webhook_target_forbidden: the URL's host is or resolves to a loopback, private, link-local or other non-public address", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[patch("/webhooks/{webhook_id}")]
@@ -148,8 +143,8 @@ pub async fn update(
     params(("webhook_id" = String, Path, description = "whk_...")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
+        ByIdErrors,
     )
 )]
 #[delete("/webhooks/{webhook_id}")]
@@ -173,12 +168,9 @@ pub async fn remove(
     request_body = RotateSecret,
     responses(
         (status = 200, description = "The new secret, shown only here", body = RotatedSecret),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
+        BodyErrors,
+        ByIdErrors,
     )
 )]
 #[post("/webhooks/{webhook_id}/rotate-secret")]
@@ -204,9 +196,9 @@ pub async fn rotate_secret(
     params(("webhook_id" = String, Path, description = "whk_..."), DeliveryQuery),
     responses(
         (status = 200, body = DeliveryPage),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
+        QueryErrors,
+        ByIdErrors,
     )
 )]
 #[get("/webhooks/{webhook_id}/deliveries")]
@@ -231,8 +223,8 @@ pub async fn deliveries(
     ),
     responses(
         (status = 200, body = DeliveryDetail),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
+        ByIdErrors,
     )
 )]
 #[get("/webhooks/{webhook_id}/deliveries/{delivery_id}")]
@@ -259,9 +251,9 @@ pub async fn delivery(
     ),
     responses(
         (status = 202, description = "Queued for an attempt now", body = DeliveryView),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"), (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"), (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
+        ByIdErrors,
         (status = 409, description = "endpoint_disabled", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "internal_error", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/webhooks/{webhook_id}/deliveries/{delivery_id}/retry")]

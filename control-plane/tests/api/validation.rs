@@ -2,12 +2,13 @@
 //! content type and oversized bodies get their own 4xx.
 
 use actix_web::http::Method;
+use keygate_control_plane::extract::{BODY_LIMIT, USAGE_BODY_LIMIT};
 use serde_json::{json, Value};
 
 use crate::both_backends;
 use crate::helpers::{TestApp, OWNER_TOKEN};
 
-both_backends!(key_spec_validation, body_errors);
+both_backends!(key_spec_validation, body_errors, body_errors_of_every_route);
 
 fn spec(overrides: Value) -> Value {
     let mut base = json!({
@@ -202,4 +203,62 @@ async fn body_errors(app: TestApp) {
         .await;
     assert_eq!(r.status, 422);
     assert!(r.detail().starts_with("password:"));
+}
+
+/// Every operation with a JSON body documents the four problems of a body, and answers each of
+/// them (the document of two routes once left out their 413).
+async fn body_errors_of_every_route(app: TestApp) {
+    let doc = app.request(Method::GET, "/openapi.json", None, None).await;
+    let mut routes = 0;
+    for (template, item) in doc.body["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if op["requestBody"]["content"]["application/json"].is_null() {
+                continue;
+            }
+            routes += 1;
+            for status in ["400", "413", "415", "422"] {
+                assert_eq!(
+                    op["responses"][status]["content"]["application/problem+json"]["schema"]
+                        ["$ref"],
+                    "#/components/schemas/Problem",
+                    "{method} {template} documents {status}"
+                );
+            }
+            let path = template
+                .split('/')
+                .map(|s| if s.starts_with('{') { "x" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            let limit = if path == "/v1/usage" {
+                USAGE_BODY_LIMIT
+            } else {
+                BODY_LIMIT
+            };
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            for (content_type, body, status, code) in [
+                ("application/json", b"{".to_vec(), 400, "malformed_json"),
+                (
+                    "application/json",
+                    vec![b' '; limit + 1],
+                    413,
+                    "payload_too_large",
+                ),
+                ("text/plain", b"{}".to_vec(), 415, "unsupported_media_type"),
+                ("application/json", b"[]".to_vec(), 422, "validation_failed"),
+            ] {
+                let r = app
+                    .send_raw(
+                        m.clone(),
+                        &path,
+                        Some(OWNER_TOKEN),
+                        Some(content_type),
+                        body,
+                    )
+                    .await;
+                assert_eq!(r.status, status, "{method} {path}: {:?}", r.body);
+                assert_eq!(r.code(), code, "{method} {path}");
+            }
+        }
+    }
+    assert!(routes >= 15, "{routes} routes with a body");
 }
