@@ -304,8 +304,11 @@ fn concurrent_migrations_take_turns() {
     let c: Count = diesel::sql_query("SELECT count(*) AS n FROM __diesel_schema_migrations")
         .get_result(&mut conn)
         .unwrap();
-    let expected = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../store/migrations/postgres"))
-        .unwrap()
-        .count();
+    let expected = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../store/migrations/postgres"
+    ))
+    .unwrap()
+    .count();
     assert_eq!(c.n as usize, expected);
 }

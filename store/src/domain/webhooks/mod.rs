@@ -95,7 +95,11 @@ impl DeliveryStatus {
     }
 }
 
-crate::text_column!(DeliveryStatus, DeliveryStatus::parse, DeliveryStatus::as_str);
+crate::text_column!(
+    DeliveryStatus,
+    DeliveryStatus::parse,
+    DeliveryStatus::as_str
+);
 
 /// An endpoint row. `secret` holds the signing secret, and during a rotation the previous one
 /// with its end (see [`Secrets`]); `Debug` leaves it out.
@@ -450,8 +454,6 @@ pub fn rotate_secret(
         })
     })
 }
-
-/// An endpoint's deliveries, newest first.
 
 #[cfg(test)]
 mod tests {
