@@ -2,6 +2,9 @@
 //! session token keys and claims. No HTTP and no database: the domain and the control plane's
 //! request layer both build on it.
 
+use diesel::deserialize::FromSqlRow;
+use diesel::expression::AsExpression;
+use diesel::sql_types::Text;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
@@ -15,18 +18,9 @@ const TOKEN_RANDOM_LEN: usize = 40;
 
 /// An admin's or token's role.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    diesel::expression::AsExpression,
-    diesel::deserialize::FromSqlRow,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AsExpression, FromSqlRow,
 )]
-#[diesel(sql_type = diesel::sql_types::Text)]
+#[diesel(sql_type = Text)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {

@@ -23,7 +23,10 @@ pub use raised::{
     acknowledge, get, list, Acknowledge, AlertPage, AlertQuery, AlertStatus, AlertView,
 };
 
+use diesel::deserialize::FromSqlRow;
+use diesel::expression::AsExpression;
 use diesel::prelude::*;
+use diesel::sql_types::Text;
 use keygate_shared::Kind;
 use serde::{Deserialize, Serialize};
 
@@ -47,18 +50,9 @@ const EVIDENCE_VALUES: i64 = 10;
 
 /// A rule.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    diesel::expression::AsExpression,
-    diesel::deserialize::FromSqlRow,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AsExpression, FromSqlRow,
 )]
-#[diesel(sql_type = diesel::sql_types::Text)]
+#[diesel(sql_type = Text)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
