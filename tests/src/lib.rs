@@ -1,5 +1,6 @@
 //! End-to-end test support.
 
+pub mod cache;
 pub mod example_app;
 pub mod fixtures;
 pub mod http;
