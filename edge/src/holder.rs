@@ -8,6 +8,7 @@
 //! traffic the background refresh starts a tenth of the interval early, so no request waits.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -44,6 +45,25 @@ struct HolderState {
     /// status endpoint.
     unusable_keys: Vec<String>,
     unusable_seen: u64,
+    /// The held snapshot's loaded shards, oldest load first (see [`MAX_LOADED_SHARDS`]).
+    load_order: VecDeque<u32>,
+}
+
+/// How many shards an isolate keeps decoded at once. A shard of about 1,000 keys takes about
+/// 0.4 MB of Wasm memory, so this keeps the snapshot's share of the isolate's 128 MB near
+/// 50 MB whatever the key count (a whole million-key snapshot would take 400 MB); beyond it the
+/// shard loaded longest ago is dropped, and loaded again, from the location's cache, when a key
+/// in it comes back. Snapshots of up to about 130,000 keys (128 shards) stay loaded whole.
+pub const MAX_LOADED_SHARDS: u32 = 128;
+
+/// Drops the shards of `index` loaded longest ago until at most [`MAX_LOADED_SHARDS`] are.
+fn evict(index: &mut SnapshotIndex, order: &mut VecDeque<u32>) {
+    while index.loaded_shards() > MAX_LOADED_SHARDS {
+        let Some(oldest) = order.pop_front() else {
+            return;
+        };
+        index.unload_shard(oldest);
+    }
 }
 
 /// How many unusable key ids the status endpoint lists.
@@ -253,6 +273,8 @@ fn install(mut index: SnapshotIndex, etag: Option<String>, now_ms: i64) {
                 "keygate-edge: project {project_id} cannot be used by this build, its keys are refused (key_unavailable): {reason}"
             );
         }
+        // Shards taken over from the previous snapshot keep their place in the load order.
+        s.load_order.retain(|&i| index.is_loaded(i));
         s.held = Some(Held {
             index: Rc::new(index),
             etag,
@@ -457,25 +479,37 @@ pub async fn load_shard(
         .ok_or_else(|| format!("no shard {shard} in the manifest"))?;
     let verified = obtain_shard(cfg, env, ctx, &index, shard, digest).await?;
     note_unusable(&verified);
-    let mut mine = (*index).clone();
-    mine.insert_shard(verified);
+    let mut verified = Some(verified);
     let updated = STATE.with(|s| {
         let mut s = s.borrow_mut();
-        let held = s.held.as_mut()?;
+        let HolderState {
+            held, load_order, ..
+        } = &mut *s;
+        let held = held.as_mut()?;
         if held.index.manifest().version() != index.manifest().version()
             || held.index.manifest().shard_digest(shard) != Some(digest)
         {
             return None;
         }
-        if !held.index.is_loaded(shard) {
+        if let (false, Some(v)) = (held.index.is_loaded(shard), verified.take()) {
             let mut next = (*held.index).clone();
             // Same manifest: takes the shard verified and decoded above, without doing it again.
-            next.adopt_unchanged(&mine);
+            next.insert_shard(v);
+            load_order.push_back(shard);
+            evict(&mut next, load_order);
             held.index = Rc::new(next);
         }
         Some(Rc::clone(&held.index))
     });
-    Ok(updated.unwrap_or_else(|| Rc::new(mine)))
+    if let Some(held) = updated {
+        return Ok(held);
+    }
+    // A refresh replaced the held snapshot meanwhile: this request decides on its own copy.
+    let mut mine = (*index).clone();
+    if let Some(v) = verified {
+        mine.insert_shard(v);
+    }
+    Ok(Rc::new(mine))
 }
 
 /// Logs each record of a shard that this build cannot decode (refused alone, with

@@ -69,6 +69,7 @@ pub async fn endpoint(
                 "key_count": m.manifest().key_count,
                 "shards": m.shard_count(),
                 "loaded_shards": i.loaded_shards(),
+                "max_loaded_shards": holder::MAX_LOADED_SHARDS,
                 "issued_at_ms": m.manifest().issued_at_ms,
                 "valid_until_ms": m.manifest().valid_until_ms,
                 "unusable_keys": unusable_keys,

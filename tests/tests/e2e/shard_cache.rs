@@ -1,7 +1,8 @@
 //! Shards through the Cache API (docs/edge.md, "Shards in the Cache API"): fresh runtimes
 //! sharing one cache service, as the isolates of one location share its cache, fetch a shard
 //! from the control plane once between them; what the cache returns is verified like a shard
-//! from the network; and a cache that fails leaves the edge deciding from the network.
+//! from the network; a cache that fails leaves the edge deciding from the network; and an
+//! isolate keeps a bounded number of shards decoded, loading an evicted one again when needed.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -253,4 +254,79 @@ fn without_a_working_cache_shards_come_from_the_control_plane() {
             "cache {cache:?}: {counts}"
         );
     }
+}
+
+/// `MAX_LOADED_SHARDS` in edge/src/holder.rs.
+const MAX_LOADED_SHARDS: u64 = 128;
+
+#[test]
+fn an_isolate_keeps_at_most_the_bounded_number_of_shards_loaded() {
+    use keygate_shared::snapshot::shard_index;
+    let signer = SnapshotSigner::from_seed(&[24u8; 32]);
+    let prefix = KeyPrefix::parse("many").expect("prefix");
+    let mut rng = rand::thread_rng();
+    // Over 128 shards of 1,024 keys: the snapshot has 256.
+    let keys: Vec<PlaintextKey> = (0..140_000)
+        .map(|_| PlaintextKey::generate(&mut rng, &prefix, Kind::Secret, Environment::Live))
+        .collect();
+    let records = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| plain_record(k, &format!("key_{i:06}"), "prj_cached"))
+        .collect();
+    let snap = SignedSnapshot::sign(&signer, 1, "prj_cached", records, now_ms());
+    let shards = snap.shards.len();
+    assert_eq!(shards, 256);
+    let bits = shards.trailing_zeros() as u8;
+    let first_hex = snap.shards[0].0.clone();
+    // One key per shard, in shard order.
+    let mut per_shard: Vec<Option<&PlaintextKey>> = vec![None; shards];
+    for k in &keys {
+        per_shard[shard_index(&k.hash(), bits) as usize].get_or_insert(k);
+    }
+    let per_shard: Vec<&PlaintextKey> = per_shard
+        .into_iter()
+        .map(|k| k.expect("a key in each shard"))
+        .collect();
+
+    let cp = control_plane(snap);
+    let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).expect("origin");
+    let cache = CacheService::start().expect("cache service");
+    let state = tempfile::tempdir().expect("temp");
+    let edge = edge(state.path(), &cp, &origin, &signer, Some(cache.address()));
+    let status = || -> Value {
+        http::get(
+            &format!("{}/.well-known/keygate/status", edge.url()),
+            &[("Authorization", &format!("Bearer {EDGE_TOKEN}"))],
+        )
+        .ok()
+        .and_then(|r| serde_json::from_slice::<Value>(&r.body).ok())
+        .unwrap_or_default()
+    };
+    for (i, k) in per_shard.iter().enumerate() {
+        assert_eq!(call(&edge, k), 200, "shard {i}\n{}", edge.logs());
+        let loaded = status()["loaded_shards"].as_u64().expect("loaded_shards");
+        assert_eq!(
+            loaded,
+            (i as u64 + 1).min(MAX_LOADED_SHARDS),
+            "after shard {i}"
+        );
+    }
+    assert_eq!(status()["max_loaded_shards"], MAX_LOADED_SHARDS);
+    assert_eq!(shard_requests(&cp), shards);
+    // The first shard was evicted long ago: its key is still decided, from the shard loaded
+    // again (here from the cache, which every shard went into).
+    let stored = Stack::wait_for(Duration::from_secs(10), || {
+        cache
+            .entry(Some(CACHE_NAME), &cache_url(&first_hex))
+            .is_some()
+    });
+    assert!(stored.is_some(), "{}", edge.logs());
+    assert_eq!(call(&edge, per_shard[0]), 200, "{}", edge.logs());
+    assert_eq!(status()["loaded_shards"], MAX_LOADED_SHARDS);
+    assert_eq!(
+        shard_requests(&cp),
+        shards,
+        "the evicted shard came from the cache"
+    );
 }
