@@ -8,11 +8,12 @@
 //! traffic the background refresh starts a tenth of the interval early, so no request waits.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use keygate_shared::snapshot::{signed_version, verify_snapshot, Digest32};
+use keygate_shared::snapshot::{signed_version, verify_snapshot, Digest32, VerifiedShard};
 use keygate_shared::SnapshotIndex;
 use worker::{console_error, console_log, Delay, Env};
 
@@ -21,6 +22,7 @@ use crate::control_plane::{fetch_shard, fetch_snapshot, web_crypto_sha256, Fetch
 use crate::freshness::{step, Step, Timing};
 pub use crate::freshness::{LOAD_POLL_MS, REFRESH_TIMEOUT_MS, REVALIDATE_WAIT_MS};
 use crate::kv_copy::{self, KV_SNAPSHOT};
+use crate::shard_cache::{self, Lookup};
 
 struct Held {
     index: Rc<SnapshotIndex>,
@@ -43,6 +45,25 @@ struct HolderState {
     /// status endpoint.
     unusable_keys: Vec<String>,
     unusable_seen: u64,
+    /// The held snapshot's loaded shards, oldest load first (see [`MAX_LOADED_SHARDS`]).
+    load_order: VecDeque<u32>,
+}
+
+/// How many shards an isolate keeps decoded at once. A shard of about 1,000 keys takes about
+/// 0.4 MB of Wasm memory, so this keeps the snapshot's share of the isolate's 128 MB near
+/// 50 MB whatever the key count (a whole million-key snapshot would take 400 MB); beyond it the
+/// shard loaded longest ago is dropped, and loaded again, from the location's cache, when a key
+/// in it comes back. Snapshots of up to about 130,000 keys (128 shards) stay loaded whole.
+pub const MAX_LOADED_SHARDS: u32 = 128;
+
+/// Drops the shards of `index` loaded longest ago until at most [`MAX_LOADED_SHARDS`] are.
+fn evict(index: &mut SnapshotIndex, order: &mut VecDeque<u32>) {
+    while index.loaded_shards() > MAX_LOADED_SHARDS {
+        let Some(oldest) = order.pop_front() else {
+            return;
+        };
+        index.unload_shard(oldest);
+    }
 }
 
 /// How many unusable key ids the status endpoint lists.
@@ -252,6 +273,8 @@ fn install(mut index: SnapshotIndex, etag: Option<String>, now_ms: i64) {
                 "keygate-edge: project {project_id} cannot be used by this build, its keys are refused (key_unavailable): {reason}"
             );
         }
+        // Shards taken over from the previous snapshot keep their place in the load order.
+        s.load_order.retain(|&i| index.is_loaded(i));
         s.held = Some(Held {
             index: Rc::new(index),
             etag,
@@ -339,11 +362,114 @@ async fn load_from_kv(cfg: &EdgeConfig, env: &Env, now_ms: i64) {
     }
 }
 
+/// What the shard cache has done for this isolate, reported by the status endpoint.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ShardCacheCounts {
+    /// Shards taken from the cache (verified).
+    pub hits: u64,
+    /// Lookups that found nothing.
+    pub misses: u64,
+    /// Cached shards that failed verification, and were fetched from the network instead.
+    pub refused: u64,
+    /// Lookups or stores that failed (no Cache API, a throw, a timeout).
+    pub failures: u64,
+    /// Stores of verified shards that the runtime accepted (it does not report every failure:
+    /// `workerd` hides a cache that disconnects).
+    pub stored: u64,
+}
+
+thread_local! {
+    static SHARD_CACHE: RefCell<ShardCacheCounts> = RefCell::new(ShardCacheCounts::default());
+}
+
+/// What the shard cache has done for this isolate so far.
+pub fn shard_cache_counts() -> ShardCacheCounts {
+    SHARD_CACHE.with(|c| *c.borrow())
+}
+
+fn count(f: impl FnOnce(&mut ShardCacheCounts)) {
+    SHARD_CACHE.with(|c| f(&mut c.borrow_mut()));
+}
+
+/// Counts a failure of the shard cache, logging only an isolate's first: without a Cache API
+/// every shard load would log twice. The status endpoint shows the count.
+fn note_cache_failure(what: &str) {
+    let first = SHARD_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        c.failures += 1;
+        c.failures == 1
+    });
+    if first {
+        console_error!(
+            "keygate-edge: shard cache {what}; shards come from the network (further failures are only counted: status endpoint, shard_cache)"
+        );
+    }
+}
+
+/// Verifies `bytes` as shard `shard` of `index`'s manifest, whatever their source.
+async fn verify_shard(
+    index: &SnapshotIndex,
+    shard: u32,
+    bytes: &[u8],
+) -> Result<VerifiedShard, String> {
+    let sha256 = match web_crypto_sha256(bytes).await {
+        Ok(d) => d,
+        Err(e) => {
+            console_error!("keygate-edge: WebCrypto digest failed ({e}); hashing in Wasm");
+            Digest32::of(bytes)
+        }
+    };
+    index
+        .manifest()
+        .verify_shard_hashed(shard, bytes, sha256)
+        .map_err(|e| format!("shard refused: {e}"))
+}
+
+/// Shard `shard` of `index`, verified: from the location's cache, else from the control plane
+/// (else the KV copy), which then goes into the cache once the verdict no longer waits for it.
+async fn obtain_shard(
+    cfg: &EdgeConfig,
+    env: &Env,
+    ctx: &worker::Context,
+    index: &SnapshotIndex,
+    shard: u32,
+    digest: Digest32,
+) -> Result<VerifiedShard, String> {
+    match shard_cache::get(&digest).await {
+        Lookup::Hit(bytes) => match verify_shard(index, shard, &bytes).await {
+            Ok(verified) => {
+                count(|c| c.hits += 1);
+                return Ok(verified);
+            }
+            Err(e) => {
+                count(|c| c.refused += 1);
+                console_error!(
+                    "keygate-edge: cached shard {} refused ({e}); fetching it from the control plane",
+                    digest.to_hex()
+                );
+            }
+        },
+        Lookup::Miss => count(|c| c.misses += 1),
+        Lookup::Failed(e) => note_cache_failure(&format!("lookup failed ({e})")),
+    }
+    let bytes = fetch_shard(cfg, env, &digest).await?;
+    let verified = verify_shard(index, shard, &bytes).await?;
+    // Only bytes that verified are stored (a refused entry is overwritten by them).
+    ctx.wait_until(async move {
+        match shard_cache::put_verified(&digest, &bytes).await {
+            Ok(()) => count(|c| c.stored += 1),
+            Err(e) => note_cache_failure(&format!("store failed ({e})")),
+        }
+    });
+    Ok(verified)
+}
+
 /// Loads shard `shard` into the held snapshot (or, if a refresh replaced it meanwhile, into
 /// `index` alone) and returns the index to evaluate against.
 pub async fn load_shard(
     cfg: &EdgeConfig,
     env: &Env,
+    ctx: &worker::Context,
     index: Rc<SnapshotIndex>,
     shard: u32,
 ) -> Result<Rc<SnapshotIndex>, String> {
@@ -351,43 +477,44 @@ pub async fn load_shard(
         .manifest()
         .shard_digest(shard)
         .ok_or_else(|| format!("no shard {shard} in the manifest"))?;
-    let bytes = fetch_shard(cfg, env, &digest).await?;
-    let sha256 = match web_crypto_sha256(&bytes).await {
-        Ok(d) => d,
-        Err(e) => {
-            console_error!("keygate-edge: WebCrypto digest failed ({e}); hashing in Wasm");
-            Digest32::of(&bytes)
-        }
-    };
-    let verified = index
-        .manifest()
-        .verify_shard_hashed(shard, &bytes, sha256)
-        .map_err(|e| format!("shard refused: {e}"))?;
+    let verified = obtain_shard(cfg, env, ctx, &index, shard, digest).await?;
     note_unusable(&verified);
-    let mut mine = (*index).clone();
-    mine.insert_shard(verified);
+    let mut verified = Some(verified);
     let updated = STATE.with(|s| {
         let mut s = s.borrow_mut();
-        let held = s.held.as_mut()?;
+        let HolderState {
+            held, load_order, ..
+        } = &mut *s;
+        let held = held.as_mut()?;
         if held.index.manifest().version() != index.manifest().version()
             || held.index.manifest().shard_digest(shard) != Some(digest)
         {
             return None;
         }
-        if !held.index.is_loaded(shard) {
+        if let (false, Some(v)) = (held.index.is_loaded(shard), verified.take()) {
             let mut next = (*held.index).clone();
             // Same manifest: takes the shard verified and decoded above, without doing it again.
-            next.adopt_unchanged(&mine);
+            next.insert_shard(v);
+            load_order.push_back(shard);
+            evict(&mut next, load_order);
             held.index = Rc::new(next);
         }
         Some(Rc::clone(&held.index))
     });
-    Ok(updated.unwrap_or_else(|| Rc::new(mine)))
+    if let Some(held) = updated {
+        return Ok(held);
+    }
+    // A refresh replaced the held snapshot meanwhile: this request decides on its own copy.
+    let mut mine = (*index).clone();
+    if let Some(v) = verified {
+        mine.insert_shard(v);
+    }
+    Ok(Rc::new(mine))
 }
 
 /// Logs each record of a shard that this build cannot decode (refused alone, with
 /// `key_unavailable`) and keeps its id for the status endpoint.
-fn note_unusable(shard: &keygate_shared::snapshot::VerifiedShard) {
+fn note_unusable(shard: &VerifiedShard) {
     let bad: Vec<(&str, &str)> = shard.unusable().collect();
     if bad.is_empty() {
         return;

@@ -18,6 +18,7 @@ pub mod prepare;
 pub mod report;
 pub mod request;
 pub mod respond;
+pub mod shard_cache;
 pub mod status;
 pub mod usage;
 

@@ -123,7 +123,7 @@ async fn handle_inner(
         Freshness::Unavailable => return answer(prepare::unavailable(p.origin, p.referer)),
     };
 
-    let decided = match decide(&mut index, &p, now, env, cfg).await {
+    let decided = match decide(&mut index, &p, now, env, ctx, cfg).await {
         Ok(d) => d,
         Err(Failure::Shard(e)) => {
             console_error!("keygate-edge: {e}");
@@ -181,6 +181,7 @@ async fn decide(
     p: &Prepared<'_>,
     now: i64,
     env: &Env,
+    ctx: &Context,
     cfg: &EdgeConfig,
 ) -> std::result::Result<Decided, Failure> {
     let facts = p.facts();
@@ -190,7 +191,7 @@ async fn decide(
         let verdict = match evaluate(&*current, &facts, now, None) {
             Evaluation::Done(v) => v,
             Evaluation::NeedsShard(shard) => {
-                *index = holder::load_shard(cfg, env, current, shard)
+                *index = holder::load_shard(cfg, env, ctx, current, shard)
                     .await
                     .map_err(Failure::Shard)?;
                 continue;

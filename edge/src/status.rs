@@ -14,6 +14,20 @@ fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The size of the Wasm instance's linear memory, where the snapshot lives: it only grows, so
+/// it is the most this isolate's Rust side has held at once.
+fn wasm_memory_bytes() -> Option<u32> {
+    use wasm_bindgen::JsCast;
+    let memory = wasm_bindgen::memory()
+        .dyn_into::<worker::js_sys::WebAssembly::Memory>()
+        .ok()?;
+    memory
+        .buffer()
+        .dyn_into::<worker::js_sys::ArrayBuffer>()
+        .ok()
+        .map(|b| b.byte_length())
+}
+
 /// Answers the internal endpoint at the normalised `path`.
 pub async fn endpoint(
     req: &Request,
@@ -55,11 +69,14 @@ pub async fn endpoint(
                 "key_count": m.manifest().key_count,
                 "shards": m.shard_count(),
                 "loaded_shards": i.loaded_shards(),
+                "max_loaded_shards": holder::MAX_LOADED_SHARDS,
                 "issued_at_ms": m.manifest().issued_at_ms,
                 "valid_until_ms": m.manifest().valid_until_ms,
                 "unusable_keys": unusable_keys,
                 "unusable_records_seen": unusable_seen,
                 "unusable_projects": m.unusable_projects().iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                "shard_cache": holder::shard_cache_counts(),
+                "wasm_memory_bytes": wasm_memory_bytes(),
             })
         }
         None => serde_json::json!({ "version": null }),

@@ -889,6 +889,19 @@ impl SnapshotIndex {
         }
     }
 
+    /// Drops loaded shard `index` (its keys then ask for it again); false if it was not
+    /// loaded. A holder with a memory budget calls it to keep the loaded shards within it.
+    pub fn unload_shard(&mut self, index: u32) -> bool {
+        match self.shards.get_mut(index as usize) {
+            Some(slot @ Some(_)) => {
+                *slot = None;
+                self.loaded -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Whether shard `index` is loaded.
     pub fn is_loaded(&self, index: u32) -> bool {
         matches!(self.shards.get(index as usize), Some(Some(_)))

@@ -569,3 +569,30 @@ fn shards_are_deterministic_and_sorted() {
     assert_eq!(keygate_shared::snapshot::shard_bits_for(1_000_000), 10);
     assert_eq!(keygate_shared::snapshot::shard_bits_for(u64::MAX), 12);
 }
+
+#[test]
+fn an_unloaded_shard_is_asked_for_again_and_can_be_reloaded() {
+    let signer = common::signer(1);
+    let trusted = trusting(&[&signer]);
+    let ks = keys(40);
+    let (wire, shards) = fixture(&signer, Window::default());
+    let mut index = SnapshotIndex::new(verify_snapshot(&wire, &trusted, None, T0).expect("v"));
+    for (i, s) in shards.shards.iter().enumerate() {
+        index.load_shard(i as u32, &s.bytes).expect("load");
+    }
+    let shard = shard_index(&ks[0].hash(), 2);
+    let before = index.loaded_shards();
+    assert!(index.unload_shard(shard));
+    assert!(!index.unload_shard(shard), "already unloaded");
+    assert!(!index.unload_shard(99), "no such shard");
+    assert_eq!(index.loaded_shards(), before - 1);
+    assert!(matches!(
+        index.key(&ks[0].hash()),
+        Lookup::NotLoaded { shard: s } if s == shard
+    ));
+    index
+        .load_shard(shard, &shards.shards[shard as usize].bytes)
+        .expect("reload");
+    assert_eq!(index.loaded_shards(), before);
+    assert!(matches!(index.key(&ks[0].hash()), Lookup::Found(_)));
+}

@@ -157,6 +157,7 @@ pub struct WorkerdConfig {
     compatibility_date: Option<String>,
     output: Output,
     startup_timeout: Duration,
+    cache_service: Option<String>,
 }
 
 impl fmt::Debug for WorkerdConfig {
@@ -172,6 +173,7 @@ impl fmt::Debug for WorkerdConfig {
             .field("scheduled_trigger", &self.scheduled_trigger)
             .field("crons", &self.crons)
             .field("compatibility_date", &self.compatibility_date)
+            .field("cache_service", &self.cache_service)
             .field("output", &self.output)
             .finish_non_exhaustive()
     }
@@ -195,6 +197,7 @@ impl WorkerdConfig {
             compatibility_date: None,
             output: Output::LogFile,
             startup_timeout: Duration::from_secs(30),
+            cache_service: None,
         }
     }
 
@@ -269,6 +272,14 @@ impl WorkerdConfig {
     /// The compatibility date (default: the one in `wrangler.toml`).
     pub fn compatibility_date(mut self, date: impl Into<String>) -> Self {
         self.compatibility_date = Some(date.into());
+        self
+    }
+
+    /// The Cache API's backend: an HTTP service at `address` (`host:port`, e.g.
+    /// [`crate::cache::CacheService::address`]) as the Worker's `cacheApiOutbound`. Without one
+    /// (the default), every Cache API call throws "No Cache was configured".
+    pub fn cache_service(mut self, address: impl Into<String>) -> Self {
+        self.cache_service = Some(address.into());
         self
     }
 
@@ -437,6 +448,12 @@ impl WorkerdConfig {
             "    (name = \"durable-objects\", disk = (path = {}, writable = true)),",
             path("durable-objects")
         ));
+        if let Some(address) = &self.cache_service {
+            w(format!(
+                "    (name = \"cache\", external = (address = {}, http = ())),",
+                text(address)
+            ));
+        }
         if scheduled_port.is_some() {
             w("    (name = \"scheduled-trigger\", worker = .trigger),".into());
         }
@@ -492,6 +509,9 @@ impl WorkerdConfig {
         ));
         w("  durableObjectStorage = (localDisk = \"durable-objects\"),".into());
         w("  globalOutbound = \"outbound\",".into());
+        if self.cache_service.is_some() {
+            w("  cacheApiOutbound = \"cache\",".into());
+        }
         w(");".into());
         if scheduled_port.is_some() {
             w(String::new());
@@ -859,7 +879,8 @@ mod tests {
         let cfg = WorkerdConfig::new("/w", "/s")
             .var("ORIGIN_URL", "http://127.0.0.1:1")
             .secret("EDGE_TOKEN", "t\"ok")
-            .crons(["* * * * *"]);
+            .crons(["* * * * *"])
+            .cache_service("127.0.0.1:7000");
         let text = cfg.capnp(Path::new("/s"), "2026-11-01", 8787, Some(9000));
         for needle in [
             "(name = \"ORIGIN_URL\", text = \"http://127.0.0.1:1\")",
@@ -870,6 +891,8 @@ mod tests {
             "address = \"127.0.0.1:9000\"",
             "allow = [\"public\", \"private\", \"local\"]",
             "(name = \"CRONS\", json = \"{\\\"EDGE\\\":[\\\"* * * * *\\\"]}\")",
+            "(name = \"cache\", external = (address = \"127.0.0.1:7000\", http = ()))",
+            "cacheApiOutbound = \"cache\"",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -4,15 +4,22 @@
 //!    pass-through Worker (also with the client sending the four `Keygate-*` headers), a Worker
 //!    making only the contract's header edits, Keygate with a valid key, Keygate with an invalid
 //!    key.
-//! 2. A cold isolate's first verdict against a 100,000-key snapshot (fresh workerd each time).
+//! 2. A cold isolate's first verdict against an `EDGE_BENCH_KEYS`-key snapshot (fresh workerd
+//!    each time), with the key's shard fetched from the control plane, then from a location's
+//!    cache that another runtime filled.
 //! 3. Revocation: time from the revoke API call until the edge answers 401, with the default
-//!    2-second refresh interval.
+//!    2-second refresh interval, on a control plane holding `EDGE_BENCH_KEYS` keys.
+//! 4. Memory: the runtime's resident size and the isolate's Wasm memory while it answers
+//!    `EDGE_BENCH_MEMORY_REQUESTS` requests for random keys of an `EDGE_BENCH_KEYS`-key snapshot.
 //!
 //! Run: `cargo xtask build-edge --release && cargo run -p keygate-tests --bin edge-bench`
 //! (needs `wrk`: `apt-get install wrk`). `EDGE_BENCH_SECONDS` sets each wrk run's length,
 //! `EDGE_BENCH_ROUNDS` the rounds of the valid-key comparison, `EDGE_BENCH_COLD_RUNS` the cold starts,
-//! `EDGE_BENCH_COLD_KEYS` the cold starts' snapshot size (100,000), `EDGE_BENCH_PIN=0` turns off
-//! pinning the measured runtime to its own CPU, and `EDGE_BENCH_ONLY` (a comma-separated subset of `throughput,cold,revocation`) what runs.
+//! `EDGE_BENCH_KEYS` the key count of the cold starts, the revocations and the memory run
+//! (100,000; `EDGE_BENCH_COLD_KEYS` still sets the cold starts' alone), `EDGE_BENCH_MEMORY_REQUESTS`
+//! the memory run's requests (10,000), `EDGE_BENCH_PIN=0` turns off pinning the measured
+//! runtime to its own CPU, and `EDGE_BENCH_ONLY` (a comma-separated subset of
+//! `throughput,cold,revocation,memory`) what runs.
 
 use std::fs;
 use std::process::Command;
@@ -20,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keygate_shared::{Environment, KeyPrefix, Kind, PlaintextKey, SnapshotSigner};
+use keygate_tests::cache::CacheService;
 use keygate_tests::fixtures::{plain_record, SignedSnapshot};
 use keygate_tests::http::{self, StubResponse, StubServer};
 use keygate_tests::origin::Origin;
@@ -407,7 +415,8 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn cold_start(keys: usize, runs: usize) -> Result<(), String> {
+/// `keys` random live keys, signed into a snapshot (version 1) of one project.
+fn signed_keys(keys: usize) -> Result<(SnapshotSigner, Vec<PlaintextKey>, SignedSnapshot), String> {
     let signer = SnapshotSigner::from_seed(&[3u8; 32]);
     let prefix = KeyPrefix::parse("cold").map_err(|e| e.to_string())?;
     let mut rng = rand::thread_rng();
@@ -420,35 +429,90 @@ fn cold_start(keys: usize, runs: usize) -> Result<(), String> {
         .map(|(i, k)| plain_record(k, &format!("key_{i:08}"), "prj_cold"))
         .collect();
     let snapshot = SignedSnapshot::sign(&signer, 1, "prj_cold", records, now_ms());
-    // When the edge asked for the manifest and for a shard, to split each cold start into
-    // isolate start-up, manifest, and shard plus verdict and forward.
-    let seen: Arc<Mutex<Vec<(bool, Instant)>>> = Arc::default();
-    let log = Arc::clone(&seen);
-    let cp = StubServer::start(move |req| {
-        if let Ok(mut l) = log.lock() {
-            l.push((req.path() == "/v1/snapshot", Instant::now()));
+    Ok((signer, plain, snapshot))
+}
+
+/// When a stub control plane was asked for the manifest (`true`) or a shard (`false`).
+type Asked = Arc<Mutex<Vec<(bool, Instant)>>>;
+
+/// A stub control plane serving `snapshot`, recording in `log` when it was asked for the
+/// manifest or a shard, and taking usage reports (refused, the edge would keep and resend
+/// them, growing with every key seen).
+fn stub_control_plane(snapshot: SignedSnapshot, log: Asked) -> Result<StubServer, String> {
+    StubServer::start(move |req| {
+        let path = req.path();
+        if req.method == "POST" && path == "/v1/usage" {
+            return StubResponse::empty(202);
+        }
+        if let (true, Ok(mut l)) = (path.starts_with("/v1/snapshot"), log.lock()) {
+            l.push((path == "/v1/snapshot", Instant::now()));
         }
         snapshot
             .respond(req, "\"1-cold\"")
             .unwrap_or_else(|| StubResponse::empty(404))
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())
+}
+
+/// An edge in a fresh `workerd` taking its snapshot from the stub `cp`, with the Cache API
+/// backed by `cache` if any.
+fn stub_edge(
+    state: &std::path::Path,
+    cp: &StubServer,
+    origin: &Origin,
+    signer: &SnapshotSigner,
+    cache: Option<&CacheService>,
+) -> Result<keygate_tests::workerd::Workerd, String> {
+    let mut config = WorkerdConfig::new(workspace_root(), state)
+        .scheduled_trigger(false)
+        .var("CONTROL_PLANE_URL", cp.url())
+        .var("ORIGIN_URL", origin.url())
+        .secret("EDGE_TOKEN", "bench")
+        .secret("SNAPSHOT_PUBLIC_KEYS", signer.public_key_base64url())
+        .secret("ORIGIN_HMAC_SECRET", ORIGIN_SECRET);
+    if let Some(c) = cache {
+        config = config.cache_service(c.address());
+    }
+    config.start().map_err(|e| e.to_string())
+}
+
+/// One cold start's figures, from the request's start.
+struct ColdRun {
+    /// The first verdict, its shard fetched from the control plane.
+    first: Duration,
+    manifest_at: Option<Duration>,
+    shard_at: Option<Duration>,
+    /// The same runtime's next request.
+    warm: Duration,
+    /// Another fresh runtime's first verdict, its shard from the cache the first one filled.
+    from_cache: Duration,
+    /// The empty pass-through Worker's first response in a fresh runtime.
+    baseline: Duration,
+}
+
+fn cold_start(keys: usize, runs: usize) -> Result<(), String> {
+    let (signer, plain, snapshot) = signed_keys(keys)?;
+    // When the edge asked for the manifest and for a shard, to split each cold start into
+    // isolate start-up, manifest, and shard plus verdict and forward.
+    let seen: Asked = Arc::default();
+    let cp = stub_control_plane(snapshot, Arc::clone(&seen))?;
     let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).map_err(|e| e.to_string())?;
     let mut times = Vec::new();
     // Run 0 is a warm-up, shown but not counted: the machine's first workerd start in a while
     // also pays for faulting in the runtime binary's pages, which a cold isolate in production
     // (a runtime process already running) does not.
     for i in 0..=runs {
+        // Each run is a location whose cache starts empty: the first runtime misses it and
+        // fetches the shard, then a second fresh runtime finds the shard there.
+        let cache = CacheService::start().map_err(|e| e.to_string())?;
         let state = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let edge = WorkerdConfig::new(workspace_root(), state.path())
-            .scheduled_trigger(false)
-            .var("CONTROL_PLANE_URL", cp.url())
-            .var("ORIGIN_URL", origin.url())
-            .secret("EDGE_TOKEN", "bench")
-            .secret("SNAPSHOT_PUBLIC_KEYS", signer.public_key_base64url())
-            .secret("ORIGIN_HMAC_SECRET", ORIGIN_SECRET)
-            .start()
-            .map_err(|e| e.to_string())?;
+        let edge = stub_edge(
+            &state.path().join("edge"),
+            &cp,
+            &origin,
+            &signer,
+            Some(&cache),
+        )?;
         let key = &plain[(i * 7919) % plain.len()];
         let auth = format!("Bearer {}", key.expose());
         if let Ok(mut l) = seen.lock() {
@@ -477,7 +541,36 @@ fn cold_start(keys: usize, runs: usize) -> Result<(), String> {
         let start = Instant::now();
         let _ = http::get(&format!("{}/cold", edge.url()), &[("Authorization", &auth)]);
         let warm = start.elapsed();
+        // The shard is stored after the verdict: wait for it, then start the second runtime.
+        let stored = Stack::wait_for(Duration::from_secs(10), || {
+            cache.received().iter().any(|r| r.method == "PUT")
+        });
         edge.stop();
+        stored.ok_or("the first runtime never stored the shard in the cache")?;
+        let cached = stub_edge(
+            &state.path().join("cached"),
+            &cp,
+            &origin,
+            &signer,
+            Some(&cache),
+        )?;
+        let shards_before = shard_requests(&seen);
+        let start = Instant::now();
+        let r = http::get(
+            &format!("{}/cold", cached.url()),
+            &[("Authorization", &auth)],
+        )
+        .map_err(|e| e.to_string())?;
+        let from_cache = start.elapsed();
+        if r.status != 200 || shard_requests(&seen) != shards_before {
+            return Err(format!(
+                "cold request with a cached shard answered {} after {} shard requests\n{}",
+                r.status,
+                shard_requests(&seen) - shards_before,
+                cached.logs()
+            ));
+        }
+        cached.stop();
         // The same first request to the empty pass-through Worker in a fresh runtime: what any
         // Worker's first response costs here, the runtime's own start-up included.
         let empty = js_worker(state.path(), "empty", PASS_THROUGH, &origin.url())?;
@@ -493,57 +586,162 @@ fn cold_start(keys: usize, runs: usize) -> Result<(), String> {
             return Err(format!("empty Worker answered {}", r.status));
         }
         empty.stop();
-        times.push((took, manifest_at, shard_at, warm, baseline));
+        times.push(ColdRun {
+            first: took,
+            manifest_at,
+            shard_at,
+            warm,
+            from_cache,
+            baseline,
+        });
     }
-    println!("| run | first verdict (cold isolate, includes manifest + one shard fetch) | manifest asked at | shard asked at | next request (warm) | empty Worker's first response |");
-    println!("|---|---|---|---|---|---|");
+    println!("| run | first verdict (cold isolate, includes manifest + one shard fetch) | manifest asked at | shard asked at | next request (warm) | first verdict, shard from the cache | empty Worker's first response |");
+    println!("|---|---|---|---|---|---|---|");
     let ms = |d: Option<Duration>| {
         d.map_or("-".to_owned(), |d| {
             format!("{:.1} ms", d.as_secs_f64() * 1e3)
         })
     };
-    for (i, (c, m, sh, w, b)) in times.iter().enumerate() {
+    for (i, t) in times.iter().enumerate() {
         println!(
-            "| {} | {} | {} | {} | {:.2} ms | {} |",
+            "| {} | {} | {} | {} | {:.2} ms | {} | {} |",
             if i == 0 {
                 "warm-up".to_owned()
             } else {
                 i.to_string()
             },
-            ms(Some(*c)),
-            ms(*m),
-            ms(*sh),
-            w.as_secs_f64() * 1e3,
-            ms(Some(*b))
+            ms(Some(t.first)),
+            ms(t.manifest_at),
+            ms(t.shard_at),
+            t.warm.as_secs_f64() * 1e3,
+            ms(Some(t.from_cache)),
+            ms(Some(t.baseline))
         );
     }
-    let mut counted: Vec<f64> = times[1..]
-        .iter()
-        .map(|(c, ..)| c.as_secs_f64() * 1e3)
-        .collect();
-    counted.sort_by(f64::total_cmp);
-    if let (Some(min), Some(max)) = (counted.first(), counted.last()) {
+    let series = |name: &str, pick: fn(&ColdRun) -> Duration, target: bool| {
+        let mut counted: Vec<f64> = times[1..]
+            .iter()
+            .map(|t| pick(t).as_secs_f64() * 1e3)
+            .collect();
+        counted.sort_by(f64::total_cmp);
+        if let (Some(min), Some(max)) = (counted.first(), counted.last()) {
+            let under = if target {
+                format!(
+                    "; {} under 50 ms",
+                    counted.iter().filter(|&&t| t < 50.0).count()
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "{name} over {} runs: min {min:.1} ms, median {:.1} ms, max {max:.1} ms{under}",
+                counted.len(),
+                counted[counted.len() / 2],
+            );
+        }
+    };
+    println!();
+    series(
+        "first verdict, shard from the control plane",
+        |t| t.first,
+        true,
+    );
+    series(
+        "first verdict, shard from the cache",
+        |t| t.from_cache,
+        true,
+    );
+    series("empty Worker's first response", |t| t.baseline, false);
+    Ok(())
+}
+
+fn shard_requests(seen: &Asked) -> usize {
+    seen.lock()
+        .map_or(0, |l| l.iter().filter(|(manifest, _)| !manifest).count())
+}
+
+/// `VmRSS` and `VmHWM` of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn memory(keys: usize, requests: usize) -> Result<(), String> {
+    use rand::Rng;
+    let (signer, plain, snapshot) = signed_keys(keys)?;
+    let shard_count = snapshot.shards.len();
+    let cp = stub_control_plane(snapshot, Arc::default())?;
+    let origin = Origin::start(0, ORIGIN_SECRET.as_bytes().to_vec()).map_err(|e| e.to_string())?;
+    let state = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let edge = stub_edge(state.path(), &cp, &origin, &signer, None)?;
+    let pid = edge.pid().ok_or("no workerd pid")?;
+    let status = || -> serde_json::Value {
+        http::get(
+            &format!("{}/.well-known/keygate/status", edge.url()),
+            &[("Authorization", "Bearer bench")],
+        )
+        .ok()
+        .and_then(|r| serde_json::from_slice(&r.body).ok())
+        .unwrap_or_default()
+    };
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!("| requests | loaded shards (of {shard_count}) | Wasm memory | runtime VmRSS | runtime VmHWM | seconds |");
+    println!("|---|---|---|---|---|---|");
+    let row = |n: usize, started: Instant| {
+        let s = status();
+        let wasm = s["wasm_memory_bytes"]
+            .as_f64()
+            .map_or("-".to_owned(), |b| format!("{:.1} MiB", b / 1048576.0));
+        let (rss, hwm) = rss_kib(pid).unwrap_or_default();
         println!(
-            "\nfirst verdict over {} runs: min {min:.1} ms, median {:.1} ms, max {max:.1} ms; {} under 50 ms",
-            counted.len(),
-            counted[counted.len() / 2],
-            counted.iter().filter(|&&t| t < 50.0).count()
+            "| {n} | {} | {wasm} | {:.1} MiB | {:.1} MiB | {:.1} |",
+            s["loaded_shards"],
+            mib(rss),
+            mib(hwm),
+            started.elapsed().as_secs_f64()
         );
-    }
-    let mut baseline: Vec<f64> = times[1..].iter().map(|t| t.4.as_secs_f64() * 1e3).collect();
-    baseline.sort_by(f64::total_cmp);
-    if let (Some(min), Some(max)) = (baseline.first(), baseline.last()) {
-        println!(
-            "empty Worker's first response: min {min:.1} ms, median {:.1} ms, max {max:.1} ms",
-            baseline[baseline.len() / 2],
-        );
+    };
+    let (rss, _) = rss_kib(pid).unwrap_or_default();
+    println!(
+        "| 0 (started, no request yet) | - | - | {:.1} MiB | - | - |",
+        mib(rss)
+    );
+    let mut rng = rand::thread_rng();
+    let started = Instant::now();
+    for n in 1..=requests {
+        let key = &plain[rng.gen_range(0..plain.len())];
+        let auth = format!("Bearer {}", key.expose());
+        let r = http::get(&format!("{}/mem", edge.url()), &[("Authorization", &auth)])
+            .map_err(|e| e.to_string())?;
+        if r.status != 200 {
+            return Err(format!(
+                "request {n} answered {}: {}\n{}",
+                r.status,
+                r.text(),
+                edge.logs()
+            ));
+        }
+        if n == 1 || n % (requests / 10).max(1) == 0 {
+            row(n, started);
+        }
     }
     Ok(())
 }
 
-fn revocation(runs: usize) -> Result<(), String> {
-    let stack = Stack::start(StackOptions {
+fn revocation(runs: usize, seeded: usize) -> Result<(), String> {
+    let data = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut stack = Stack::start(StackOptions {
         refresh_seconds: 2.0,
+        data_dir: Some(data.path().join("keygate-data")),
         ..StackOptions::default()
     })?;
     let project = stack.api(
@@ -552,6 +750,43 @@ fn revocation(runs: usize) -> Result<(), String> {
         Some(&json!({"name": "Rev", "key_prefix": "rev"})),
     );
     let project = project.body["id"].as_str().ok_or("project")?.to_owned();
+    if seeded > 0 {
+        // Inserted behind a stopped control plane's back, so that its next start builds them
+        // all into its first snapshot.
+        stack.stop_control_plane();
+        let started = Instant::now();
+        keygate_tests::seed::insert_keys(
+            &data.path().join("keygate-data"),
+            &project,
+            "rev",
+            seeded,
+            now_ms(),
+        )?;
+        let inserted = started.elapsed();
+        stack.restart_control_plane()?;
+        // Requests load the snapshot (the status page only reports it): one with a key that
+        // is not in it.
+        let prefix = KeyPrefix::parse("rev").map_err(|e| e.to_string())?;
+        let stranger = PlaintextKey::generate(
+            &mut rand::thread_rng(),
+            &prefix,
+            Kind::Secret,
+            Environment::Live,
+        );
+        let auth = format!("Bearer {}", stranger.expose());
+        let started = Instant::now();
+        let built = Stack::wait_for(Duration::from_secs(120), || {
+            stack.edge("GET", "/r", &[("Authorization", &auth)], None);
+            stack.edge_status()["key_count"].as_u64() >= Some(seeded as u64)
+        })
+        .ok_or("the edge never held the seeded snapshot")?;
+        println!(
+            "seeded {seeded} keys in {:.1} s; the edge held the {seeded}-key snapshot {:.1} s after the control plane restarted ({:.1} s)",
+            inserted.as_secs_f64(),
+            built.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
+    }
     let mut times = Vec::new();
     for _ in 0..runs {
         let key = stack.api(
@@ -616,7 +851,7 @@ fn env_number(name: &str, default: usize) -> Result<usize, String> {
 }
 
 /// The parts `EDGE_BENCH_ONLY` can name.
-const PARTS: [&str; 3] = ["throughput", "cold", "revocation"];
+const PARTS: [&str; 4] = ["throughput", "cold", "revocation", "memory"];
 
 fn main() -> std::process::ExitCode {
     let result = (|| {
@@ -648,13 +883,22 @@ fn main() -> std::process::ExitCode {
             );
             throughput(seconds, rounds, pinned)?;
         }
+        let keys = env_number("EDGE_BENCH_KEYS", 100_000)?;
         if run("cold") {
-            println!("\n## Cold isolate, 100,000-key snapshot\n");
-            cold_start(env_number("EDGE_BENCH_COLD_KEYS", 100_000)?, cold_runs)?;
+            let cold_keys = env_number("EDGE_BENCH_COLD_KEYS", keys)?;
+            println!("\n## Cold isolate, {cold_keys}-key snapshot\n");
+            cold_start(cold_keys, cold_runs)?;
         }
         if run("revocation") {
-            println!("\n## Revocation\n");
-            revocation(10)?;
+            println!("\n## Revocation, {keys} keys seeded\n");
+            revocation(10, keys)?;
+        }
+        if run("memory") {
+            let requests = env_number("EDGE_BENCH_MEMORY_REQUESTS", 10_000)?;
+            println!(
+                "\n## Memory, {requests} requests over random keys of a {keys}-key snapshot\n"
+            );
+            memory(keys, requests)?;
         }
         Ok::<(), String>(())
     })();

@@ -10,5 +10,6 @@ mod edge_runtime;
 mod gate;
 mod pipeline;
 mod replicas;
+mod shard_cache;
 mod shards;
 mod snapshot_trust;
