@@ -205,8 +205,8 @@ fn seed(
             .map(|i| {
                 let k = PlaintextKey::generate(&mut rng, &prefix, Kind::Secret, Environment::Live);
                 KeyRow {
-                    id: format!("key_bench{:08}", done + i),
-                    project_id: project_id.to_owned(),
+                    id: keygate_control_plane::ids::KeyId::new(format!("key_bench{:08}", done + i)),
+                    project_id: keygate_control_plane::ids::ProjectId::new(project_id),
                     name: "seeded".to_owned(),
                     kind: "secret".to_owned(),
                     environment: "live".to_owned(),
@@ -224,7 +224,7 @@ fn seed(
                 }
             })
             .collect();
-        ids.extend(rows.iter().map(|r| r.id.clone()));
+        ids.extend(rows.iter().map(|r| r.id.to_string()));
         with_backend!(&mut *conn, |c| diesel::insert_into(api_keys::table)
             .values(&rows)
             .execute(c))

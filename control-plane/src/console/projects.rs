@@ -241,7 +241,7 @@ async fn usage_chart(
     .collect();
     usage::chart(
         state,
-        usage::Whose::Project(p.id.clone()),
+        usage::Whose::Project(p.id.to_string()),
         g,
         "project-usage-chart",
         |choice| {

@@ -38,8 +38,8 @@ fn seed(app: &TestApp, project_id: &str, n: usize) {
                 Environment::Live,
             );
             KeyRow {
-                id: format!("key_seeded{i:06}"),
-                project_id: project_id.to_owned(),
+                id: keygate_control_plane::ids::KeyId::new(format!("key_seeded{i:06}")),
+                project_id: keygate_control_plane::ids::ProjectId::new(project_id),
                 name: "seeded".to_owned(),
                 kind: "secret".to_owned(),
                 environment: "live".to_owned(),

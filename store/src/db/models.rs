@@ -5,12 +5,13 @@ use diesel::prelude::*;
 
 use super::schema::{admin_tokens, admins, api_keys, audit_log, projects};
 use crate::credentials::Role;
+use crate::ids::{KeyId, ProjectId};
 
 /// A project row.
 #[derive(Debug, Clone, Queryable, Insertable, AsChangeset)]
 #[diesel(table_name = projects)]
 pub struct ProjectRow {
-    pub id: String,
+    pub id: ProjectId,
     pub name: String,
     pub key_prefix: String,
     pub routes: String,
@@ -24,8 +25,8 @@ pub struct ProjectRow {
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = api_keys)]
 pub struct KeyRow {
-    pub id: String,
-    pub project_id: String,
+    pub id: KeyId,
+    pub project_id: ProjectId,
     pub name: String,
     pub kind: String,
     pub environment: String,
@@ -38,8 +39,8 @@ pub struct KeyRow {
     pub updated_at: i64,
     pub revoked_at: Option<i64>,
     pub revoked_reason: Option<String>,
-    pub rotated_to: Option<String>,
-    pub rotated_from: Option<String>,
+    pub rotated_to: Option<KeyId>,
+    pub rotated_from: Option<KeyId>,
     /// Start of the latest minute with a `valid` verdict reported for the key.
     pub last_used_at: Option<i64>,
 }

@@ -20,7 +20,7 @@ use crate::domain::keys::{self, KeyView};
 use crate::domain::usage::Granularity;
 use crate::domain::{audit, bump_version, events};
 use crate::error::StoreError;
-use crate::ids::new_id;
+use crate::ids::{new_id, ProjectId};
 
 fn usage_since(
     conn: &mut DbConn,
@@ -322,7 +322,7 @@ pub fn evaluate(conn: &mut DbConn, now: i64) -> Result<EvaluationReport, StoreEr
         keys: ids.len(),
         ..Default::default()
     };
-    let mut settings: HashMap<String, Vec<(Rule, RuleSettings, bool)>> = HashMap::new();
+    let mut settings: HashMap<ProjectId, Vec<(Rule, RuleSettings, bool)>> = HashMap::new();
     for id in ids {
         let row = match keys::find_row(conn, &id) {
             Ok(r) => r,

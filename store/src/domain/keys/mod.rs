@@ -22,7 +22,7 @@ use crate::db::models::{KeyChanges, KeyRow};
 use crate::db::schema::{api_keys, key_changes};
 use crate::db::{write_tx, DbConn};
 use crate::error::{ConflictCode, StoreError};
-use crate::ids::new_id;
+use crate::ids::KeyId;
 use checks::{check_edge_decodes, check_expiry, check_metadata, check_restrictions, check_scopes};
 use rows::{env_of, kind_of, status_at};
 
@@ -74,7 +74,7 @@ pub fn create(
         let key =
             PlaintextKey::generate(&mut rand::rngs::OsRng, &prefix, spec.kind, spec.environment);
         let row = KeyRow {
-            id: new_id("key"),
+            id: KeyId::generate(),
             project_id: project.id,
             name,
             kind: spec.kind.as_str().to_owned(),
@@ -322,7 +322,7 @@ pub fn rotate(
         let env = env_of(&old.environment)?;
         let key = PlaintextKey::generate(&mut rand::rngs::OsRng, &prefix, kind, env);
         let new_row = KeyRow {
-            id: new_id("key"),
+            id: KeyId::generate(),
             key_hash: key.hash().to_hex(),
             key_start: key.start(),
             created_at: now,
@@ -391,7 +391,7 @@ pub fn rotate(
             view,
             key: key.into_string(),
             previous: PreviousKey {
-                id: id.to_owned(),
+                id: old.id.clone(),
                 expires_at: old_expiry,
             },
         })

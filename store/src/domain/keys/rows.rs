@@ -106,8 +106,8 @@ pub fn record_from_row(r: &KeyRow) -> Result<KeyRecord, StoreError> {
     Ok(KeyRecord {
         hash: KeyHash::from_hex(&r.key_hash)
             .ok_or_else(|| StoreError::internal(anyhow::anyhow!("stored hash of {}", r.id)))?,
-        key_id: r.id.clone(),
-        project_id: r.project_id.clone(),
+        key_id: r.id.to_string(),
+        project_id: r.project_id.to_string(),
         kind: kind_of(&r.kind)?,
         environment: env_of(&r.environment)?,
         revoked: r.revoked_at.is_some(),
