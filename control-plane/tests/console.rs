@@ -54,7 +54,7 @@ async fn start() -> TestApp {
         )
         .expect("create admin");
         if role == Role::Owner {
-            owner_id = admin.id;
+            owner_id = admin.id.into_string();
         }
     }
     drop(conn);

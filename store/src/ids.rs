@@ -139,3 +139,28 @@ id_type!(
     ProjectId,
     "prj"
 );
+id_type!(
+    /// `adm_...`: an admin.
+    AdminId,
+    "adm"
+);
+id_type!(
+    /// `tok_...`: an API token.
+    TokenId,
+    "tok"
+);
+id_type!(
+    /// `alr_...`: an alert.
+    AlertId,
+    "alr"
+);
+id_type!(
+    /// `whk_...`: a webhook endpoint.
+    WebhookId,
+    "whk"
+);
+id_type!(
+    /// `dlv_...`: a webhook delivery.
+    DeliveryId,
+    "dlv"
+);

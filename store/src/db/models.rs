@@ -5,6 +5,7 @@ use diesel::prelude::*;
 
 use super::schema::{admin_tokens, admins, api_keys, audit_log, projects};
 use crate::credentials::Role;
+use crate::ids::{AdminId, TokenId};
 use crate::ids::{KeyId, ProjectId};
 
 /// A project row.
@@ -60,7 +61,7 @@ pub struct KeyChanges {
 #[derive(Clone, Queryable, Insertable)]
 #[diesel(table_name = admins)]
 pub struct AdminRow {
-    pub id: String,
+    pub id: AdminId,
     pub email: String,
     pub role: Role,
     /// Argon2 PHC string.
@@ -87,7 +88,7 @@ impl std::fmt::Debug for AdminRow {
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = admin_tokens)]
 pub struct TokenRow {
-    pub id: String,
+    pub id: TokenId,
     pub name: String,
     pub role: Role,
     pub token_hash: String,
