@@ -7,6 +7,7 @@ use super::schema::{admin_tokens, admins, api_keys, audit_log, projects};
 use crate::credentials::Role;
 use crate::ids::{AdminId, TokenId};
 use crate::ids::{KeyId, ProjectId};
+use keygate_shared::{Environment, Kind};
 
 /// A project row.
 #[derive(Debug, Clone, Queryable, Insertable, AsChangeset)]
@@ -29,8 +30,8 @@ pub struct KeyRow {
     pub id: KeyId,
     pub project_id: ProjectId,
     pub name: String,
-    pub kind: String,
-    pub environment: String,
+    pub kind: Kind,
+    pub environment: Environment,
     pub key_hash: String,
     pub key_start: String,
     /// JSON of [`crate::domain::keys::StoredPolicy`].

@@ -72,7 +72,7 @@ pub enum Rule {
     NearExpiry,
 }
 
-crate::text_column!(Rule, Rule::parse, Rule::as_str);
+keygate_shared::text_column!(Rule, Rule::parse, Rule::as_str);
 
 /// One rule's settings in a project.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -44,7 +44,7 @@ impl AlertStatus {
     }
 }
 
-crate::text_column!(AlertStatus, AlertStatus::parse, AlertStatus::as_str);
+keygate_shared::text_column!(AlertStatus, AlertStatus::parse, AlertStatus::as_str);
 
 /// An alert.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -24,7 +24,7 @@ use crate::db::{write_tx, DbConn};
 use crate::error::{ConflictCode, StoreError};
 use crate::ids::KeyId;
 use checks::{check_edge_decodes, check_expiry, check_metadata, check_restrictions, check_scopes};
-use rows::{env_of, kind_of, status_at};
+use rows::status_at;
 
 /// Longest rotation grace: 30 days.
 pub const MAX_GRACE_SECONDS: u32 = 30 * 86_400;
@@ -77,8 +77,8 @@ pub fn create(
             id: KeyId::generate(),
             project_id: project.id,
             name,
-            kind: spec.kind.as_str().to_owned(),
-            environment: spec.environment.as_str().to_owned(),
+            kind: spec.kind,
+            environment: spec.environment,
             key_hash: key.hash().to_hex(),
             key_start: key.start(),
             policy,
@@ -318,9 +318,8 @@ pub fn rotate(
         let before = KeyView::from_row(&old, now)?;
         let project = projects::find_row(conn, &old.project_id)?;
         let prefix = KeyPrefix::parse(&project.key_prefix).map_err(StoreError::internal)?;
-        let kind = kind_of(&old.kind)?;
-        let env = env_of(&old.environment)?;
-        let key = PlaintextKey::generate(&mut rand::rngs::OsRng, &prefix, kind, env);
+        let key =
+            PlaintextKey::generate(&mut rand::rngs::OsRng, &prefix, old.kind, old.environment);
         let new_row = KeyRow {
             id: KeyId::generate(),
             key_hash: key.hash().to_hex(),

@@ -89,7 +89,7 @@ impl DeliveryStatus {
     }
 }
 
-crate::text_column!(
+keygate_shared::text_column!(
     DeliveryStatus,
     DeliveryStatus::parse,
     DeliveryStatus::as_str
