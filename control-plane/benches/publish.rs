@@ -152,7 +152,14 @@ async fn run(n: usize) {
     {
         let at = now + 1000 * (i as i64 + 1);
         let t = Instant::now();
-        keys::revoke(&mut conn, at, "bench", id, RevokeKey { reason: None }).unwrap();
+        keys::revoke(
+            &mut conn,
+            at,
+            "bench",
+            &keygate_control_plane::ids::KeyId::new(id.as_str()),
+            RevokeKey { reason: None },
+        )
+        .unwrap();
         revoke_ms.push(ms(t));
         let t = Instant::now();
         let p = state

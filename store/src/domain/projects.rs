@@ -167,7 +167,7 @@ fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
 }
 
 /// Loads a project row.
-pub fn find_row(conn: &mut DbConn, id: &str) -> Result<ProjectRow, StoreError> {
+pub fn find_row(conn: &mut DbConn, id: &ProjectId) -> Result<ProjectRow, StoreError> {
     // `load` on the concrete connection keeps the prepared statement cached (see
     // verify::lookup); the id is the primary key.
     let query = projects::table.find(id);
@@ -241,7 +241,7 @@ pub fn list(conn: &mut DbConn) -> Result<ProjectList, StoreError> {
 }
 
 /// One project.
-pub fn get(conn: &mut DbConn, id: &str) -> Result<ProjectView, StoreError> {
+pub fn get(conn: &mut DbConn, id: &ProjectId) -> Result<ProjectView, StoreError> {
     ProjectView::from_row(find_row(conn, id)?)
 }
 
@@ -250,7 +250,7 @@ pub fn update(
     conn: &mut DbConn,
     now: i64,
     actor: &str,
-    id: &str,
+    id: &ProjectId,
     input: UpdateProject,
 ) -> Result<ProjectView, StoreError> {
     if input.key_prefix.is_some() {
