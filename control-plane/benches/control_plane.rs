@@ -191,11 +191,11 @@ fn seed(state: &keygate_control_plane::state::AppState, project_id: &str, n: usi
                     Environment::Live,
                 );
                 KeyRow {
-                    id: keygate_control_plane::ids::new_id("key"),
-                    project_id: project_id.to_owned(),
+                    id: keygate_control_plane::ids::KeyId::generate(),
+                    project_id: keygate_control_plane::ids::ProjectId::new(project_id),
                     name: "seeded".to_owned(),
-                    kind: "secret".to_owned(),
-                    environment: "live".to_owned(),
+                    kind: Kind::Secret,
+                    environment: Environment::Live,
                     key_hash: k.hash().to_hex(),
                     key_start: k.start(),
                     policy: policy.clone(),

@@ -152,7 +152,14 @@ async fn run(n: usize) {
     {
         let at = now + 1000 * (i as i64 + 1);
         let t = Instant::now();
-        keys::revoke(&mut conn, at, "bench", id, RevokeKey { reason: None }).unwrap();
+        keys::revoke(
+            &mut conn,
+            at,
+            "bench",
+            &keygate_control_plane::ids::KeyId::new(id.as_str()),
+            RevokeKey { reason: None },
+        )
+        .unwrap();
         revoke_ms.push(ms(t));
         let t = Instant::now();
         let p = state
@@ -205,11 +212,11 @@ fn seed(
             .map(|i| {
                 let k = PlaintextKey::generate(&mut rng, &prefix, Kind::Secret, Environment::Live);
                 KeyRow {
-                    id: format!("key_bench{:08}", done + i),
-                    project_id: project_id.to_owned(),
+                    id: keygate_control_plane::ids::KeyId::new(format!("key_bench{:08}", done + i)),
+                    project_id: keygate_control_plane::ids::ProjectId::new(project_id),
                     name: "seeded".to_owned(),
-                    kind: "secret".to_owned(),
-                    environment: "live".to_owned(),
+                    kind: Kind::Secret,
+                    environment: Environment::Live,
                     key_hash: k.hash().to_hex(),
                     key_start: k.start(),
                     policy: policy.clone(),
@@ -224,7 +231,7 @@ fn seed(
                 }
             })
             .collect();
-        ids.extend(rows.iter().map(|r| r.id.clone()));
+        ids.extend(rows.iter().map(|r| r.id.to_string()));
         with_backend!(&mut *conn, |c| diesel::insert_into(api_keys::table)
             .values(&rows)
             .execute(c))

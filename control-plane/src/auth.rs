@@ -338,7 +338,7 @@ async fn resolve(state: web::Data<AppState>, header: String) -> AuthOutcome {
         .await;
         match found {
             Ok(Ok(Ok(admin))) => AuthOutcome::Ok(Principal {
-                actor: admin.id,
+                actor: admin.id.into_string(),
                 role: admin.role,
             }),
             Ok(Ok(Err(refused))) => AuthOutcome::Invalid(refused.reason()),

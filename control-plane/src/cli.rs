@@ -212,7 +212,7 @@ fn admin_id(conn: &mut crate::db::DbConn, admin: &str) -> anyhow::Result<String>
     list.items
         .into_iter()
         .find(|a| a.email == email)
-        .map(|a| a.id)
+        .map(|a| a.id.into_string())
         .ok_or_else(|| anyhow::anyhow!("no admin with email {email:?}"))
 }
 

@@ -167,7 +167,7 @@ fn project_policy(state: &AppState, row: ProjectRow) -> Result<Arc<ProjectPolicy
         .policy_cache
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((at, p)) = cache.get(&row.id) {
+    if let Some((at, p)) = cache.get(row.id.as_str()) {
         if *at == row.updated_at {
             return Ok(p.clone());
         }

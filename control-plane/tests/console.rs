@@ -54,7 +54,7 @@ async fn start() -> TestApp {
         )
         .expect("create admin");
         if role == Role::Owner {
-            owner_id = admin.id;
+            owner_id = admin.id.into_string();
         }
     }
     drop(conn);
@@ -708,7 +708,11 @@ async fn console_in_a_browser() {
     assert!(c.source().await.expect("source").contains("Project saved."));
     {
         let mut conn = app.state.pool.get().expect("connection");
-        let p = keygate_control_plane::domain::projects::get(&mut conn, &project_id).expect("get");
+        let p = keygate_control_plane::domain::projects::get(
+            &mut conn,
+            &keygate_control_plane::ids::ProjectId::new(project_id.as_str()),
+        )
+        .expect("get");
         assert_eq!(p.name, "Acme store");
         assert_eq!(p.routes.len(), 2);
         assert_eq!(

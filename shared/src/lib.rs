@@ -21,6 +21,8 @@ pub mod referrer;
 pub mod scan;
 pub mod shard_store;
 pub mod snapshot;
+#[cfg(feature = "sql")]
+pub mod sql;
 pub mod webhook;
 
 pub use cidr::IpNet;

@@ -60,7 +60,7 @@ impl Role {
     pub const ALL: [Role; 4] = [Role::Owner, Role::Admin, Role::Viewer, Role::Edge];
 }
 
-crate::text_column!(Role, Role::parse, Role::as_str);
+keygate_shared::text_column!(Role, Role::parse, Role::as_str);
 
 /// Who made a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,6 +12,7 @@ use crate::domain::alerts::{
     self as domain, Acknowledge, AlertQuery, AlertRuleUpdate, AlertStatus, AlertView, Rule,
 };
 use crate::domain::projects;
+use crate::ids::ProjectId;
 use crate::state::db;
 use crate::state::AppState;
 
@@ -152,7 +153,7 @@ async fn rules_page(
     errors: &FieldErrors,
     failed: Option<(Rule, &Form)>,
 ) -> Result<String, ConsoleError> {
-    let pid = project_id.to_owned();
+    let pid = ProjectId::new(project_id);
     let (project, rules) = db(state, move |c, _| -> Result<_, keygate_store::StoreError> {
         let p = projects::get(c, &pid)?;
         let r = domain::list_rules(c, &pid)?;
@@ -247,7 +248,7 @@ pub async fn update_rule(
     let actor = s.admin_id.clone();
     let (pid, rn) = (project_id.clone(), rule_name.clone());
     let result = submit(&state, &body, move |c, now, input: AlertRuleUpdate| {
-        domain::update_rule(c, now, &actor, &pid, &rn, input)
+        domain::update_rule(c, now, &actor, &ProjectId::new(pid), &rn, input)
     })
     .await;
     match result {

@@ -11,6 +11,7 @@ use super::session::{self, ConsoleError, Session};
 use super::{field, field_error, html_response, post_session, redirect, submit, usage, Form};
 use crate::domain::keys::{self as key_domain, KeyListQuery, KeyView};
 use crate::domain::projects::{self as domain, CreateProject, ProjectView, UpdateProject};
+use crate::ids::ProjectId;
 use crate::state::db;
 use crate::state::AppState;
 
@@ -195,7 +196,10 @@ async fn all_keys(
             limit: Some(100),
             cursor: cursor.take(),
         };
-        let page = db(state, move |c, now| key_domain::list(c, now, &pid, q)).await?;
+        let page = db(state, move |c, now| {
+            key_domain::list(c, now, &ProjectId::new(pid), q)
+        })
+        .await?;
         items.extend(page.items);
         match page.next_cursor {
             Some(c) => cursor = Some(c),
@@ -373,7 +377,7 @@ fn parse_filters(req: &HttpRequest) -> KeyFilters {
 
 async fn load_project(state: &web::Data<AppState>, id: &str) -> Result<ProjectView, ConsoleError> {
     let id = id.to_owned();
-    db(state, move |c, _| domain::get(c, &id))
+    db(state, move |c, _| domain::get(c, &ProjectId::new(id)))
         .await
         .map_err(|e| match e {
             crate::error::ApiError::NotFound(m) => ConsoleError::NotFound(m),

@@ -142,7 +142,7 @@ pub async fn current(
     .await?;
     match admin {
         Ok(admin) if admin.role != Role::Edge => Ok(Session {
-            admin_id: admin.id,
+            admin_id: admin.id.into_string(),
             email: admin.email,
             role: admin.role,
             csrf: csrf_token(&token),

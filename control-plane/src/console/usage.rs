@@ -9,6 +9,7 @@ use maud::{html, Markup};
 use super::layout;
 use super::session::ConsoleError;
 use crate::domain::usage::{self, Granularity, Scope, UsageQuery};
+use crate::ids::{KeyId, ProjectId};
 use crate::state::db;
 use crate::state::AppState;
 
@@ -16,9 +17,9 @@ use crate::state::AppState;
 #[derive(Debug, Clone)]
 pub enum Whose {
     /// `key_...`.
-    Key(String),
+    Key(KeyId),
     /// `prj_...`.
-    Project(String),
+    Project(ProjectId),
 }
 
 /// The granularity named in a page's query (`?granularity=`); hours when absent or unknown.

@@ -11,6 +11,7 @@ use crate::domain::alerts::{
 };
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Query};
+use crate::ids::ProjectId;
 use crate::state::AppState;
 
 /// List alerts, newest first.
@@ -104,7 +105,10 @@ pub async fn list_rules(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let rules = db(&state, move |c, _| domain::list_rules(c, &id)).await?;
+    let rules = db(&state, move |c, _| {
+        domain::list_rules(c, &ProjectId::new(id))
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(rules))
 }
 
@@ -135,7 +139,7 @@ pub async fn update_rule(
     let (project_id, rule) = path.into_inner();
     let actor = auth.principal.actor;
     let view = db(&state, move |c, now| {
-        domain::update_rule(c, now, &actor, &project_id, &rule, body.0)
+        domain::update_rule(c, now, &actor, &ProjectId::new(project_id), &rule, body.0)
     })
     .await?;
     Ok(HttpResponse::Ok().json(view))

@@ -11,6 +11,7 @@ use crate::domain::keys::{
 };
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Query};
+use crate::ids::{KeyId, ProjectId};
 use crate::state::AppState;
 use crate::verify::{self as verifier, VerifyRequest, VerifyResponse};
 
@@ -37,7 +38,7 @@ pub async fn create(
     let project_id = path.into_inner();
     let actor = auth.principal.actor;
     let created = db(&state, move |c, now| {
-        domain::create(c, now, &actor, &project_id, body.0)
+        domain::create(c, now, &actor, &ProjectId::new(project_id), body.0)
     })
     .await?;
     Ok(HttpResponse::Created().json(created))
@@ -64,7 +65,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let project_id = path.into_inner();
     let page = db(&state, move |c, now| {
-        domain::list(c, now, &project_id, query.0)
+        domain::list(c, now, &ProjectId::new(project_id), query.0)
     })
     .await?;
     Ok(HttpResponse::Ok().json(page))
@@ -88,7 +89,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let view = db(&state, move |c, now| domain::get(c, now, &id)).await?;
+    let view = db(&state, move |c, now| domain::get(c, now, &KeyId::new(id))).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -116,7 +117,7 @@ pub async fn update(
     let id = path.into_inner();
     let actor = auth.principal.actor;
     let view = db(&state, move |c, now| {
-        domain::update(c, now, &actor, &id, body.0)
+        domain::update(c, now, &actor, &KeyId::new(id), body.0)
     })
     .await?;
     Ok(HttpResponse::Ok().json(view))
@@ -147,7 +148,7 @@ pub async fn rotate(
     let id = path.into_inner();
     let actor = auth.principal.actor;
     let rotated = db(&state, move |c, now| {
-        domain::rotate(c, now, &actor, &id, body.0)
+        domain::rotate(c, now, &actor, &KeyId::new(id), body.0)
     })
     .await?;
     Ok(HttpResponse::Created().json(rotated))
@@ -177,7 +178,7 @@ pub async fn revoke(
     let id = path.into_inner();
     let actor = auth.principal.actor;
     let view = db(&state, move |c, now| {
-        domain::revoke(c, now, &actor, &id, body.0)
+        domain::revoke(c, now, &actor, &KeyId::new(id), body.0)
     })
     .await?;
     Ok(HttpResponse::Ok().json(view))

@@ -10,6 +10,7 @@ use crate::domain::projects::{
 };
 use crate::error::{ApiError, Problem};
 use crate::extract::Json;
+use crate::ids::ProjectId;
 use crate::state::AppState;
 
 /// Create a project.
@@ -71,7 +72,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let view = db(&state, move |c, _| domain::get(c, &id)).await?;
+    let view = db(&state, move |c, _| domain::get(c, &ProjectId::new(id))).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -98,7 +99,7 @@ pub async fn update(
     let id = path.into_inner();
     let actor = auth.principal.actor;
     let view = db(&state, move |c, now| {
-        domain::update(c, now, &actor, &id, body.0)
+        domain::update(c, now, &actor, &ProjectId::new(id), body.0)
     })
     .await?;
     Ok(HttpResponse::Ok().json(view))

@@ -12,6 +12,7 @@ use crate::domain::usage::{
 };
 use crate::error::ApiError;
 use crate::extract::{Json, Query, USAGE_BODY_LIMIT};
+use crate::ids::{KeyId, ProjectId};
 use crate::state::AppState;
 
 /// Add per-minute verdict counts and the client IPs and referrer origins seen per key (edge
@@ -58,7 +59,7 @@ pub async fn series(
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let series = db(&state, move |c, now| {
-        domain::series(c, now, Scope::Key(&id), query.0)
+        domain::series(c, now, Scope::Key(&KeyId::new(id)), query.0)
     })
     .await?;
     Ok(HttpResponse::Ok().json(series))
@@ -86,7 +87,7 @@ pub async fn project_series(
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let usage = db(&state, move |c, now| {
-        domain::series(c, now, Scope::Project(&id), query.0)
+        domain::series(c, now, Scope::Project(&ProjectId::new(id)), query.0)
     })
     .await?;
     Ok(HttpResponse::Ok().json(usage))
@@ -112,6 +113,9 @@ pub async fn sightings(
     query: Query<SightingsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let list = db(&state, move |c, _| domain::sightings(c, &id, query.0)).await?;
+    let list = db(&state, move |c, _| {
+        domain::sightings(c, &KeyId::new(id), query.0)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(list))
 }

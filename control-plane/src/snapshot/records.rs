@@ -59,7 +59,7 @@ pub(super) fn read_full(conn: &mut DbConn, now: i64) -> Result<Full, ApiError> {
     let projects = check_projects(project_rows);
     let records = key_rows
         .iter()
-        .filter(|r| !projects.left_out.contains(&r.project_id))
+        .filter(|r| !projects.left_out.contains(r.project_id.as_str()))
         .filter_map(checked_record)
         .collect();
     Ok(Full {
@@ -102,7 +102,7 @@ pub(super) fn changes(rows: &[KeyRow], left_out: &BTreeSet<String>, now: i64) ->
         let retained = row
             .expires_at
             .is_none_or(|e| e > now - EXPIRED_RETENTION_MS);
-        let record = (retained && !left_out.contains(&row.project_id))
+        let record = (retained && !left_out.contains(row.project_id.as_str()))
             .then(|| checked_record(row))
             .flatten();
         out.push(match record {
@@ -134,7 +134,7 @@ fn check_projects(rows: Vec<ProjectRow>) -> Projects {
             Ok(p) => policies.push(p),
             Err(e) => {
                 tracing::error!(project_id = %id, error = %format!("{e:#}"), "project left out of the snapshot: the edge could not use it; its keys are refused");
-                left_out.insert(id);
+                left_out.insert(id.into_string());
             }
         }
     }

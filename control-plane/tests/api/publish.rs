@@ -38,11 +38,11 @@ fn seed(app: &TestApp, project_id: &str, n: usize) {
                 Environment::Live,
             );
             KeyRow {
-                id: format!("key_seeded{i:06}"),
-                project_id: project_id.to_owned(),
+                id: keygate_control_plane::ids::KeyId::new(format!("key_seeded{i:06}")),
+                project_id: keygate_control_plane::ids::ProjectId::new(project_id),
                 name: "seeded".to_owned(),
-                kind: "secret".to_owned(),
-                environment: "live".to_owned(),
+                kind: Kind::Secret,
+                environment: Environment::Live,
                 key_hash: k.hash().to_hex(),
                 key_start: k.start(),
                 policy: policy.clone(),

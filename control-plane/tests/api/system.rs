@@ -1,5 +1,5 @@
 use actix_web::http::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::both_backends;
 use crate::helpers::{logs, TestApp, OWNER_TOKEN};
@@ -83,6 +83,24 @@ async fn health_openapi_metrics(app: TestApp) {
         "{}",
         doc.body["components"]["schemas"]
     );
+    // Every reference resolves: a schema named in a body but not registered would leave
+    // clients (and Schemathesis) with a dangling `$ref`.
+    let mut refs = Vec::new();
+    collect_refs(&doc.body, &mut refs);
+    assert!(!refs.is_empty());
+    for r in refs {
+        let name = r.trim_start_matches("#/components/schemas/");
+        assert!(
+            doc.body["components"]["schemas"].get(name).is_some(),
+            "{r} does not resolve"
+        );
+    }
+    // Ids are plain strings on the wire, documented once per kind of id.
+    assert_eq!(
+        doc.body["components"]["schemas"]["KeyView"]["properties"]["id"]["$ref"],
+        "#/components/schemas/KeyId"
+    );
+    assert_eq!(doc.body["components"]["schemas"]["KeyId"]["type"], "string");
     let paths = doc.body["paths"].as_object().unwrap();
     for (method, path) in CONTRACT {
         assert!(
@@ -311,4 +329,19 @@ fn concurrent_migrations_take_turns() {
     .unwrap()
     .count();
     assert_eq!(c.n as usize, expected);
+}
+
+fn collect_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push(r.clone()),
+                    _ => collect_refs(v, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
 }

@@ -46,41 +46,6 @@ macro_rules! with_backend {
     };
 }
 
-/// Stores an enum in a text column as its stable name, on every backend: rows then carry the
-/// enum, and a name no variant has fails the read rather than reaching the domain. The type
-/// derives `AsExpression` and `FromSqlRow` with `sql_type = Text`; `$parse` is
-/// `fn(&str) -> Option<Self>` and `$name` is `fn(Self) -> &'static str`.
-#[macro_export]
-macro_rules! text_column {
-    ($t:ty, $parse:path, $name:path) => {
-        impl<DB> diesel::deserialize::FromSql<diesel::sql_types::Text, DB> for $t
-        where
-            DB: diesel::backend::Backend,
-            String: diesel::deserialize::FromSql<diesel::sql_types::Text, DB>,
-        {
-            fn from_sql(bytes: DB::RawValue<'_>) -> diesel::deserialize::Result<Self> {
-                let s = <String as diesel::deserialize::FromSql<diesel::sql_types::Text, DB>>::from_sql(bytes)?;
-                $parse(&s).ok_or_else(|| {
-                    format!("{s:?} is not a stored {}", stringify!($t)).into()
-                })
-            }
-        }
-
-        impl<DB> diesel::serialize::ToSql<diesel::sql_types::Text, DB> for $t
-        where
-            DB: diesel::backend::Backend,
-            str: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
-        {
-            fn to_sql<'b>(
-                &'b self,
-                out: &mut diesel::serialize::Output<'b, '_, DB>,
-            ) -> diesel::serialize::Result {
-                $name(*self).to_sql(out)
-            }
-        }
-    };
-}
-
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 

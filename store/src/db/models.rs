@@ -5,12 +5,15 @@ use diesel::prelude::*;
 
 use super::schema::{admin_tokens, admins, api_keys, audit_log, projects};
 use crate::credentials::Role;
+use crate::ids::{AdminId, TokenId};
+use crate::ids::{KeyId, ProjectId};
+use keygate_shared::{Environment, Kind};
 
 /// A project row.
 #[derive(Debug, Clone, Queryable, Insertable, AsChangeset)]
 #[diesel(table_name = projects)]
 pub struct ProjectRow {
-    pub id: String,
+    pub id: ProjectId,
     pub name: String,
     pub key_prefix: String,
     pub routes: String,
@@ -24,11 +27,11 @@ pub struct ProjectRow {
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = api_keys)]
 pub struct KeyRow {
-    pub id: String,
-    pub project_id: String,
+    pub id: KeyId,
+    pub project_id: ProjectId,
     pub name: String,
-    pub kind: String,
-    pub environment: String,
+    pub kind: Kind,
+    pub environment: Environment,
     pub key_hash: String,
     pub key_start: String,
     /// JSON of [`crate::domain::keys::StoredPolicy`].
@@ -38,8 +41,8 @@ pub struct KeyRow {
     pub updated_at: i64,
     pub revoked_at: Option<i64>,
     pub revoked_reason: Option<String>,
-    pub rotated_to: Option<String>,
-    pub rotated_from: Option<String>,
+    pub rotated_to: Option<KeyId>,
+    pub rotated_from: Option<KeyId>,
     /// Start of the latest minute with a `valid` verdict reported for the key.
     pub last_used_at: Option<i64>,
 }
@@ -59,7 +62,7 @@ pub struct KeyChanges {
 #[derive(Clone, Queryable, Insertable)]
 #[diesel(table_name = admins)]
 pub struct AdminRow {
-    pub id: String,
+    pub id: AdminId,
     pub email: String,
     pub role: Role,
     /// Argon2 PHC string.
@@ -86,7 +89,7 @@ impl std::fmt::Debug for AdminRow {
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = admin_tokens)]
 pub struct TokenRow {
-    pub id: String,
+    pub id: TokenId,
     pub name: String,
     pub role: Role,
     pub token_hash: String,

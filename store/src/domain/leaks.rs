@@ -180,7 +180,7 @@ pub fn report(
             if row.revoked_at.is_some() {
                 items.push(LeakResult {
                     start: Some(start.clone()),
-                    key_id: Some(row.id),
+                    key_id: Some(row.id.into_string()),
                     status: LeakStatus::AlreadyRevoked,
                 });
                 continue;
@@ -197,7 +197,7 @@ pub fn report(
             super::keys::mark_revoked(conn, now, actor, &row, Some(reason.clone()), extra)?;
             items.push(LeakResult {
                 start: Some(start.clone()),
-                key_id: Some(row.id),
+                key_id: Some(row.id.into_string()),
                 status: LeakStatus::Revoked,
             });
         }

@@ -9,7 +9,7 @@ use crate::db::models::ProjectRow;
 use crate::db::schema::projects;
 use crate::db::{write_tx, DbConn};
 use crate::error::StoreError;
-use crate::ids::new_id;
+use crate::ids::ProjectId;
 
 /// Most routes a project may have.
 pub const MAX_ROUTES: usize = 500;
@@ -71,7 +71,7 @@ pub struct UpdateProject {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProjectView {
     /// `prj_...`.
-    pub id: String,
+    pub id: ProjectId,
     /// Display name.
     pub name: String,
     /// Key prefix.
@@ -144,7 +144,7 @@ impl ProjectView {
     /// The project's part of a snapshot.
     pub fn policy(&self) -> ProjectPolicy {
         ProjectPolicy {
-            project_id: self.id.clone(),
+            project_id: self.id.to_string(),
             routes: self.routes.clone(),
             default_route_policy: self.default_route_policy,
             route_matching: self.route_matching,
@@ -167,7 +167,7 @@ fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
 }
 
 /// Loads a project row.
-pub fn find_row(conn: &mut DbConn, id: &str) -> Result<ProjectRow, StoreError> {
+pub fn find_row(conn: &mut DbConn, id: &ProjectId) -> Result<ProjectRow, StoreError> {
     // `load` on the concrete connection keeps the prepared statement cached (see
     // verify::lookup); the id is the primary key.
     let query = projects::table.find(id);
@@ -189,7 +189,7 @@ pub fn create(
         .map_err(|e| StoreError::validation("key_prefix", e.to_string()))?;
     check_routes(&input.routes)?;
     let row = ProjectRow {
-        id: new_id("prj"),
+        id: ProjectId::generate(),
         name,
         key_prefix: prefix.as_str().to_owned(),
         routes: to_json(&input.routes)?,
@@ -241,7 +241,7 @@ pub fn list(conn: &mut DbConn) -> Result<ProjectList, StoreError> {
 }
 
 /// One project.
-pub fn get(conn: &mut DbConn, id: &str) -> Result<ProjectView, StoreError> {
+pub fn get(conn: &mut DbConn, id: &ProjectId) -> Result<ProjectView, StoreError> {
     ProjectView::from_row(find_row(conn, id)?)
 }
 
@@ -250,7 +250,7 @@ pub fn update(
     conn: &mut DbConn,
     now: i64,
     actor: &str,
-    id: &str,
+    id: &ProjectId,
     input: UpdateProject,
 ) -> Result<ProjectView, StoreError> {
     if input.key_prefix.is_some() {

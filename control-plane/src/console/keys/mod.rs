@@ -15,6 +15,7 @@ use super::session::{self, ConsoleError, Session};
 use super::{field, field_error, html_response, post_session, submit, Form};
 use crate::domain::keys::{self as domain, KeySpec, KeyView};
 use crate::error::ApiError;
+use crate::ids::ProjectId;
 use crate::state::AppState;
 
 /// Maps an API field path to the form field that shows its message.
@@ -284,7 +285,7 @@ pub async fn create(
         let actor = s.admin_id.clone();
         let pid = project_id.clone();
         let result = submit(&state, &body, move |c, now, spec: KeySpec| {
-            domain::create(c, now, &actor, &pid, spec)
+            domain::create(c, now, &actor, &ProjectId::new(pid), spec)
         })
         .await;
         match result {

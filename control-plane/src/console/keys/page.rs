@@ -15,12 +15,13 @@ use crate::console::{
 use crate::domain::keys::{self as domain, KeyView, RevokeKey, RotateKey, UpdateKey};
 use crate::domain::usage::{self as domain_usage, Granularity, SightingKind, SightingsQuery};
 use crate::error::ApiError;
+use crate::ids::KeyId;
 use crate::state::db;
 use crate::state::AppState;
 
 async fn load_key(state: &web::Data<AppState>, id: &str) -> Result<KeyView, ConsoleError> {
     let id = id.to_owned();
-    db(state, move |c, now| domain::get(c, now, &id))
+    db(state, move |c, now| domain::get(c, now, &KeyId::new(id)))
         .await
         .map_err(|e| match e {
             ApiError::NotFound(m) => ConsoleError::NotFound(m),
@@ -38,7 +39,7 @@ async fn usage_chart(
     let page = format!("/console/keys/{key_id}");
     let chart = usage::chart(
         state,
-        usage::Whose::Key(key_id.to_owned()),
+        usage::Whose::Key(KeyId::new(key_id)),
         g,
         "usage-chart",
         |choice| format!("{page}?granularity={}#usage-h", choice.as_str()),
@@ -54,7 +55,7 @@ const SIGHTINGS_SHOWN: i64 = 20;
 /// The newest referrer origins and client IPs the edges reported for the key (`GET
 /// /v1/keys/{id}/sightings`), each with when it was first and last seen and how often.
 async fn sightings(state: &web::Data<AppState>, key_id: &str) -> Result<Markup, ConsoleError> {
-    let id = key_id.to_owned();
+    let id = KeyId::new(key_id);
     let lists = db(state, move |c, _| -> Result<_, keygate_store::StoreError> {
         let mut out = Vec::new();
         for kind in [SightingKind::Referrer, SightingKind::Ip] {

@@ -28,7 +28,7 @@ use crate::db::models::AdminRow;
 use crate::db::schema::{admins, revoked_sessions};
 use crate::db::{write_tx, DbConn};
 use crate::error::{ConflictCode, StoreError};
-use crate::ids::new_id;
+use crate::ids::AdminId;
 
 /// Shortest accepted password.
 pub const MIN_PASSWORD_CHARS: usize = 12;
@@ -117,7 +117,7 @@ pub fn create_admin_hashed(
 ) -> Result<AdminView, StoreError> {
     let email = check_email(email)?;
     let row = AdminRow {
-        id: new_id("adm"),
+        id: AdminId::generate(),
         email,
         role,
         password_hash,

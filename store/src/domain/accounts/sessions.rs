@@ -10,6 +10,7 @@ use crate::credentials::{JwtKeys, Role};
 use crate::db::schema::{admins, revoked_sessions};
 use crate::db::DbConn;
 use crate::error::StoreError;
+use crate::ids::AdminId;
 
 /// The id and password hash of the admin with this email (normalised), if any. Login reads
 /// these, gives the connection back, and only then verifies the password: Argon2id takes tens
@@ -100,7 +101,7 @@ pub fn session_ended(conn: &mut DbConn, token_hash: &str) -> Result<bool, StoreE
 #[diesel(table_name = admins)]
 pub struct SessionAdmin {
     /// `adm_...`.
-    pub id: String,
+    pub id: AdminId,
     /// Email.
     pub email: String,
     /// Role now (not when the session was issued: a role change ends sessions anyway).

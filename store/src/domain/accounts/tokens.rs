@@ -9,7 +9,7 @@ use crate::db::schema::admin_tokens;
 use crate::db::{write_tx, DbConn};
 use crate::domain::{audit, check_name};
 use crate::error::StoreError;
-use crate::ids::new_id;
+use crate::ids::TokenId;
 
 fn token_view(r: &TokenRow) -> TokenView {
     TokenView {
@@ -31,7 +31,7 @@ pub fn create_token(
     let name = check_name("name", &input.name)?;
     let token = generate_token();
     let row = TokenRow {
-        id: new_id("tok"),
+        id: TokenId::generate(),
         name,
         role: input.role,
         token_hash: hash_token(&token),
@@ -103,7 +103,7 @@ pub fn ensure_bootstrap_token(conn: &mut DbConn, now: i64, token: &str) -> Resul
             return Ok(());
         }
         let row = TokenRow {
-            id: new_id("tok"),
+            id: TokenId::generate(),
             name: "bootstrap".to_owned(),
             role: Role::Owner,
             token_hash: hash.clone(),

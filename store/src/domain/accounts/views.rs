@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::Role;
+use crate::ids::{AdminId, TokenId};
 
 /// Body of `POST /v1/auth/login`.
 #[derive(Deserialize)]
@@ -74,7 +75,7 @@ impl std::fmt::Debug for CreateAdmin {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdminView {
     /// `adm_...`.
-    pub id: String,
+    pub id: AdminId,
     /// Email.
     pub email: String,
     /// Role.
@@ -111,7 +112,7 @@ pub struct CreateToken {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenView {
     /// `tok_...`.
-    pub id: String,
+    pub id: TokenId,
     /// Name.
     pub name: String,
     /// Role.
@@ -131,7 +132,7 @@ pub struct TokenView {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedToken {
     /// `tok_...`.
-    pub id: String,
+    pub id: TokenId,
     /// Name.
     pub name: String,
     /// Role.

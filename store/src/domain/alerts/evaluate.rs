@@ -20,7 +20,7 @@ use crate::domain::keys::{self, KeyView};
 use crate::domain::usage::Granularity;
 use crate::domain::{audit, bump_version, events};
 use crate::error::StoreError;
-use crate::ids::new_id;
+use crate::ids::{new_id, KeyId, ProjectId};
 
 fn usage_since(
     conn: &mut DbConn,
@@ -249,8 +249,8 @@ fn candidates(
     now: i64,
     lookback_ms: i64,
     expiry_ms: i64,
-) -> Result<Vec<String>, StoreError> {
-    let mut ids: Vec<String> = key_usage::table
+) -> Result<Vec<KeyId>, StoreError> {
+    let mut ids: Vec<KeyId> = key_usage::table
         .filter(key_usage::minute.ge(Granularity::Minute.floor(now - lookback_ms)))
         .select(key_usage::key_id)
         .distinct()
@@ -260,7 +260,7 @@ fn candidates(
             .filter(key_sightings::first_seen_at.ge(now - lookback_ms))
             .select(key_sightings::key_id)
             .distinct()
-            .load::<String>(conn)?,
+            .load::<KeyId>(conn)?,
     );
     ids.extend(
         api_keys::table
@@ -268,7 +268,7 @@ fn candidates(
             .filter(api_keys::expires_at.gt(now))
             .filter(api_keys::expires_at.le(now + expiry_ms))
             .select(api_keys::id)
-            .load::<String>(conn)?,
+            .load::<KeyId>(conn)?,
     );
     ids.sort_unstable();
     ids.dedup();
@@ -322,7 +322,7 @@ pub fn evaluate(conn: &mut DbConn, now: i64) -> Result<EvaluationReport, StoreEr
         keys: ids.len(),
         ..Default::default()
     };
-    let mut settings: HashMap<String, Vec<(Rule, RuleSettings, bool)>> = HashMap::new();
+    let mut settings: HashMap<ProjectId, Vec<(Rule, RuleSettings, bool)>> = HashMap::new();
     for id in ids {
         let row = match keys::find_row(conn, &id) {
             Ok(r) => r,
@@ -359,7 +359,7 @@ pub fn evaluate(conn: &mut DbConn, now: i64) -> Result<EvaluationReport, StoreEr
             tracing::warn!(key_id = %id, rule = rule.as_str(), alert_id = %alert_id, revoked, "alert raised");
             report.raised.push(alert_id);
             if revoked {
-                report.revoked.push(id.clone());
+                report.revoked.push(id.to_string());
                 // A revoked key needs no further rules.
                 break;
             }

@@ -34,6 +34,7 @@ use super::{audit, projects};
 use crate::db::schema::alert_rules;
 use crate::db::{write_tx, DbConn};
 use crate::error::StoreError;
+use crate::ids::ProjectId;
 
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -72,7 +73,7 @@ pub enum Rule {
     NearExpiry,
 }
 
-crate::text_column!(Rule, Rule::parse, Rule::as_str);
+keygate_shared::text_column!(Rule, Rule::parse, Rule::as_str);
 
 /// One rule's settings in a project.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,7 +314,7 @@ fn project_settings(
 }
 
 /// A project's rules.
-pub fn list_rules(conn: &mut DbConn, project_id: &str) -> Result<AlertRuleList, StoreError> {
+pub fn list_rules(conn: &mut DbConn, project_id: &ProjectId) -> Result<AlertRuleList, StoreError> {
     projects::find_row(conn, project_id)?;
     Ok(AlertRuleList {
         items: project_settings(conn, project_id)?
@@ -332,7 +333,7 @@ pub fn update_rule(
     conn: &mut DbConn,
     now: i64,
     actor: &str,
-    project_id: &str,
+    project_id: &ProjectId,
     rule_name: &str,
     input: AlertRuleUpdate,
 ) -> Result<AlertRuleView, StoreError> {

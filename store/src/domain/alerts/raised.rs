@@ -11,6 +11,7 @@ use crate::db::schema::alerts;
 use crate::db::{write_tx, DbConn};
 use crate::domain::{audit, Page};
 use crate::error::{ConflictCode, StoreError};
+use crate::ids::{AlertId, KeyId, ProjectId};
 
 /// `open` until someone acknowledges it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AsExpression, FromSqlRow)]
@@ -43,18 +44,18 @@ impl AlertStatus {
     }
 }
 
-crate::text_column!(AlertStatus, AlertStatus::parse, AlertStatus::as_str);
+keygate_shared::text_column!(AlertStatus, AlertStatus::parse, AlertStatus::as_str);
 
 /// An alert.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertView {
     /// `alr_...`.
-    pub id: String,
+    pub id: AlertId,
     /// The key's project.
-    pub project_id: String,
+    pub project_id: ProjectId,
     /// The key.
-    pub key_id: String,
+    pub key_id: KeyId,
     /// The rule that fired.
     pub rule: Rule,
     /// One line: what was seen.
@@ -124,9 +125,9 @@ pub struct Acknowledge {
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = alerts)]
 struct AlertRow {
-    id: String,
-    project_id: String,
-    key_id: String,
+    id: AlertId,
+    project_id: ProjectId,
+    key_id: KeyId,
     rule: Rule,
     summary: String,
     /// JSON.

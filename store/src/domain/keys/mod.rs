@@ -22,9 +22,9 @@ use crate::db::models::{KeyChanges, KeyRow};
 use crate::db::schema::{api_keys, key_changes};
 use crate::db::{write_tx, DbConn};
 use crate::error::{ConflictCode, StoreError};
-use crate::ids::new_id;
+use crate::ids::{KeyId, ProjectId};
 use checks::{check_edge_decodes, check_expiry, check_metadata, check_restrictions, check_scopes};
-use rows::{env_of, kind_of, status_at};
+use rows::status_at;
 
 /// Longest rotation grace: 30 days.
 pub const MAX_GRACE_SECONDS: u32 = 30 * 86_400;
@@ -35,7 +35,7 @@ pub const MAX_REASON_CHARS: usize = 500;
 
 type Metadata = serde_json::Map<String, serde_json::Value>;
 /// Loads a key row.
-pub fn find_row(conn: &mut DbConn, id: &str) -> Result<KeyRow, StoreError> {
+pub fn find_row(conn: &mut DbConn, id: &KeyId) -> Result<KeyRow, StoreError> {
     // `load` on the concrete connection keeps the prepared statement cached (see
     // verify::lookup); the id is the primary key.
     let query = api_keys::table.find(id);
@@ -50,7 +50,7 @@ pub fn create(
     conn: &mut DbConn,
     now: i64,
     actor: &str,
-    project_id: &str,
+    project_id: &ProjectId,
     spec: KeySpec,
 ) -> Result<CreatedKey, StoreError> {
     let name = check_name("name", &spec.name)?;
@@ -74,11 +74,11 @@ pub fn create(
         let key =
             PlaintextKey::generate(&mut rand::rngs::OsRng, &prefix, spec.kind, spec.environment);
         let row = KeyRow {
-            id: new_id("key"),
+            id: KeyId::generate(),
             project_id: project.id,
             name,
-            kind: spec.kind.as_str().to_owned(),
-            environment: spec.environment.as_str().to_owned(),
+            kind: spec.kind,
+            environment: spec.environment,
             key_hash: key.hash().to_hex(),
             key_start: key.start(),
             policy,
@@ -119,7 +119,7 @@ pub fn create(
 }
 
 /// One key.
-pub fn get(conn: &mut DbConn, now: i64, id: &str) -> Result<KeyView, StoreError> {
+pub fn get(conn: &mut DbConn, now: i64, id: &KeyId) -> Result<KeyView, StoreError> {
     KeyView::from_row(&find_row(conn, id)?, now)
 }
 
@@ -127,7 +127,7 @@ pub fn get(conn: &mut DbConn, now: i64, id: &str) -> Result<KeyView, StoreError>
 pub fn list(
     conn: &mut DbConn,
     now: i64,
-    project_id: &str,
+    project_id: &ProjectId,
     q: KeyListQuery,
 ) -> Result<KeyPage, StoreError> {
     let page = Page::parse(q.limit, q.cursor, "key")?;
@@ -174,7 +174,7 @@ pub fn update(
     conn: &mut DbConn,
     now: i64,
     actor: &str,
-    id: &str,
+    id: &KeyId,
     input: UpdateKey,
 ) -> Result<KeyView, StoreError> {
     if input.kind.is_some() {
@@ -283,7 +283,7 @@ pub fn rotate(
     conn: &mut DbConn,
     now: i64,
     actor: &str,
-    id: &str,
+    id: &KeyId,
     input: RotateKey,
 ) -> Result<RotatedKey, StoreError> {
     if input.grace_seconds > MAX_GRACE_SECONDS {
@@ -318,11 +318,10 @@ pub fn rotate(
         let before = KeyView::from_row(&old, now)?;
         let project = projects::find_row(conn, &old.project_id)?;
         let prefix = KeyPrefix::parse(&project.key_prefix).map_err(StoreError::internal)?;
-        let kind = kind_of(&old.kind)?;
-        let env = env_of(&old.environment)?;
-        let key = PlaintextKey::generate(&mut rand::rngs::OsRng, &prefix, kind, env);
+        let key =
+            PlaintextKey::generate(&mut rand::rngs::OsRng, &prefix, old.kind, old.environment);
         let new_row = KeyRow {
-            id: new_id("key"),
+            id: KeyId::generate(),
             key_hash: key.hash().to_hex(),
             key_start: key.start(),
             created_at: now,
@@ -391,7 +390,7 @@ pub fn rotate(
             view,
             key: key.into_string(),
             previous: PreviousKey {
-                id: id.to_owned(),
+                id: old.id.clone(),
                 expires_at: old_expiry,
             },
         })
@@ -403,7 +402,7 @@ pub fn revoke(
     conn: &mut DbConn,
     now: i64,
     actor: &str,
-    id: &str,
+    id: &KeyId,
     input: RevokeKey,
 ) -> Result<KeyView, StoreError> {
     let reason = input
@@ -442,7 +441,7 @@ pub fn revoke(
 /// Records that key `id` changed at snapshot `version`, inside the transaction that bumped the
 /// version to it: a publish then reads only the keys changed since the snapshot it holds.
 /// Every write to what a key publishes goes through here.
-pub fn mark_changed(conn: &mut DbConn, id: &str, version: i64) -> Result<(), StoreError> {
+pub fn mark_changed(conn: &mut DbConn, id: &KeyId, version: i64) -> Result<(), StoreError> {
     // Writers are serialised by the version bump, so update-then-insert cannot race.
     let n = diesel::update(key_changes::table.find(id))
         .set(key_changes::version.eq(version))

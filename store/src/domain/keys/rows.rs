@@ -2,8 +2,7 @@
 //! snapshot publishes it.
 
 use keygate_shared::{
-    Environment, IpNet, KeyHash, KeyRecord, KeyStatus, Kind, Quota, RateLimit, ReferrerPattern,
-    Restrictions, Scope,
+    IpNet, KeyHash, KeyRecord, KeyStatus, Quota, RateLimit, ReferrerPattern, Restrictions, Scope,
 };
 use serde::{Deserialize, Serialize};
 
@@ -53,16 +52,6 @@ impl StoredPolicy {
     }
 }
 
-pub(super) fn kind_of(s: &str) -> Result<Kind, StoreError> {
-    s.parse()
-        .map_err(|_| StoreError::internal(anyhow::anyhow!("stored kind {s:?}")))
-}
-
-pub(super) fn env_of(s: &str) -> Result<Environment, StoreError> {
-    s.parse()
-        .map_err(|_| StoreError::internal(anyhow::anyhow!("stored environment {s:?}")))
-}
-
 impl KeyView {
     /// From a row at `now`.
     pub fn from_row(r: &KeyRow, now: i64) -> Result<Self, StoreError> {
@@ -71,8 +60,8 @@ impl KeyView {
             id: r.id.clone(),
             project_id: r.project_id.clone(),
             name: r.name.clone(),
-            kind: kind_of(&r.kind)?,
-            environment: env_of(&r.environment)?,
+            kind: r.kind,
+            environment: r.environment,
             scopes: p.scopes,
             restrictions: Restrictions {
                 referrers: p.referrers,
@@ -106,10 +95,10 @@ pub fn record_from_row(r: &KeyRow) -> Result<KeyRecord, StoreError> {
     Ok(KeyRecord {
         hash: KeyHash::from_hex(&r.key_hash)
             .ok_or_else(|| StoreError::internal(anyhow::anyhow!("stored hash of {}", r.id)))?,
-        key_id: r.id.clone(),
-        project_id: r.project_id.clone(),
-        kind: kind_of(&r.kind)?,
-        environment: env_of(&r.environment)?,
+        key_id: r.id.to_string(),
+        project_id: r.project_id.to_string(),
+        kind: r.kind,
+        environment: r.environment,
         revoked: r.revoked_at.is_some(),
         expires_at_ms: r.expires_at,
         scopes: p.scopes,

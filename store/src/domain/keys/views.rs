@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Metadata;
 use crate::domain::double_option;
+use crate::ids::{KeyId, ProjectId};
 
 fn default_kind() -> Kind {
     Kind::Secret
@@ -130,9 +131,9 @@ pub struct RevokeKey {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyView {
     /// `key_...`.
-    pub id: String,
+    pub id: KeyId,
     /// `prj_...`.
-    pub project_id: String,
+    pub project_id: ProjectId,
     /// Display name.
     pub name: String,
     /// Kind.
@@ -176,9 +177,9 @@ pub struct KeyView {
     /// Reason given at revocation.
     pub revoked_reason: Option<String>,
     /// The key that replaced this one.
-    pub rotated_to: Option<String>,
+    pub rotated_to: Option<KeyId>,
     /// The key this one replaced.
-    pub rotated_from: Option<String>,
+    pub rotated_from: Option<KeyId>,
     /// RFC 3339: start of the latest minute in which the edge reported a `valid` request
     /// with this key; `null` if none was reported.
     #[serde(with = "crate::timefmt::opt_rfc3339")]
@@ -212,7 +213,7 @@ impl std::fmt::Debug for CreatedKey {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PreviousKey {
     /// Old key id.
-    pub id: String,
+    pub id: KeyId,
     /// When the old key stops working.
     #[serde(with = "crate::timefmt::opt_rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]

@@ -13,14 +13,15 @@ use super::{
 use crate::db::schema::{api_keys, key_sightings, key_usage, key_usage_daily, key_usage_hourly};
 use crate::db::{write_tx, DbConn};
 use crate::error::StoreError;
+use crate::ids::{KeyId, ProjectId};
 
 /// Whose usage: one key, or every key of a project (revoked and expired ones included).
 #[derive(Debug, Clone, Copy)]
 pub enum Scope<'a> {
     /// `key_...`.
-    Key(&'a str),
+    Key(&'a KeyId),
     /// `prj_...`.
-    Project(&'a str),
+    Project(&'a ProjectId),
 }
 
 /// Sums one count table per bucket and code over the keys of `$keys` (a subquery of ids).
@@ -138,7 +139,7 @@ pub fn series(
 /// A key's sightings, newest `first_seen_at` first.
 pub fn sightings(
     conn: &mut DbConn,
-    key_id: &str,
+    key_id: &KeyId,
     q: SightingsQuery,
 ) -> Result<SightingList, StoreError> {
     let limit = q.limit.unwrap_or(DEFAULT_SIGHTINGS);

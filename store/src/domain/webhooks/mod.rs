@@ -33,6 +33,7 @@ use crate::db::schema::{webhook_deliveries, webhook_endpoints};
 use crate::db::{write_tx, DbConn};
 use crate::error::StoreError;
 use crate::ids::new_id;
+use crate::ids::WebhookId;
 
 /// Signing secrets start with this.
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -88,7 +89,7 @@ impl DeliveryStatus {
     }
 }
 
-crate::text_column!(
+keygate_shared::text_column!(
     DeliveryStatus,
     DeliveryStatus::parse,
     DeliveryStatus::as_str
@@ -98,7 +99,7 @@ crate::text_column!(
 /// with its end (see [`Secrets`]); `Debug` leaves it out.
 #[derive(Clone, Queryable)]
 pub struct EndpointRow {
-    pub id: String,
+    pub id: WebhookId,
     pub url: String,
     pub description: String,
     /// JSON array of event types.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{DeliveryStatus, EndpointRow, Secrets, SECRET_START_LEN};
 use crate::error::StoreError;
+use crate::ids::{DeliveryId, WebhookId};
 
 /// Body of `POST /v1/webhooks`.
 #[derive(Debug, Deserialize)]
@@ -71,7 +72,7 @@ pub struct RotateSecret {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WebhookView {
     /// `whk_...`.
-    pub id: String,
+    pub id: WebhookId,
     /// Where deliveries are POSTed.
     pub url: String,
     /// Free text.
@@ -190,7 +191,7 @@ pub struct DeliveryQuery {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeliveryView {
     /// `dlv_...`; also the `Keygate-Delivery-Id` header.
-    pub id: String,
+    pub id: DeliveryId,
     /// `evt_...`; also the body's `id` and the `Keygate-Event-Id` header.
     pub event_id: String,
     /// The event's type.
@@ -280,8 +281,8 @@ pub struct DeliveryDetail {
 /// A delivery row.
 #[derive(Debug, Clone, Queryable)]
 pub struct DeliveryRow {
-    pub id: String,
-    pub endpoint_id: String,
+    pub id: DeliveryId,
+    pub endpoint_id: WebhookId,
     pub event_id: String,
     pub status: DeliveryStatus,
     pub attempts: i64,
