@@ -10,6 +10,7 @@ use keygate_control_plane::db::models::KeyRow;
 use keygate_control_plane::db::schema::api_keys;
 use keygate_control_plane::db::DbTarget;
 use keygate_control_plane::domain::keys::StoredPolicy;
+use keygate_control_plane::ids::{KeyId, ProjectId};
 use keygate_control_plane::with_backend;
 use keygate_shared::{Environment, KeyPrefix, Kind, PlaintextKey};
 
@@ -32,11 +33,11 @@ pub fn insert_keys(
             .map(|i| {
                 let k = PlaintextKey::generate(&mut rng, &prefix, Kind::Secret, Environment::Live);
                 KeyRow {
-                    id: format!("key_seeded{i:08}"),
-                    project_id: project_id.to_owned(),
+                    id: KeyId::new(format!("key_seeded{i:08}")),
+                    project_id: ProjectId::new(project_id),
                     name: "seeded".to_owned(),
-                    kind: "secret".to_owned(),
-                    environment: "live".to_owned(),
+                    kind: Kind::Secret,
+                    environment: Environment::Live,
                     key_hash: k.hash().to_hex(),
                     key_start: k.start(),
                     policy: policy.clone(),
