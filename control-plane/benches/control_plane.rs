@@ -167,6 +167,55 @@ async fn run(label: &str, database_url: Option<String>, seconds: u64, keys: usiz
             .collect::<Vec<_>>()
             .join(", ")
     );
+
+    // Polls of an unchanged snapshot against the cheapest route, in alternating rounds so that
+    // the machine's load hits both alike.
+    let etag = {
+        let r = client
+            .get(format!("{base}/v1/snapshot"))
+            .insert_header(("authorization", format!("Bearer {TOKEN}")))
+            .send()
+            .await
+            .unwrap();
+        r.headers()
+            .get("etag")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let mut ratios = Vec::new();
+    for round in 1..=3 {
+        let health = wrk_run(
+            &format!("{base}/healthz"),
+            &Request::Get(vec![]),
+            16,
+            seconds,
+            dir.path(),
+        );
+        let polls = wrk_run(
+            &format!("{base}/v1/snapshot"),
+            &Request::Get(vec![
+                ("Authorization", format!("Bearer {TOKEN}")),
+                ("If-None-Match", etag.clone()),
+            ]),
+            16,
+            seconds,
+            dir.path(),
+        );
+        let ratio = polls.rate / health.rate;
+        ratios.push(ratio);
+        println!(
+            "round {round}: GET /healthz {}; GET /v1/snapshot answered 304 {} ({:.2} of /healthz)",
+            health.summary, polls.summary, ratio
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "304 polls against /healthz with {} keys published (wrk -t1 -c16): median {:.2}",
+        keys.max(existing as usize),
+        ratios[1]
+    );
     handle.stop(true).await;
 }
 
@@ -220,14 +269,47 @@ fn seed(state: &keygate_control_plane::state::AppState, project_id: &str, n: usi
 
 /// Runs wrk with a POST body; returns "N req/s, p50 X, p99 Y".
 fn wrk(url: &str, body: &str, connections: u32, seconds: u64, dir: &std::path::Path) -> String {
-    let script = dir.join("post.lua");
-    std::fs::write(
-        &script,
-        format!(
+    wrk_run(
+        url,
+        &Request::Post(body.to_owned()),
+        connections,
+        seconds,
+        dir,
+    )
+    .summary
+}
+
+/// What wrk sends.
+enum Request {
+    /// A JSON body, with the bench token.
+    Post(String),
+    /// A GET with these headers.
+    Get(Vec<(&'static str, String)>),
+}
+
+struct WrkResult {
+    rate: f64,
+    summary: String,
+}
+
+fn wrk_run(
+    url: &str,
+    request: &Request,
+    connections: u32,
+    seconds: u64,
+    dir: &std::path::Path,
+) -> WrkResult {
+    let script = dir.join("request.lua");
+    let lua = match request {
+        Request::Post(body) => format!(
             "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer {TOKEN}\"\nwrk.body = [[{body}]]\n"
         ),
-    )
-    .unwrap();
+        Request::Get(headers) => headers
+            .iter()
+            .map(|(k, v)| format!("wrk.headers[\"{k}\"] = [[{v}]]\n"))
+            .collect(),
+    };
+    std::fs::write(&script, lua).unwrap();
     let out = Command::new("wrk")
         .args([
             "-t1",
@@ -252,10 +334,13 @@ fn wrk(url: &str, body: &str, connections: u32, seconds: u64, dir: &std::path::P
         .find(|l| l.contains("Non-2xx"))
         .map(|l| format!(", {}", l.trim()))
         .unwrap_or_default();
-    format!(
-        "{} req/s, p50 {}, p99 {}{errors}",
-        find("Requests/sec:"),
-        find("50%"),
-        find("99%")
-    )
+    let rate = find("Requests/sec:");
+    WrkResult {
+        rate: rate.parse().unwrap_or(0.0),
+        summary: format!(
+            "{rate} req/s, p50 {}, p99 {}{errors}",
+            find("50%"),
+            find("99%")
+        ),
+    }
 }

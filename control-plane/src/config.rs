@@ -41,6 +41,9 @@ pub struct Config {
     pub session_ttl_seconds: i64,
     /// How long a signed snapshot stays valid.
     pub snapshot_validity_seconds: i64,
+    /// How long a snapshot version read from the database answers polls without another read
+    /// (by `clock`); writes through this process are seen at once. 0 reads on every poll.
+    pub snapshot_version_memory_ms: i64,
     /// `/v1/verify`'s `host` to the environment it serves.
     pub host_environments: keygate_shared::HostEnvironments,
     /// The clock (system in production; manual in tests).
@@ -82,6 +85,10 @@ impl std::fmt::Debug for Config {
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
             .field("session_ttl_seconds", &self.session_ttl_seconds)
             .field("snapshot_validity_seconds", &self.snapshot_validity_seconds)
+            .field(
+                "snapshot_version_memory_ms",
+                &self.snapshot_version_memory_ms,
+            )
             .field("host_environments", &self.host_environments)
             .field("workers", &self.workers)
             .field("alert_interval_ms", &self.alert_interval_ms)
@@ -109,6 +116,7 @@ impl Config {
             jwt_secret: None,
             session_ttl_seconds: DEFAULT_SESSION_TTL_SECONDS,
             snapshot_validity_seconds: DEFAULT_SNAPSHOT_VALIDITY_SECONDS,
+            snapshot_version_memory_ms: crate::snapshot::VERSION_MEMORY_MS,
             host_environments: keygate_shared::HostEnvironments::default(),
             clock: Clock::system(),
             workers: None,

@@ -26,6 +26,7 @@ pub struct Metrics {
     snapshot_keys: AtomicU64,
     snapshot_builds: AtomicU64,
     snapshot_build_ms: AtomicI64,
+    snapshot_version_reads: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -65,6 +66,12 @@ impl Metrics {
     pub fn observe_build(&self, ms: i64) {
         self.snapshot_builds.fetch_add(1, Ordering::Relaxed);
         self.snapshot_build_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Records a read of the snapshot version from the database (a poll not answered from
+    /// memory).
+    pub fn observe_version_read(&self) {
+        self.snapshot_version_reads.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The exposition text.
@@ -113,11 +120,13 @@ impl Metrics {
             "# HELP keygate_snapshot_version Version of the last published snapshot.\n# TYPE keygate_snapshot_version gauge\nkeygate_snapshot_version {}\n\
              # HELP keygate_snapshot_keys Keys in the last published snapshot.\n# TYPE keygate_snapshot_keys gauge\nkeygate_snapshot_keys {}\n\
              # HELP keygate_snapshot_builds_total Snapshot builds.\n# TYPE keygate_snapshot_builds_total counter\nkeygate_snapshot_builds_total {}\n\
-             # HELP keygate_snapshot_build_milliseconds Duration of the last snapshot build.\n# TYPE keygate_snapshot_build_milliseconds gauge\nkeygate_snapshot_build_milliseconds {}\n",
+             # HELP keygate_snapshot_build_milliseconds Duration of the last snapshot build.\n# TYPE keygate_snapshot_build_milliseconds gauge\nkeygate_snapshot_build_milliseconds {}\n\
+             # HELP keygate_snapshot_version_reads_total Snapshot version reads from the database (polls not answered from memory).\n# TYPE keygate_snapshot_version_reads_total counter\nkeygate_snapshot_version_reads_total {}\n",
             self.snapshot_version.load(Ordering::Relaxed),
             self.snapshot_keys.load(Ordering::Relaxed),
             self.snapshot_builds.load(Ordering::Relaxed),
             self.snapshot_build_ms.load(Ordering::Relaxed),
+            self.snapshot_version_reads.load(Ordering::Relaxed),
         );
         out
     }

@@ -80,7 +80,8 @@ impl Application {
                 config.data_dir.clone(),
                 config.snapshot_validity_seconds,
                 keyring,
-            ),
+            )
+            .with_version_memory_ms(config.snapshot_version_memory_ms),
             counters: Mutex::new(HashMap::new()),
             token_cache: Default::default(),
             policy_cache: Mutex::new(HashMap::new()),

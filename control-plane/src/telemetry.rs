@@ -68,8 +68,21 @@ pub async fn middleware(
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path);
     let started = Instant::now();
-    let res = next.call(req).instrument(span.clone()).await?;
-    let mut res = res.map_into_boxed_body();
+    let may_write = !matches!(
+        *req.method(),
+        actix_web::http::Method::GET
+            | actix_web::http::Method::HEAD
+            | actix_web::http::Method::OPTIONS
+    );
+    let res = next.call(req).instrument(span.clone()).await;
+    if may_write {
+        // After the handler, so after its transaction committed: the next snapshot poll reads
+        // the version again instead of answering from memory.
+        if let Some(s) = &state {
+            s.snapshots.note_write();
+        }
+    }
+    let mut res = res?.map_into_boxed_body();
     let status = res.status();
     let is_problem = res
         .headers()

@@ -68,13 +68,18 @@ pub async fn get(
     _auth: Authed<SnapshotReaders>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
     let now = state.clock.now_ms();
-    let published = blocking(move || {
-        let mut c = st.pool.get()?;
-        st.snapshots.current(&mut c, now, &st.metrics)
-    })
-    .await?;
+    let published = match state.snapshots.current_from_memory(now) {
+        Some(p) => p,
+        None => {
+            let st = state.clone();
+            blocking(move || {
+                let mut c = st.pool.get()?;
+                st.snapshots.current(&mut c, now, &st.metrics)
+            })
+            .await?
+        }
+    };
     let cache = (header::CACHE_CONTROL, "no-cache");
     if etag_matches(&req, &published.etag) {
         return Ok(HttpResponse::NotModified()

@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use actix_web::web::Bytes;
@@ -33,6 +34,19 @@ pub const EXPIRED_RETENTION_MS: i64 = 30 * 86_400_000;
 const RECENT_SHARD_SETS: usize = 4;
 /// How often the active signing-key pointer is re-read from disk.
 const KEYRING_RECHECK_MS: i64 = 5_000;
+/// By default, how long a version read from the database answers polls without another read.
+/// Writes made through this process are seen at once ([`SnapshotService::note_write`]); this
+/// bounds how late one made elsewhere (another replica, the CLI, a background job) is noticed.
+pub const VERSION_MEMORY_MS: i64 = 100;
+
+/// The last version read from the database.
+#[derive(Debug, Clone, Copy)]
+struct VersionSeen {
+    version: u64,
+    read_at_ms: i64,
+    /// [`SnapshotService::note_write`]'s count when the read started.
+    writes: u64,
+}
 
 /// One signed snapshot, ready to serve.
 #[derive(Debug)]
@@ -78,6 +92,9 @@ pub struct SnapshotService {
     recent: Mutex<VecDeque<Arc<ShardSet>>>,
     build_lock: Mutex<()>,
     held: Mutex<Option<Held>>,
+    writes: AtomicU64,
+    version_seen: Mutex<Option<VersionSeen>>,
+    version_memory_ms: i64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -97,7 +114,16 @@ impl SnapshotService {
             recent: Mutex::new(VecDeque::new()),
             build_lock: Mutex::new(()),
             held: Mutex::new(None),
+            writes: AtomicU64::new(0),
+            version_seen: Mutex::new(None),
+            version_memory_ms: VERSION_MEMORY_MS,
         }
+    }
+
+    /// Sets how long a version read answers polls (0: every poll reads it).
+    pub fn with_version_memory_ms(mut self, ms: i64) -> Self {
+        self.version_memory_ms = ms.max(0);
+        self
     }
 
     /// The keyring in force, re-read when `keygate signing-key rotate` moved the pointer.
@@ -135,6 +161,26 @@ impl SnapshotService {
         held
     }
 
+    /// Called after every request that may have written: the next poll reads the version
+    /// from the database instead of trusting the one remembered.
+    pub fn note_write(&self) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The current snapshot when it can be told without the database: the version was read
+    /// less than the version memory (by default [`VERSION_MEMORY_MS`]) ago, nothing was written through this process since, and
+    /// the snapshot of that version needs no re-signing. This is what answers most polls.
+    pub fn current_from_memory(&self, now: i64) -> Option<Arc<Published>> {
+        let seen = (*lock(&self.version_seen))?;
+        if seen.writes != self.writes.load(Ordering::SeqCst)
+            || !(seen.read_at_ms..seen.read_at_ms + self.version_memory_ms).contains(&now)
+        {
+            return None;
+        }
+        let keyring = self.keyring(now);
+        self.fresh(seen.version, now, keyring.active().key_id())
+    }
+
     /// The current snapshot, building or re-signing it if needed. Blocking: call from
     /// `web::block`.
     pub fn current(
@@ -143,7 +189,15 @@ impl SnapshotService {
         now: i64,
         metrics: &Metrics,
     ) -> Result<Arc<Published>, ApiError> {
+        // Counted before the read, so a write that ends during it makes the next poll read again.
+        let writes = self.writes.load(Ordering::SeqCst);
         let version = current_version(conn)? as u64;
+        metrics.observe_version_read();
+        *lock(&self.version_seen) = Some(VersionSeen {
+            version,
+            read_at_ms: now,
+            writes,
+        });
         let keyring = self.keyring(now);
         if let Some(p) = self.fresh(version, now, keyring.active().key_id()) {
             return Ok(p);
@@ -250,10 +304,9 @@ impl SnapshotService {
         // share the bytes they serve).
         *held = None;
         let full = records::read_full(conn, now)?;
-        let store = ShardStore::build(full.records).map_err(ApiError::internal)?;
         *held = Some(Held {
             version: full.version,
-            store,
+            store: full.store,
             left_out: full.projects.left_out,
         });
         Ok((full.version, full.projects.policies))

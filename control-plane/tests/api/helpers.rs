@@ -159,6 +159,9 @@ pub fn test_config(
     config.workers = Some(2);
     config.db_pool_size = Some(8);
     config.session_ttl_seconds = 3600;
+    // Tests write to the database behind the API's back and poll at a frozen clock: every poll
+    // reads the version (snapshot.rs tests the memory itself).
+    config.snapshot_version_memory_ms = 0;
     config.host_environments = keygate_shared::HostEnvironments::from_pairs([
         (
             "api.example.com".to_owned(),

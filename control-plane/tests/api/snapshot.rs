@@ -296,3 +296,119 @@ async fn a_row_the_edge_cannot_use_is_left_out_not_the_snapshot(app: TestApp) {
         .collect();
     assert_eq!(ids, vec![good["id"].as_str().unwrap().to_owned()]);
 }
+
+mod polls_from_memory {
+    use crate::helpers::{spawn_with, Backend};
+
+    #[actix_web::test]
+    async fn sqlite() {
+        super::polls_from_memory(
+            spawn_with(Backend::Sqlite, |c| c.snapshot_version_memory_ms = 100).await,
+        )
+        .await;
+    }
+
+    #[actix_web::test]
+    #[ignore = "needs PostgreSQL at KEYGATE_TEST_POSTGRES_URL; `cargo xtask test` runs it"]
+    async fn postgres() {
+        super::polls_from_memory(
+            spawn_with(Backend::Postgres, |c| c.snapshot_version_memory_ms = 100).await,
+        )
+        .await;
+    }
+}
+
+async fn version_reads(app: &TestApp) -> u64 {
+    let m = app
+        .request(actix_web::http::Method::GET, "/metrics", None, None)
+        .await;
+    let text = String::from_utf8(m.raw).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("keygate_snapshot_version_reads_total "))
+        .expect("the version reads counter")
+        .parse()
+        .unwrap()
+}
+
+/// (status, version) of a poll that holds `etag`.
+async fn poll(app: &TestApp, etag: &str) -> (u16, u64) {
+    let mut res = app
+        .client
+        .get(format!("{}/v1/snapshot", app.base))
+        .insert_header(("authorization", format!("Bearer {OWNER_TOKEN}")))
+        .insert_header(("if-none-match", etag.to_owned()))
+        .send()
+        .await
+        .unwrap();
+    let _ = res.body().await;
+    let version = res
+        .headers()
+        .get("keygate-snapshot-version")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (res.status().as_u16(), version)
+}
+
+/// Polls are answered from memory for the configured time (the clock here is frozen, so until
+/// it is advanced), except right after a write through this process; a write made elsewhere
+/// (here straight through the store, as the CLI or another replica would) is seen once the
+/// remembered version is older than that time.
+async fn polls_from_memory(app: TestApp) {
+    let p = app.create_project("acme").await;
+    let pid = p["id"].as_str().unwrap();
+    let a = app.secret_key(pid).await;
+    let b = app.secret_key(pid).await;
+    let first = app.get("/v1/snapshot", OWNER_TOKEN).await;
+    let etag = first.header("etag").unwrap();
+    let v1: u64 = first
+        .header("keygate-snapshot-version")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let reads = version_reads(&app).await;
+    for _ in 0..20 {
+        assert_eq!(poll(&app, &etag).await, (304, v1));
+    }
+    assert_eq!(
+        version_reads(&app).await,
+        reads,
+        "no poll read the database"
+    );
+
+    // Revoked behind the API's back: not seen until the remembered version is too old.
+    {
+        let mut conn = app.state.pool.get().expect("connection");
+        let id = keygate_control_plane::ids::KeyId::new(a["id"].as_str().unwrap().to_owned());
+        let now = app.clock.now_ms();
+        keygate_control_plane::domain::keys::revoke(
+            &mut conn,
+            now,
+            "tok_elsewhere",
+            &id,
+            keygate_control_plane::domain::keys::RevokeKey { reason: None },
+        )
+        .expect("revoked");
+    }
+    assert_eq!(poll(&app, &etag).await, (304, v1), "remembered");
+    app.clock.advance_ms(100);
+    let (status, v2) = poll(&app, &etag).await;
+    assert_eq!(status, 200);
+    assert!(v2 > v1, "{v2} after {v1}");
+    assert_eq!(version_reads(&app).await, reads + 1);
+
+    // Revoked through the API: the very next poll sees it, at the same instant.
+    let r = app
+        .post(
+            &format!("/v1/keys/{}/revoke", b["id"].as_str().unwrap()),
+            OWNER_TOKEN,
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let (status, v3) = poll(&app, &format!("\"{v2}-0000000000000000\"")).await;
+    assert_eq!(status, 200);
+    assert!(v3 > v2, "{v3} after {v2}");
+}
