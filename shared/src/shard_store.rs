@@ -103,6 +103,16 @@ impl ShardStore {
         }
     }
 
+    /// A builder that takes the records one shard at a time, for a full build that never holds
+    /// every record at once. `expected_keys` picks the shard bits (see [`ShardStoreBuilder`]).
+    pub fn builder(expected_keys: u64) -> ShardStoreBuilder {
+        ShardStoreBuilder {
+            shard_bits: shard_bits_for(expected_keys),
+            key_count: 0,
+            shards: Vec::with_capacity(1usize << shard_bits_for(expected_keys)),
+        }
+    }
+
     /// Shard bits.
     pub fn shard_bits(&self) -> u8 {
         self.shard_bits
@@ -208,4 +218,109 @@ impl ShardStore {
         *self = Self::build(records)?;
         Ok(())
     }
+}
+
+/// Builds a [`ShardStore`] shard by shard, in index order: each shard's records are encoded as
+/// they arrive and only the encoded bytes are kept. The shard bits are chosen from the expected
+/// key count; when the records pushed come to a count that calls for other bits (some were left
+/// out after counting), [`finish`](Self::finish) re-splits what it holds, so the result is always
+/// [`ShardStore::build`] of the records pushed.
+#[derive(Debug)]
+pub struct ShardStoreBuilder {
+    shard_bits: u8,
+    key_count: u64,
+    shards: Vec<StoredShard>,
+}
+
+impl ShardStoreBuilder {
+    /// The shard bits the records are split by.
+    pub fn shard_bits(&self) -> u8 {
+        self.shard_bits
+    }
+
+    /// The number of shards to push.
+    pub fn shard_count(&self) -> u32 {
+        1u32 << self.shard_bits
+    }
+
+    /// The index of the next shard to push.
+    pub fn next_index(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    /// Encodes the next shard from its records, in any order. A record that belongs to another
+    /// shard, a second record with the same hash, or a push past the last shard is an error.
+    pub fn push(&mut self, mut records: Vec<KeyRecord>) -> Result<(), SnapshotError> {
+        let index = self.next_index();
+        if index >= self.shard_count() {
+            return Err(SnapshotError::Malformed(format!(
+                "shard {index} pushed; there are {}",
+                self.shard_count()
+            )));
+        }
+        if let Some(r) = records
+            .iter()
+            .find(|r| shard_index(&r.hash, self.shard_bits) != index)
+        {
+            return Err(SnapshotError::Malformed(format!(
+                "key {} does not belong to shard {index}",
+                r.key_id
+            )));
+        }
+        records.sort_unstable_by_key(|r| r.hash);
+        if records.windows(2).any(|w| w[0].hash == w[1].hash) {
+            return Err(SnapshotError::Malformed(format!(
+                "shard {index} holds one key hash twice"
+            )));
+        }
+        let min_expiry_ms = min_expiry(records.iter());
+        self.key_count += records.len() as u64;
+        let shard = encode_shard(self.shard_bits, index, records)?;
+        self.shards.push(StoredShard {
+            digest: shard.digest,
+            bytes: shard.bytes.into(),
+            min_expiry_ms,
+        });
+        Ok(())
+    }
+
+    /// The store, once every shard was pushed.
+    pub fn finish(self) -> Result<ShardStore, SnapshotError> {
+        if self.next_index() != self.shard_count() {
+            return Err(SnapshotError::Malformed(format!(
+                "{} of {} shards pushed",
+                self.next_index(),
+                self.shard_count()
+            )));
+        }
+        let store = ShardStore {
+            shard_bits: self.shard_bits,
+            key_count: self.key_count,
+            shards: self.shards,
+        };
+        if shard_bits_for(store.key_count) == store.shard_bits {
+            return Ok(store);
+        }
+        let mut records = Vec::with_capacity(store.key_count as usize);
+        for s in &store.shards {
+            records.extend(decode(&s.bytes)?.records);
+        }
+        ShardStore::build(records)
+    }
+}
+
+/// The key hashes of shard `index`, as bounds on their lowercase hex form: a hash belongs to the
+/// shard exactly when its hex is `>= low` and, if there is an upper bound, `< high`. This lets a
+/// database hand over one shard's keys through an index on the stored hex.
+pub fn hex_bounds(shard_bits: u8, index: u32) -> (String, Option<String>) {
+    let bits = u32::from(shard_bits.min(crate::snapshot::MAX_SHARD_BITS));
+    if bits == 0 {
+        return (String::new(), None);
+    }
+    let low = u64::from(index) << (32 - bits);
+    let high = u64::from(index + 1) << (32 - bits);
+    (
+        format!("{low:08x}"),
+        (high < 1u64 << 32).then(|| format!("{high:08x}")),
+    )
 }

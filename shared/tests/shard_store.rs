@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 
 use keygate_shared::policy::{KeyRecord, Scope};
-use keygate_shared::shard_store::{Applied, ShardChange, ShardStore};
+use keygate_shared::shard_store::{hex_bounds, Applied, ShardChange, ShardStore};
 use keygate_shared::snapshot::build_shards;
+use keygate_shared::snapshot::shard_index;
 use keygate_shared::{Environment, KeyHash, KeyPrefix, Kind, PlaintextKey};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -166,4 +167,103 @@ fn one_revocation_changes_one_shard() {
     let after = store.digests();
     let differ = before.iter().zip(&after).filter(|(a, b)| a != b).count();
     assert_eq!(differ, 1);
+}
+
+/// Built shard by shard, from any guess of the key count, the store is what a build of all the
+/// records at once gives.
+#[test]
+fn a_build_shard_by_shard_matches_a_build_at_once() {
+    let mut rng = ChaCha20Rng::seed_from_u64(20);
+    let mut next = 0u64;
+    for (count, guess) in [
+        (0usize, 0u64),
+        (5, 5),
+        (1000, 1000),
+        (1030, 1030),
+        (2100, 2100),
+        // Counted more than were pushed (rows left out after counting), and fewer.
+        (1020, 1100),
+        (2100, 1500),
+        (30, 5000),
+    ] {
+        let records: Vec<KeyRecord> = (0..count)
+            .map(|_| {
+                next += 1;
+                record(&mut rng, next)
+            })
+            .collect();
+        let at_once = ShardStore::build(records.clone()).unwrap();
+        let mut builder = ShardStore::builder(guess);
+        let bits = builder.shard_bits();
+        for index in 0..builder.shard_count() {
+            assert_eq!(builder.next_index(), index);
+            // Each shard's records in whatever order the database gives them.
+            let mut mine: Vec<KeyRecord> = records
+                .iter()
+                .filter(|r| shard_index(&r.hash, bits) == index)
+                .cloned()
+                .collect();
+            mine.reverse();
+            builder.push(mine).unwrap();
+        }
+        let streamed = builder.finish().unwrap();
+        assert_eq!(
+            streamed.shard_bits(),
+            at_once.shard_bits(),
+            "{count}/{guess}"
+        );
+        assert_eq!(streamed.key_count(), at_once.key_count());
+        assert_eq!(streamed.digests(), at_once.digests(), "{count}/{guess}");
+        for (a, b) in streamed.shards().iter().zip(at_once.shards()) {
+            assert_eq!(&*a.bytes, &*b.bytes);
+        }
+    }
+}
+
+#[test]
+fn a_shard_builder_refuses_records_of_another_shard_and_missing_shards() {
+    let mut rng = ChaCha20Rng::seed_from_u64(21);
+    let records: Vec<KeyRecord> = (0..3000).map(|n| record(&mut rng, n)).collect();
+    let mut builder = ShardStore::builder(records.len() as u64);
+    let bits = builder.shard_bits();
+    assert!(bits > 0);
+    let stray = records
+        .iter()
+        .find(|r| shard_index(&r.hash, bits) != 0)
+        .unwrap()
+        .clone();
+    assert!(builder.push(vec![stray]).is_err());
+    let twice = records
+        .iter()
+        .find(|r| shard_index(&r.hash, bits) == 0)
+        .unwrap()
+        .clone();
+    assert!(builder.push(vec![twice.clone(), twice]).is_err());
+    builder.push(Vec::new()).unwrap();
+    assert!(builder.finish().is_err(), "shards missing");
+}
+
+/// The hex bounds of a shard hold exactly its hashes.
+#[test]
+fn hex_bounds_hold_exactly_a_shards_hashes() {
+    let mut rng = ChaCha20Rng::seed_from_u64(22);
+    let hashes: Vec<KeyHash> = (0..4000).map(|n| record(&mut rng, n).hash).collect();
+    for bits in [0u8, 1, 3, 10, 12] {
+        for index in [0u32, 1, (1 << bits) / 2, (1u32 << bits) - 1] {
+            if index >= 1 << bits {
+                continue;
+            }
+            let (low, high) = hex_bounds(bits, index);
+            for h in &hashes {
+                let hex = h.to_hex();
+                let inside =
+                    hex.as_str() >= low.as_str() && high.as_ref().is_none_or(|hi| hex < *hi);
+                assert_eq!(
+                    inside,
+                    shard_index(h, bits) == index,
+                    "{bits} {index} {hex}"
+                );
+            }
+        }
+    }
 }

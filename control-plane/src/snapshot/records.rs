@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use diesel::prelude::*;
 use keygate_shared::policy::{KeyRecord, ProjectPolicy};
-use keygate_shared::shard_store::ShardChange;
+use keygate_shared::shard_store::{hex_bounds, ShardChange, ShardStore};
 use keygate_shared::KeyHash;
 
 use super::EXPIRED_RETENTION_MS;
@@ -24,12 +24,12 @@ pub(super) struct Projects {
     pub left_out: BTreeSet<String>,
 }
 
-/// Everything at one version.
+/// Everything at one version, built into shards.
 #[derive(Debug)]
 pub(super) struct Full {
     pub version: u64,
     pub projects: Projects,
-    pub records: Vec<KeyRecord>,
+    pub store: ShardStore,
 }
 
 /// What changed since a version.
@@ -42,30 +42,69 @@ pub(super) struct Delta {
 }
 
 /// Reads every project and every key not expired for longer than the retention, in one read
-/// transaction (so the version and the contents agree).
+/// transaction (so the version and the contents agree), and builds the shards from them.
+///
+/// Streamed: the keys are counted, which fixes the shard bits, then read one shard at a time
+/// (a range of the unique index on `key_hash`, see [`hex_bounds`]) while another thread checks
+/// and encodes the shard read before. Only a few shards' rows are held at once, never all keys.
 pub(super) fn read_full(conn: &mut DbConn, now: i64) -> Result<Full, ApiError> {
-    let (version, project_rows, key_rows) = read_tx(conn, |conn| {
-        let version = current_version(conn)?;
+    read_tx(conn, |conn| {
+        let version = current_version(conn)? as u64;
         let p: Vec<ProjectRow> = projects::table.order(projects::id.asc()).load(conn)?;
-        let k: Vec<KeyRow> = api_keys::table
-            .filter(
-                api_keys::expires_at
-                    .is_null()
-                    .or(api_keys::expires_at.gt(now - EXPIRED_RETENTION_MS)),
-            )
-            .load(conn)?;
-        Ok::<_, ApiError>((version as u64, p, k))
-    })?;
-    let projects = check_projects(project_rows);
-    let records = key_rows
-        .iter()
-        .filter(|r| !projects.left_out.contains(r.project_id.as_str()))
-        .filter_map(checked_record)
-        .collect();
-    Ok(Full {
-        version,
-        projects,
-        records,
+        let projects = check_projects(p);
+        let left_out: Vec<String> = projects.left_out.iter().cloned().collect();
+        let retained = api_keys::expires_at
+            .is_null()
+            .or(api_keys::expires_at.gt(now - EXPIRED_RETENTION_MS));
+        let count: i64 = api_keys::table
+            .filter(retained)
+            .filter(api_keys::project_id.ne_all(left_out.clone()))
+            .count()
+            .get_result(conn)?;
+        let builder = ShardStore::builder(count.max(0) as u64);
+        let bits = builder.shard_bits();
+        let shards = builder.shard_count();
+        let left_out = &projects.left_out;
+        let store = std::thread::scope(|scope| -> Result<ShardStore, ApiError> {
+            let (send, receive) = std::sync::mpsc::sync_channel::<Vec<KeyRow>>(4);
+            let encoder = scope.spawn(move || {
+                let mut builder = builder;
+                for rows in receive {
+                    let records = rows
+                        .iter()
+                        .filter(|r| !left_out.contains(r.project_id.as_str()))
+                        .filter_map(checked_record)
+                        .collect();
+                    builder.push(records)?;
+                }
+                builder.finish()
+            });
+            for index in 0..shards {
+                let (low, high) = hex_bounds(bits, index);
+                let mut q = api_keys::table
+                    .filter(retained)
+                    .filter(api_keys::key_hash.ge(low))
+                    .into_boxed();
+                if let Some(high) = high {
+                    q = q.filter(api_keys::key_hash.lt(high));
+                }
+                let rows: Vec<KeyRow> = q.load(conn)?;
+                if send.send(rows).is_err() {
+                    // The encoder stopped on an error, which its result carries.
+                    break;
+                }
+            }
+            drop(send);
+            encoder
+                .join()
+                .map_err(|_| ApiError::internal(anyhow::anyhow!("the shard encoder panicked")))?
+                .map_err(ApiError::internal)
+        })?;
+        Ok(Full {
+            version,
+            projects,
+            store,
+        })
     })
 }
 
@@ -143,6 +182,13 @@ fn check_projects(rows: Vec<ProjectRow>) -> Projects {
 
 fn checked_record(row: &KeyRow) -> Option<KeyRecord> {
     let checked = keys::record_from_row(row).and_then(|r| {
+        // Only the canonical (lowercase) hex is found by `/v1/verify` and by the shard ranges
+        // of a full build, so any other spelling is left out on every path alike.
+        if r.hash.to_hex() != row.key_hash {
+            return Err(keygate_store::StoreError::internal(anyhow::anyhow!(
+                "its stored hash is not lowercase hex"
+            )));
+        }
         keygate_shared::record::edge_round_trip(&r)
             .map_err(keygate_store::StoreError::internal)
             .map(|()| r)
