@@ -188,6 +188,11 @@ pub struct RecordError {
 /// feature that changes it): the control plane's check before it publishes, so a record the
 /// edge would refuse is caught with its key id instead of reaching a shard.
 pub fn edge_round_trip(record: &KeyRecord) -> Result<(), RecordError> {
+    edge_encode(record).map(drop)
+}
+
+/// [`edge_round_trip`], giving the record's encoded bytes: exactly what a shard holds for it.
+pub fn edge_encode(record: &KeyRecord) -> Result<Vec<u8>, RecordError> {
     let fail = |reason: String| RecordError {
         key_id: record.key_id.clone(),
         reason,
@@ -195,7 +200,7 @@ pub fn edge_round_trip(record: &KeyRecord) -> Result<(), RecordError> {
     let bytes = postcard::to_allocvec(record).map_err(|e| fail(e.to_string()))?;
     let wire: WireRecord = postcard::from_bytes(&bytes).map_err(|e| fail(e.to_string()))?;
     match decode_record(wire) {
-        Entry::Usable(back) if back == *record => Ok(()),
+        Entry::Usable(back) if back == *record => Ok(bytes),
         Entry::Usable(_) => Err(fail("decodes to a different record".into())),
         Entry::Unusable { reason, .. } => Err(fail(reason)),
     }

@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use crate::key::KeyHash;
 use crate::policy::KeyRecord;
+use crate::record::{edge_encode, RecordError};
 use crate::snapshot::{
     build_shards, encode_shard, shard_bits_for, shard_index, BuiltShards, Digest32, Shard,
-    SnapshotError,
+    SnapshotError, MAX_SHARD_BITS, SHARD_FORMAT,
 };
 
 /// One change to the published record set.
@@ -103,13 +104,14 @@ impl ShardStore {
         }
     }
 
-    /// A builder that takes the records one shard at a time, for a full build that never holds
-    /// every record at once. `expected_keys` picks the shard bits (see [`ShardStoreBuilder`]).
-    pub fn builder(expected_keys: u64) -> ShardStoreBuilder {
+    /// A builder for a full build that takes records one at a time, in any order, and never
+    /// holds them decoded (see [`ShardStoreBuilder`]).
+    pub fn builder() -> ShardStoreBuilder {
         ShardStoreBuilder {
-            shard_bits: shard_bits_for(expected_keys),
+            buckets: (0..1usize << MAX_SHARD_BITS)
+                .map(|_| Bucket::default())
+                .collect(),
             key_count: 0,
-            shards: Vec::with_capacity(1usize << shard_bits_for(expected_keys)),
         }
     }
 
@@ -220,107 +222,161 @@ impl ShardStore {
     }
 }
 
-/// Builds a [`ShardStore`] shard by shard, in index order: each shard's records are encoded as
-/// they arrive and only the encoded bytes are kept. The shard bits are chosen from the expected
-/// key count; when the records pushed come to a count that calls for other bits (some were left
-/// out after counting), [`finish`](Self::finish) re-splits what it holds, so the result is always
-/// [`ShardStore::build`] of the records pushed.
+/// Builds a [`ShardStore`] from records added one at a time, in any order, as a database hands
+/// them over. Each record is encoded once (and checked as the edge will decode it) and only its
+/// bytes are kept, in one of `2^MAX_SHARD_BITS` buckets by its hash's leading bits; `finish`
+/// picks the shard bits from the count, joins the buckets of each shard and writes the shard's
+/// bytes in hash order, freeing the buckets as it goes. So no more than the encoded records are
+/// ever held, never the decoded records, and the result is byte for byte what
+/// [`ShardStore::build`] makes of the same records (a shard's encoding is its header followed by
+/// its records' encodings).
 #[derive(Debug)]
 pub struct ShardStoreBuilder {
-    shard_bits: u8,
+    buckets: Vec<Bucket>,
     key_count: u64,
-    shards: Vec<StoredShard>,
+}
+
+/// The largest page of a bucket: records are packed into pages allocated at their final size,
+/// so the held bytes stay within a page per bucket of the records' own size (a growing `Vec`
+/// would hold up to twice that).
+const PAGE: usize = 4 * 1024;
+
+#[derive(Debug, Default)]
+struct Bucket {
+    pages: Vec<Vec<u8>>,
+    entries: Vec<Entry>,
+    min_expiry_ms: Option<i64>,
+}
+
+/// Where a record's bytes are; sorted by `prefix`, the first 8 bytes of its hash (ties, which
+/// practically never happen, are settled by the whole hash read back from the bytes).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    prefix: u64,
+    page: u16,
+    start: u16,
+    len: u32,
+}
+
+impl Bucket {
+    fn bytes(&self, e: &Entry) -> &[u8] {
+        let start = usize::from(e.start);
+        &self.pages[usize::from(e.page)][start..start + e.len as usize]
+    }
+
+    fn hash(&self, e: &Entry) -> Option<KeyHash> {
+        // The hash is a record's first field.
+        postcard::take_from_bytes::<KeyHash>(self.bytes(e))
+            .ok()
+            .map(|(h, _)| h)
+    }
+
+    fn push(&mut self, hash: &KeyHash, encoded: &[u8]) -> Option<()> {
+        let fits = self
+            .pages
+            .last()
+            .is_some_and(|p| p.capacity() - p.len() >= encoded.len());
+        if !fits {
+            // Pages grow from 1 KiB, so a small key set does not reserve a whole page per bucket.
+            let size = (1024usize << self.pages.len().min(2)).min(PAGE);
+            self.pages.push(Vec::with_capacity(size.max(encoded.len())));
+        }
+        let page = u16::try_from(self.pages.len() - 1).ok()?;
+        let bytes = self.pages.last_mut()?;
+        let start = u16::try_from(bytes.len()).ok()?;
+        let len = u32::try_from(encoded.len()).ok()?;
+        bytes.extend_from_slice(encoded);
+        let mut prefix = [0u8; 8];
+        prefix.copy_from_slice(&hash.as_bytes()[..8]);
+        self.entries.push(Entry {
+            prefix: u64::from_be_bytes(prefix),
+            page,
+            start,
+            len,
+        });
+        Some(())
+    }
+
+    /// Sorts the entries by hash and drops all but the first of equal hashes.
+    fn sort(&mut self) {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.sort_by(|a, b| {
+            a.prefix
+                .cmp(&b.prefix)
+                .then_with(|| self.hash(a).cmp(&self.hash(b)))
+        });
+        entries.dedup_by(|b, a| a.prefix == b.prefix && self.hash(a) == self.hash(b));
+        self.entries = entries;
+    }
 }
 
 impl ShardStoreBuilder {
-    /// The shard bits the records are split by.
-    pub fn shard_bits(&self) -> u8 {
-        self.shard_bits
-    }
-
-    /// The number of shards to push.
-    pub fn shard_count(&self) -> u32 {
-        1u32 << self.shard_bits
-    }
-
-    /// The index of the next shard to push.
-    pub fn next_index(&self) -> u32 {
-        self.shards.len() as u32
-    }
-
-    /// Encodes the next shard from its records, in any order. A record that belongs to another
-    /// shard, a second record with the same hash, or a push past the last shard is an error.
-    pub fn push(&mut self, mut records: Vec<KeyRecord>) -> Result<(), SnapshotError> {
-        let index = self.next_index();
-        if index >= self.shard_count() {
-            return Err(SnapshotError::Malformed(format!(
-                "shard {index} pushed; there are {}",
-                self.shard_count()
-            )));
+    /// Adds a record. A record the edge would not decode as it is is refused with the reason,
+    /// and the builder is unchanged. A second record with a hash already added is ignored (the
+    /// control plane's hashes are unique).
+    pub fn add(&mut self, record: &KeyRecord) -> Result<(), RecordError> {
+        let encoded = edge_encode(record)?;
+        let bucket = &mut self.buckets[shard_index(&record.hash, MAX_SHARD_BITS) as usize];
+        bucket
+            .push(&record.hash, &encoded)
+            .ok_or_else(|| RecordError {
+                key_id: record.key_id.clone(),
+                reason: "more than a shard can hold".to_owned(),
+            })?;
+        if let Some(e) = record.expires_at_ms {
+            bucket.min_expiry_ms = Some(bucket.min_expiry_ms.map_or(e, |m| m.min(e)));
         }
-        if let Some(r) = records
-            .iter()
-            .find(|r| shard_index(&r.hash, self.shard_bits) != index)
-        {
-            return Err(SnapshotError::Malformed(format!(
-                "key {} does not belong to shard {index}",
-                r.key_id
-            )));
-        }
-        records.sort_unstable_by_key(|r| r.hash);
-        if records.windows(2).any(|w| w[0].hash == w[1].hash) {
-            return Err(SnapshotError::Malformed(format!(
-                "shard {index} holds one key hash twice"
-            )));
-        }
-        let min_expiry_ms = min_expiry(records.iter());
-        self.key_count += records.len() as u64;
-        let shard = encode_shard(self.shard_bits, index, records)?;
-        self.shards.push(StoredShard {
-            digest: shard.digest,
-            bytes: shard.bytes.into(),
-            min_expiry_ms,
-        });
+        self.key_count += 1;
         Ok(())
     }
 
-    /// The store, once every shard was pushed.
-    pub fn finish(self) -> Result<ShardStore, SnapshotError> {
-        if self.next_index() != self.shard_count() {
-            return Err(SnapshotError::Malformed(format!(
-                "{} of {} shards pushed",
-                self.next_index(),
-                self.shard_count()
-            )));
-        }
-        let store = ShardStore {
-            shard_bits: self.shard_bits,
-            key_count: self.key_count,
-            shards: self.shards,
-        };
-        if shard_bits_for(store.key_count) == store.shard_bits {
-            return Ok(store);
-        }
-        let mut records = Vec::with_capacity(store.key_count as usize);
-        for s in &store.shards {
-            records.extend(decode(&s.bytes)?.records);
-        }
-        ShardStore::build(records)
+    /// Records added so far.
+    pub fn key_count(&self) -> u64 {
+        self.key_count
     }
-}
 
-/// The key hashes of shard `index`, as bounds on their lowercase hex form: a hash belongs to the
-/// shard exactly when its hex is `>= low` and, if there is an upper bound, `< high`. This lets a
-/// database hand over one shard's keys through an index on the stored hex.
-pub fn hex_bounds(shard_bits: u8, index: u32) -> (String, Option<String>) {
-    let bits = u32::from(shard_bits.min(crate::snapshot::MAX_SHARD_BITS));
-    if bits == 0 {
-        return (String::new(), None);
+    /// The store of every record added.
+    pub fn finish(mut self) -> Result<ShardStore, SnapshotError> {
+        let mut key_count = 0u64;
+        for b in &mut self.buckets {
+            b.sort();
+            key_count += b.entries.len() as u64;
+        }
+        let bits = shard_bits_for(key_count);
+        let per_shard = 1usize << (MAX_SHARD_BITS - bits);
+        let mut shards = Vec::with_capacity(1usize << bits);
+        let mut buckets = self.buckets.into_iter();
+        for index in 0..(1u32 << bits) {
+            let group: Vec<Bucket> = buckets.by_ref().take(per_shard).collect();
+            let records: usize = group.iter().map(|b| b.entries.len()).sum();
+            let size: usize = group
+                .iter()
+                .flat_map(|b| &b.entries)
+                .map(|e| e.len as usize)
+                .sum();
+            let mut bytes = postcard::to_allocvec(&(SHARD_FORMAT, bits, index, records))
+                .map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+            bytes.reserve_exact(size);
+            let mut min_expiry_ms = None::<i64>;
+            for b in group {
+                for e in &b.entries {
+                    bytes.extend_from_slice(b.bytes(e));
+                }
+                min_expiry_ms = match (min_expiry_ms, b.min_expiry_ms) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, y) => x.or(y),
+                };
+            }
+            shards.push(StoredShard {
+                digest: Digest32::of(&bytes),
+                bytes: bytes.into(),
+                min_expiry_ms,
+            });
+        }
+        Ok(ShardStore {
+            shard_bits: bits,
+            key_count,
+            shards,
+        })
     }
-    let low = u64::from(index) << (32 - bits);
-    let high = u64::from(index + 1) << (32 - bits);
-    (
-        format!("{low:08x}"),
-        (high < 1u64 << 32).then(|| format!("{high:08x}")),
-    )
 }

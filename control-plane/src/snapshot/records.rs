@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use diesel::prelude::*;
 use keygate_shared::policy::{KeyRecord, ProjectPolicy};
-use keygate_shared::shard_store::{hex_bounds, ShardChange, ShardStore};
+use keygate_shared::shard_store::{ShardChange, ShardStore};
 use keygate_shared::KeyHash;
 
 use super::EXPIRED_RETENTION_MS;
@@ -44,61 +44,43 @@ pub(super) struct Delta {
 /// Reads every project and every key not expired for longer than the retention, in one read
 /// transaction (so the version and the contents agree), and builds the shards from them.
 ///
-/// Streamed: the keys are counted, which fixes the shard bits, then read one shard at a time
-/// (a range of the unique index on `key_hash`, see [`hex_bounds`]) while another thread checks
-/// and encodes the shard read before. Only a few shards' rows are held at once, never all keys.
+/// Streamed: the keys are read in one pass in the table's own order (row by row on both
+/// backends) and handed over in chunks to a second thread, which converts, checks and encodes
+/// each ([`ShardStore::builder`]). Neither all rows nor all decoded records are ever held, only
+/// the encoded records that become the shards.
 pub(super) fn read_full(conn: &mut DbConn, now: i64) -> Result<Full, ApiError> {
     read_tx(conn, |conn| {
         let version = current_version(conn)? as u64;
         let p: Vec<ProjectRow> = projects::table.order(projects::id.asc()).load(conn)?;
         let projects = check_projects(p);
-        let left_out: Vec<String> = projects.left_out.iter().cloned().collect();
-        let retained = api_keys::expires_at
-            .is_null()
-            .or(api_keys::expires_at.gt(now - EXPIRED_RETENTION_MS));
-        let count: i64 = api_keys::table
-            .filter(retained)
-            .filter(api_keys::project_id.ne_all(left_out.clone()))
-            .count()
-            .get_result(conn)?;
-        let builder = ShardStore::builder(count.max(0) as u64);
-        let bits = builder.shard_bits();
-        let shards = builder.shard_count();
         let left_out = &projects.left_out;
         let store = std::thread::scope(|scope| -> Result<ShardStore, ApiError> {
-            let (send, receive) = std::sync::mpsc::sync_channel::<Vec<KeyRow>>(4);
+            let (send, receive) = std::sync::mpsc::sync_channel::<Vec<KeyRow>>(2);
             let encoder = scope.spawn(move || {
-                let mut builder = builder;
+                let mut builder = ShardStore::builder();
                 for rows in receive {
-                    let records = rows
+                    for row in rows
                         .iter()
                         .filter(|r| !left_out.contains(r.project_id.as_str()))
-                        .filter_map(checked_record)
-                        .collect();
-                    builder.push(records)?;
+                    {
+                        let added = record_for(row).and_then(|r| {
+                            builder.add(&r).map_err(keygate_store::StoreError::internal)
+                        });
+                        if let Err(e) = added {
+                            left_out_key(row, &e);
+                        }
+                    }
                 }
                 builder.finish()
             });
-            for index in 0..shards {
-                let (low, high) = hex_bounds(bits, index);
-                let mut q = api_keys::table
-                    .filter(retained)
-                    .filter(api_keys::key_hash.ge(low))
-                    .into_boxed();
-                if let Some(high) = high {
-                    q = q.filter(api_keys::key_hash.lt(high));
-                }
-                let rows: Vec<KeyRow> = q.load(conn)?;
-                if send.send(rows).is_err() {
-                    // The encoder stopped on an error, which its result carries.
-                    break;
-                }
-            }
+            let sent = stream_keys(conn, now, |rows| send.send(rows).is_ok());
             drop(send);
-            encoder
+            let built = encoder
                 .join()
                 .map_err(|_| ApiError::internal(anyhow::anyhow!("the shard encoder panicked")))?
-                .map_err(ApiError::internal)
+                .map_err(ApiError::internal);
+            sent?;
+            built
         })?;
         Ok(Full {
             version,
@@ -106,6 +88,49 @@ pub(super) fn read_full(conn: &mut DbConn, now: i64) -> Result<Full, ApiError> {
             store,
         })
     })
+}
+
+/// Rows handed over at a time.
+const CHUNK: usize = 1024;
+
+/// Reads every key row a snapshot may publish, one at a time, and hands them to `take` in
+/// chunks until it returns `false`.
+fn stream_keys(
+    conn: &mut DbConn,
+    now: i64,
+    mut take: impl FnMut(Vec<KeyRow>) -> bool,
+) -> Result<(), ApiError> {
+    let query = api_keys::table.filter(
+        api_keys::expires_at
+            .is_null()
+            .or(api_keys::expires_at.gt(now - EXPIRED_RETENTION_MS)),
+    );
+    let mut chunk = Vec::with_capacity(CHUNK);
+    // Row by row on both: PostgreSQL's default mode would buffer the whole result first.
+    macro_rules! drain {
+        ($rows:expr) => {
+            for row in $rows {
+                chunk.push(row?);
+                if chunk.len() == CHUNK
+                    && !take(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                {
+                    return Ok(());
+                }
+            }
+        };
+    }
+    match conn {
+        DbConn::Postgresql(c) => {
+            drain!(query.load_iter::<KeyRow, diesel::pg::PgRowByRowLoadingMode>(c)?)
+        }
+        DbConn::Sqlite(c) => {
+            drain!(query.load_iter::<KeyRow, diesel::connection::DefaultLoadingMode>(c)?)
+        }
+    }
+    if !chunk.is_empty() {
+        take(chunk);
+    }
+    Ok(())
 }
 
 /// Reads every project and the keys changed after version `since`, in one read transaction.
@@ -180,15 +205,25 @@ fn check_projects(rows: Vec<ProjectRow>) -> Projects {
     Projects { policies, left_out }
 }
 
+/// The record of a row, when its hash is in the one spelling every path finds.
+fn record_for(row: &KeyRow) -> Result<KeyRecord, keygate_store::StoreError> {
+    let r = keys::record_from_row(row)?;
+    // Only the canonical (lowercase) hex is found by `/v1/verify`, so any other spelling is
+    // left out on every path alike.
+    if r.hash.to_hex() != row.key_hash {
+        return Err(keygate_store::StoreError::internal(anyhow::anyhow!(
+            "its stored hash is not lowercase hex"
+        )));
+    }
+    Ok(r)
+}
+
+fn left_out_key(row: &KeyRow, e: &keygate_store::StoreError) {
+    tracing::error!(key_id = %row.id, error = %format!("{e:#}"), "key left out of the snapshot: the edge could not use it; it is refused there");
+}
+
 fn checked_record(row: &KeyRow) -> Option<KeyRecord> {
-    let checked = keys::record_from_row(row).and_then(|r| {
-        // Only the canonical (lowercase) hex is found by `/v1/verify` and by the shard ranges
-        // of a full build, so any other spelling is left out on every path alike.
-        if r.hash.to_hex() != row.key_hash {
-            return Err(keygate_store::StoreError::internal(anyhow::anyhow!(
-                "its stored hash is not lowercase hex"
-            )));
-        }
+    let checked = record_for(row).and_then(|r| {
         keygate_shared::record::edge_round_trip(&r)
             .map_err(keygate_store::StoreError::internal)
             .map(|()| r)
@@ -196,7 +231,7 @@ fn checked_record(row: &KeyRow) -> Option<KeyRecord> {
     match checked {
         Ok(r) => Some(r),
         Err(e) => {
-            tracing::error!(key_id = %row.id, error = %format!("{e:#}"), "key left out of the snapshot: the edge could not use it; it is refused there");
+            left_out_key(row, &e);
             None
         }
     }
