@@ -617,14 +617,14 @@ async fn project_page_pages_and_searches_on_the_server(app: TestApp) {
     // The search runs on the server: the oldest key is found from the first page, by name (any
     // case), by start and by id.
     let page = viewer.get(&format!("{path}?q=zEbRa")).await;
-    assert_eq!(key_rows(&page.body), [zebra_id.clone()]);
+    assert_eq!(key_rows(&page.body), [zebra_id.as_str()]);
     let start = zebra["start"].as_str().unwrap();
     let page = viewer
         .get(&format!("{path}?q={start}&environment=test"))
         .await;
-    assert_eq!(key_rows(&page.body), [zebra_id.clone()]);
+    assert_eq!(key_rows(&page.body), [zebra_id.as_str()]);
     let page = viewer.get(&format!("{path}?q={zebra_id}")).await;
-    assert_eq!(key_rows(&page.body), [zebra_id.clone()]);
+    assert_eq!(key_rows(&page.body), [zebra_id.as_str()]);
     let page = viewer
         .get(&format!("{path}?q={zebra_id}&environment=live"))
         .await;

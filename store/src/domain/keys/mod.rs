@@ -197,10 +197,25 @@ pub fn list(
             query = query.filter(api_keys::id.lt(b.clone()));
         }
     }
-    let rows: Vec<KeyRow> = query
-        .order(api_keys::id.desc())
-        .limit(page.limit + 1)
-        .load(conn)?;
+    let rows: Vec<KeyRow> = if searching {
+        // The page's ids first, then their rows: the matches are sorted by id, and sorting
+        // ids read from the index (covering when no status or environment filter needs the
+        // row) is far cheaper than sorting whole rows when a prefix matches many keys.
+        let ids: Vec<KeyId> = query
+            .select(api_keys::id)
+            .order(api_keys::id.desc())
+            .limit(page.limit + 1)
+            .load(conn)?;
+        api_keys::table
+            .filter(api_keys::id.eq_any(ids))
+            .order(api_keys::id.desc())
+            .load(conn)?
+    } else {
+        query
+            .order(api_keys::id.desc())
+            .limit(page.limit + 1)
+            .load(conn)?
+    };
     let (rows, next_cursor) = page.finish(rows, |r| &r.id);
     let items = rows
         .iter()
