@@ -16,15 +16,18 @@ use std::time::Instant;
 use diesel::prelude::*;
 use keygate_control_plane::db::models::KeyRow;
 use keygate_control_plane::db::schema::api_keys;
-use keygate_control_plane::domain::keys::{self, RevokeKey, StoredPolicy};
+use keygate_control_plane::domain::keys::{self, RevokeKey};
 use keygate_control_plane::domain::projects;
 use keygate_control_plane::keyring::Keyring;
 use keygate_control_plane::metrics::Metrics;
 use keygate_control_plane::snapshot::SnapshotService;
-use keygate_control_plane::{with_backend, Application, Config};
+use keygate_control_plane::{Application, Config};
 use keygate_shared::shard_store::ShardStore;
-use keygate_shared::{Environment, KeyPrefix, KeyRecord, Kind, PlaintextKey, Scope};
+use keygate_shared::KeyRecord;
 use serde_json::json;
+
+#[path = "support/seed.rs"]
+mod seed;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -99,7 +102,9 @@ async fn run(n: usize) {
     let project = projects::create(&mut conn, now, "bench", input).unwrap();
 
     let started = Instant::now();
-    let ids = seed(&mut conn, &project.id, n, now);
+    let ids = seed::seed(&mut conn, &project.id, n, now, |i| {
+        (format!("key_bench{i:08}"), "seeded".to_owned())
+    });
     println!(
         "seeded {n} keys in {:.1} s; VmHWM {}, VmRSS {}",
         started.elapsed().as_secs_f64(),
@@ -227,54 +232,4 @@ async fn run(n: usize) {
             status("VmHWM:")
         );
     }
-}
-
-fn seed(
-    conn: &mut keygate_control_plane::db::DbConn,
-    project_id: &str,
-    n: usize,
-    now: i64,
-) -> Vec<String> {
-    let prefix = KeyPrefix::parse("bench").unwrap();
-    let policy = StoredPolicy {
-        scopes: vec![Scope::parse("orders:read").unwrap()],
-        ..Default::default()
-    };
-    let policy = serde_json::to_string(&policy).unwrap();
-    let mut rng = rand::thread_rng();
-    let mut ids = Vec::with_capacity(n);
-    let mut done = 0;
-    while done < n {
-        let batch = (n - done).min(1000);
-        let rows: Vec<KeyRow> = (0..batch)
-            .map(|i| {
-                let k = PlaintextKey::generate(&mut rng, &prefix, Kind::Secret, Environment::Live);
-                KeyRow {
-                    id: keygate_control_plane::ids::KeyId::new(format!("key_bench{:08}", done + i)),
-                    project_id: keygate_control_plane::ids::ProjectId::new(project_id),
-                    name: "seeded".to_owned(),
-                    kind: Kind::Secret,
-                    environment: Environment::Live,
-                    key_hash: k.hash().to_hex(),
-                    key_start: k.start(),
-                    policy: policy.clone(),
-                    expires_at: None,
-                    created_at: now,
-                    updated_at: now,
-                    revoked_at: None,
-                    revoked_reason: None,
-                    rotated_to: None,
-                    rotated_from: None,
-                    last_used_at: None,
-                }
-            })
-            .collect();
-        ids.extend(rows.iter().map(|r| r.id.to_string()));
-        with_backend!(&mut *conn, |c| diesel::insert_into(api_keys::table)
-            .values(&rows)
-            .execute(c))
-        .unwrap();
-        done += batch;
-    }
-    ids
 }

@@ -11,7 +11,7 @@ use super::session::{self, ConsoleError, Session};
 use super::{field, field_error, html_response, post_session, redirect, submit, usage, Form};
 use crate::domain::keys::{self as key_domain, KeyListQuery, KeyView};
 use crate::domain::projects::{self as domain, CreateProject, ProjectView, UpdateProject};
-use crate::ids::ProjectId;
+use crate::ids::{KeyId, ProjectId};
 use crate::state::db;
 use crate::state::AppState;
 
@@ -179,36 +179,6 @@ pub async fn create(
     ))
 }
 
-/// Every key of a project, newest first (following cursors, up to 2000).
-async fn all_keys(
-    state: &web::Data<AppState>,
-    project_id: &str,
-    status: Option<KeyStatus>,
-    env: Option<keygate_shared::Environment>,
-) -> Result<Vec<KeyView>, ConsoleError> {
-    let mut items = Vec::new();
-    let mut cursor = None;
-    for _ in 0..20 {
-        let pid = project_id.to_owned();
-        let q = KeyListQuery {
-            status,
-            environment: env,
-            limit: Some(100),
-            cursor: cursor.take(),
-        };
-        let page = db(state, move |c, now| {
-            key_domain::list(c, now, &ProjectId::new(pid), q)
-        })
-        .await?;
-        items.extend(page.items);
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-    Ok(items)
-}
-
 fn status_badge(st: KeyStatus) -> Markup {
     let name = serde_json::to_value(st)
         .ok()
@@ -222,6 +192,7 @@ struct KeyFilters {
     status: Option<String>,
     environment: Option<String>,
     q: Option<String>,
+    cursor: Option<String>,
     created: Option<String>,
     saved: Option<String>,
     granularity: Option<String>,
@@ -239,6 +210,7 @@ async fn usage_chart(
         ("status", f.status.as_deref()),
         ("environment", f.environment.as_deref()),
         ("q", f.q.as_deref()),
+        ("cursor", f.cursor.as_deref()),
     ]
     .into_iter()
     .filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| (k, v)))
@@ -262,7 +234,7 @@ async fn usage_chart(
 fn project_page(
     s: &Session,
     p: &ProjectView,
-    keys: &[KeyView],
+    keys: &KeyList,
     filters: &KeyFilters,
     form: Option<&Form>,
     errors: &FieldErrors,
@@ -321,16 +293,29 @@ fn project_page(
                             }
                         }
                     }
-                    div.field { label for="q" { "Name or start" } input type="search" #q name="q" value=(q); }
+                    div.field {
+                        label for="q" { "Name or start" }
+                        input type="search" #q name="q" value=(q) aria-describedby="q-hint";
+                        small #q-hint { "The beginning of a name (any case), a key's start, or a key id" }
+                    }
                     button type="submit" { "Filter" }
                 }
-                @if keys.is_empty() { p #no-keys { "No keys match." } }
+                @if let Some(e) = &keys.error { p.error role="alert" #keys-error { (e) } }
+                @if keys.keys.is_empty() {
+                    p #no-keys {
+                        @if filters.cursor.as_deref().is_some_and(|c| !c.is_empty()) { "No older keys match." }
+                        @else { "No keys match." }
+                    }
+                }
                 @else {
                     div.table-wrap { table #keys {
-                        caption { (keys.len()) " keys" }
+                        caption {
+                            (keys.keys.len()) " keys"
+                            @if keys.next_cursor.is_some() { ", newest first; more below" }
+                        }
                         thead { tr { th scope="col" { "Name" } th scope="col" { "Start" } th scope="col" { "Kind" } th scope="col" { "Env" } th scope="col" { "Status" } th scope="col" { "Created" } th scope="col" { "Last used" } } }
                         tbody {
-                            @for k in keys {
+                            @for k in &keys.keys {
                                 tr {
                                     td { a href=(format!("/console/keys/{}", k.id)) { (k.name) } }
                                     td { code { (k.start) "…" } }
@@ -343,6 +328,15 @@ fn project_page(
                             }
                         }
                     } }
+                }
+                nav.pager aria-label="Key pages" {
+                    @if filters.cursor.as_deref().is_some_and(|c| !c.is_empty()) {
+                        a href=(page_link(p, filters, None)) #newest-keys { "Newest keys" }
+                    }
+                    @if let Some(next) = &keys.next_cursor {
+                        " "
+                        a href=(page_link(p, filters, Some(next))) #older-keys rel="next" { "Older keys" }
+                    }
                 }
             }
             section.card aria-labelledby="routes-h" {
@@ -369,6 +363,7 @@ fn parse_filters(req: &HttpRequest) -> KeyFilters {
         status: None,
         environment: None,
         q: None,
+        cursor: None,
         created: None,
         saved: None,
         granularity: None,
@@ -385,11 +380,25 @@ async fn load_project(state: &web::Data<AppState>, id: &str) -> Result<ProjectVi
         })
 }
 
-async fn filtered_keys(
+/// Keys shown on a project page.
+const KEYS_PER_PAGE: i64 = 50;
+
+/// One page of a project's keys, as the filters ask.
+struct KeyList {
+    keys: Vec<KeyView>,
+    /// Cursor of the next (older) page.
+    next_cursor: Option<String>,
+    /// Why the filters were refused (too long a search, a bad cursor), shown instead of keys.
+    error: Option<String>,
+}
+
+/// Reads one page of keys through the store's search: `q` is a key id (exact), a key start
+/// (it begins with the project's key prefix and `_`), or else the beginning of a name.
+async fn key_list(
     state: &web::Data<AppState>,
     p: &ProjectView,
     f: &KeyFilters,
-) -> Result<Vec<KeyView>, ConsoleError> {
+) -> Result<KeyList, ConsoleError> {
     let status = f
         .status
         .as_deref()
@@ -400,17 +409,91 @@ async fn filtered_keys(
         .as_deref()
         .filter(|s| !s.is_empty())
         .and_then(|s| serde_json::from_value(json!(s)).ok());
-    let q = f.q.as_deref().unwrap_or("").trim().to_lowercase();
-    let keys = all_keys(state, &p.id, status, env).await?;
-    Ok(keys
-        .into_iter()
-        .filter(|k| {
-            q.is_empty()
-                || k.name.to_lowercase().contains(&q)
-                || k.start.to_lowercase().starts_with(&q)
-                || k.id.to_lowercase() == q
-        })
-        .collect())
+    let q = f.q.as_deref().unwrap_or("").trim();
+    if let Some(key) = key_by_id(state, p, q, status, env).await? {
+        return Ok(KeyList {
+            keys: key.into_iter().collect(),
+            next_cursor: None,
+            error: None,
+        });
+    }
+    let (name_prefix, start) = if q.is_empty() {
+        (None, None)
+    } else if q.starts_with(&format!("{}_", p.key_prefix)) {
+        (None, Some(q.to_owned()))
+    } else {
+        (Some(q.to_owned()), None)
+    };
+    let query = KeyListQuery {
+        status,
+        environment: env,
+        limit: Some(KEYS_PER_PAGE),
+        cursor: f.cursor.clone().filter(|c| !c.is_empty()),
+        name_prefix,
+        start,
+    };
+    let pid = p.id.clone();
+    match db(state, move |c, now| key_domain::list(c, now, &pid, query)).await {
+        Ok(page) => Ok(KeyList {
+            keys: page.items,
+            next_cursor: page.next_cursor,
+            error: None,
+        }),
+        Err(crate::error::ApiError::Validation { field, message }) => Ok(KeyList {
+            keys: Vec::new(),
+            next_cursor: None,
+            error: Some(format!("{field}: {message}")),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The key `q` names when it is a key id of this project matching the filters: `Some(None)`
+/// when it is an id but not such a key, `None` when `q` is not an id.
+async fn key_by_id(
+    state: &web::Data<AppState>,
+    p: &ProjectView,
+    q: &str,
+    status: Option<KeyStatus>,
+    env: Option<keygate_shared::Environment>,
+) -> Result<Option<Option<KeyView>>, ConsoleError> {
+    let is_id = q.len() == "key_".len() + 26
+        && q.starts_with("key_")
+        && q["key_".len()..].bytes().all(|b| b.is_ascii_alphanumeric());
+    if !is_id {
+        return Ok(None);
+    }
+    let id = KeyId::new(q.to_owned());
+    let key = match db(state, move |c, now| key_domain::get(c, now, &id)).await {
+        Ok(k) => Some(k),
+        Err(crate::error::ApiError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Some(key.filter(|k| {
+        k.project_id == p.id
+            && status.is_none_or(|s| k.status == s)
+            && env.is_none_or(|e| k.environment == e)
+    })))
+}
+
+/// The project page's query with `cursor` set: the filters and granularity are kept.
+fn page_link(p: &ProjectView, f: &KeyFilters, cursor: Option<&str>) -> String {
+    let pairs: Vec<(&str, &str)> = [
+        ("status", f.status.as_deref()),
+        ("environment", f.environment.as_deref()),
+        ("q", f.q.as_deref()),
+        ("granularity", f.granularity.as_deref()),
+        ("cursor", cursor),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| (k, v)))
+    .collect();
+    let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+    if query.is_empty() {
+        format!("/console/projects/{}#keys-h", p.id)
+    } else {
+        format!("/console/projects/{}?{query}#keys-h", p.id)
+    }
 }
 
 /// GET /console/projects/{id}
@@ -422,7 +505,7 @@ pub async fn show(
     let s = session::current(&req, &state).await?;
     let p = load_project(&state, &path).await?;
     let filters = parse_filters(&req);
-    let keys = filtered_keys(&state, &p, &filters).await?;
+    let keys = key_list(&state, &p, &filters).await?;
     let chart = usage_chart(&state, &p, &filters).await?;
     let note = if filters.created.is_some() {
         Some("Project created.")
@@ -476,7 +559,7 @@ pub async fn update(
         }
     }
     let filters = parse_filters(&req);
-    let keys = filtered_keys(&state, &p, &filters).await?;
+    let keys = key_list(&state, &p, &filters).await?;
     let chart = usage_chart(&state, &p, &filters).await?;
     Ok(html_response(
         StatusCode::UNPROCESSABLE_ENTITY,

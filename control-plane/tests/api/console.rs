@@ -9,7 +9,8 @@ use crate::helpers::{spawn_with, Backend, TestApp, OWNER_TOKEN};
 both_backends!(
     try_a_key_decides_as_verify_does,
     snapshot_page_shows_the_edge_public_key,
-    key_page_shows_sightings
+    key_page_shows_sightings,
+    project_page_pages_and_searches_on_the_server
 );
 
 mod webhook_edit_and_secret_rotation {
@@ -546,4 +547,113 @@ async fn key_page_shows_sightings(app: TestApp) {
     assert!(ips.contains("203.0.113.9"), "{ips}");
     assert!(ips.contains("<td>3</td>"), "{ips}");
     assert!(ips.contains(&at(t + 30_000)[..16]), "{ips}");
+}
+
+/// The `attr` attribute of the element with `id`, HTML entities for `&` undone.
+fn attr_of(html: &str, id: &str, attr: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no #{id} in {html}"));
+    let tag = &html[html[..at].rfind('<').unwrap()..];
+    let tag = &tag[..tag.find('>').unwrap()];
+    let needle = format!("{attr}=\"");
+    let v = tag
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no {attr} in {tag}"));
+    let v = &tag[v + needle.len()..];
+    v[..v.find('"').unwrap()].replace("&amp;", "&")
+}
+
+/// The rows of the `#keys` table: the key ids they link to.
+fn key_rows(html: &str) -> Vec<String> {
+    let Some(at) = html.find("id=\"keys\"") else {
+        return Vec::new();
+    };
+    let table = &html[at..];
+    let table = &table[..table.find("</table>").unwrap()];
+    table
+        .split("href=\"/console/keys/")
+        .skip(1)
+        .map(|r| r[..r.find('"').unwrap()].to_owned())
+        .collect()
+}
+
+async fn project_page_pages_and_searches_on_the_server(app: TestApp) {
+    let p = app.create_project("acme").await;
+    let pid = p["id"].as_str().unwrap();
+    // The oldest key: beyond the first page of 50.
+    let zebra = app
+        .create_key(pid, json!({"name": "Zebra legacy", "environment": "test"}))
+        .await;
+    let zebra_id = zebra["id"].as_str().unwrap().to_owned();
+    let mut bulk = Vec::new();
+    for i in 0..55 {
+        let k = app
+            .create_key(pid, json!({"name": format!("bulk {i:02}")}))
+            .await;
+        bulk.push(k["id"].as_str().unwrap().to_owned());
+    }
+    bulk.reverse();
+    let viewer = Console::login(&app, "viewer@example.com", "viewer").await;
+    let path = format!("/console/projects/{pid}");
+
+    // One page of 50, newest first, and a link to the older ones.
+    let first = viewer.get(&path).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(key_rows(&first.body), bulk[..50]);
+    assert!(!first.body.contains("id=\"newest-keys\""));
+    let older = attr_of(&first.body, "older-keys", "href");
+    assert!(older.contains(&format!("cursor={}", bulk[49])), "{older}");
+    let older = older.split('#').next().unwrap();
+    let second = viewer.get(older).await;
+    assert_eq!(second.status, 200);
+    let mut rest = bulk[50..].to_vec();
+    rest.push(zebra_id.clone());
+    assert_eq!(key_rows(&second.body), rest);
+    assert!(!second.body.contains("id=\"older-keys\""));
+    assert!(second.body.contains("id=\"newest-keys\""));
+
+    // The search runs on the server: the oldest key is found from the first page, by name (any
+    // case), by start and by id.
+    let page = viewer.get(&format!("{path}?q=zEbRa")).await;
+    assert_eq!(key_rows(&page.body), [zebra_id.as_str()]);
+    let start = zebra["start"].as_str().unwrap();
+    let page = viewer
+        .get(&format!("{path}?q={start}&environment=test"))
+        .await;
+    assert_eq!(key_rows(&page.body), [zebra_id.as_str()]);
+    let page = viewer.get(&format!("{path}?q={zebra_id}")).await;
+    assert_eq!(key_rows(&page.body), [zebra_id.as_str()]);
+    let page = viewer
+        .get(&format!("{path}?q={zebra_id}&environment=live"))
+        .await;
+    assert!(page.body.contains("id=\"no-keys\""), "{}", page.body);
+
+    // Paging keeps the filters.
+    let page = viewer.get(&format!("{path}?q=bulk&status=active")).await;
+    assert_eq!(key_rows(&page.body), bulk[..50]);
+    let older = attr_of(&page.body, "older-keys", "href");
+    assert!(
+        older.contains("q=bulk") && older.contains("status=active"),
+        "{older}"
+    );
+    let page = viewer.get(older.split('#').next().unwrap()).await;
+    assert_eq!(key_rows(&page.body), bulk[50..]);
+
+    // A search the store refuses is shown, not an error page.
+    let long = "x".repeat(201);
+    let page = viewer.get(&format!("{path}?q={long}")).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        text_of(&page.body, "keys-error").contains("name_prefix"),
+        "{}",
+        page.body
+    );
+    let page = viewer.get(&format!("{path}?cursor=nope")).await;
+    assert!(
+        text_of(&page.body, "keys-error").contains("cursor"),
+        "{}",
+        page.body
+    );
 }

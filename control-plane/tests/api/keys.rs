@@ -11,6 +11,9 @@ both_backends!(
     concurrent_revocations,
     usage_roundtrip,
     spec_defaults,
+    search_by_name_prefix_and_start,
+    search_pages_with_the_cursor,
+    search_refuses_bad_prefixes,
 );
 
 async fn key_lifecycle(app: TestApp) {
@@ -609,4 +612,197 @@ async fn spec_defaults(app: TestApp) {
         "{schema}"
     );
     assert_eq!(schema["properties"]["environment"]["default"], "live");
+}
+
+/// The ids of a key page's items, in order.
+fn page_ids(v: &Value) -> Vec<String> {
+    v["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items in {v}"))
+        .iter()
+        .map(|k| k["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `GET /v1/projects/{pid}/keys` with these query pairs, percent-encoded; expects a 200.
+async fn search(app: &TestApp, pid: &str, pairs: &[(&str, &str)]) -> Value {
+    let query = serde_urlencoded::to_string(pairs).unwrap();
+    let r = app
+        .get(&format!("/v1/projects/{pid}/keys?{query}"), OWNER_TOKEN)
+        .await;
+    assert_eq!(r.status, 200, "{query}: {:?}", r.body);
+    r.body
+}
+
+async fn search_by_name_prefix_and_start(app: TestApp) {
+    let p = app.create_project("acme").await;
+    let pid = p["id"].as_str().unwrap();
+    let other = app.create_project("other").await;
+    let opid = other["id"].as_str().unwrap();
+    let mut ids = std::collections::HashMap::new();
+    for (name, env) in [
+        ("Checkout web app", "live"),
+        ("checkout worker", "test"),
+        ("CHECKOUT-batch", "live"),
+        ("Billing", "live"),
+        ("100% off", "live"),
+        ("a_b", "live"),
+        ("axb", "live"),
+        ("Émile", "live"),
+    ] {
+        let k = app
+            .create_key(pid, json!({"name": name, "environment": env}))
+            .await;
+        ids.insert(name, k);
+    }
+    // Same name in another project: never in this project's results.
+    app.create_key(opid, json!({"name": "Checkout web app"}))
+        .await;
+    let id = |name: &str| ids[name]["id"].as_str().unwrap().to_owned();
+
+    // Name prefixes ignore ASCII case; newest first.
+    let r = search(&app, pid, &[("name_prefix", "check")]).await;
+    assert_eq!(
+        page_ids(&r),
+        [
+            id("CHECKOUT-batch"),
+            id("checkout worker"),
+            id("Checkout web app")
+        ]
+    );
+    let r = search(&app, pid, &[("name_prefix", "CHECKOUT W")]).await;
+    assert_eq!(
+        page_ids(&r),
+        [id("checkout worker"), id("Checkout web app")]
+    );
+    // With the other filters.
+    let r = search(
+        &app,
+        pid,
+        &[("name_prefix", "checkout"), ("environment", "test")],
+    )
+    .await;
+    assert_eq!(page_ids(&r), [id("checkout worker")]);
+    // `%` and `_` are plain characters, not LIKE wildcards.
+    let r = search(&app, pid, &[("name_prefix", "%")]).await;
+    assert_eq!(page_ids(&r), Vec::<String>::new());
+    let r = search(&app, pid, &[("name_prefix", "100%")]).await;
+    assert_eq!(page_ids(&r), [id("100% off")]);
+    let r = search(&app, pid, &[("name_prefix", "a_")]).await;
+    assert_eq!(page_ids(&r), [id("a_b")]);
+    let r = search(&app, pid, &[("name_prefix", "a")]).await;
+    assert_eq!(page_ids(&r), [id("axb"), id("a_b")]);
+    // Only ASCII letters fold, on both backends.
+    let r = search(&app, pid, &[("name_prefix", "É")]).await;
+    assert_eq!(page_ids(&r), [id("Émile")]);
+    let r = search(&app, pid, &[("name_prefix", "é")]).await;
+    assert_eq!(page_ids(&r), Vec::<String>::new());
+    // An empty prefix is no filter.
+    let r = search(&app, pid, &[("name_prefix", ""), ("start", "")]).await;
+    assert_eq!(page_ids(&r).len(), 8);
+
+    // By start: the whole start, a beginning of it, case-sensitive.
+    let billing = &ids["Billing"];
+    let start = billing["start"].as_str().unwrap();
+    assert!(start.starts_with("acme_sk_live_"), "{start}");
+    let r = search(&app, pid, &[("start", start)]).await;
+    assert!(page_ids(&r).contains(&id("Billing")), "{r}");
+    for k in r["items"].as_array().unwrap() {
+        assert_eq!(k["start"], start);
+    }
+    let r = search(&app, pid, &[("start", "acme_sk_test_")]).await;
+    assert_eq!(page_ids(&r), [id("checkout worker")]);
+    let r = search(&app, pid, &[("start", "ACME_sk_")]).await;
+    assert_eq!(page_ids(&r), Vec::<String>::new());
+    let r = search(&app, pid, &[("start", "acme_sk_live_")]).await;
+    assert_eq!(page_ids(&r).len(), 7);
+    // Both at once.
+    let r = search(
+        &app,
+        pid,
+        &[("start", "acme_sk_live_"), ("name_prefix", "checkout")],
+    )
+    .await;
+    assert_eq!(page_ids(&r), [id("CHECKOUT-batch"), id("Checkout web app")]);
+    // A revoked key is still found, and `status` applies.
+    app.post(
+        &format!("/v1/keys/{}/revoke", id("Billing")),
+        OWNER_TOKEN,
+        json!({}),
+    )
+    .await;
+    let r = search(&app, pid, &[("name_prefix", "bill"), ("status", "revoked")]).await;
+    assert_eq!(page_ids(&r), [id("Billing")]);
+    let r = search(&app, pid, &[("name_prefix", "bill"), ("status", "active")]).await;
+    assert_eq!(page_ids(&r), Vec::<String>::new());
+}
+
+async fn search_pages_with_the_cursor(app: TestApp) {
+    let p = app.create_project("acme").await;
+    let pid = p["id"].as_str().unwrap();
+    let mut matching = Vec::new();
+    for i in 0..7 {
+        let k = app
+            .create_key(pid, json!({"name": format!("Search {i}")}))
+            .await;
+        matching.push(k["id"].as_str().unwrap().to_owned());
+        // Keys that do not match, between the ones that do.
+        app.create_key(pid, json!({"name": format!("Other {i}")}))
+            .await;
+    }
+    matching.reverse();
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let r = search(
+            &app,
+            pid,
+            &[
+                ("name_prefix", "search"),
+                ("limit", "3"),
+                ("cursor", &cursor),
+            ],
+        )
+        .await;
+        let items = page_ids(&r);
+        assert!(items.len() <= 3);
+        seen.extend(items);
+        match r["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, matching, "every match once, newest first");
+}
+
+async fn search_refuses_bad_prefixes(app: TestApp) {
+    let p = app.create_project("acme").await;
+    let pid = p["id"].as_str().unwrap();
+    let long_name = "n".repeat(201);
+    let long_start = "s".repeat(65);
+    for (pairs, field) in [
+        (vec![("name_prefix", long_name.as_str())], "name_prefix"),
+        (vec![("name_prefix", "a\u{0}b")], "name_prefix"),
+        (vec![("name_prefix", "tab\there")], "name_prefix"),
+        (vec![("start", long_start.as_str())], "start"),
+        (vec![("start", "acme\n")], "start"),
+        (vec![("name_prefix", "ok"), ("cursor", "key_bad")], "cursor"),
+    ] {
+        let query = serde_urlencoded::to_string(&pairs).unwrap();
+        let r = app
+            .get(&format!("/v1/projects/{pid}/keys?{query}"), OWNER_TOKEN)
+            .await;
+        assert_eq!(r.status, 422, "{query}: {:?}", r.body);
+        assert_eq!(r.code(), "validation_failed", "{query}");
+        assert!(
+            r.detail().starts_with(&format!("{field}:")),
+            "{query}: {}",
+            r.detail()
+        );
+    }
+    // The longest allowed prefixes are fine (and match nothing).
+    let r = search(&app, pid, &[("name_prefix", &"n".repeat(200))]).await;
+    assert_eq!(page_ids(&r), Vec::<String>::new());
+    let r = search(&app, pid, &[("start", &"s".repeat(64))]).await;
+    assert_eq!(page_ids(&r), Vec::<String>::new());
 }

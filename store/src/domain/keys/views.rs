@@ -271,4 +271,17 @@ pub struct KeyListQuery {
     /// The `next_cursor` of the previous page.
     #[cfg_attr(feature = "openapi", param(pattern = "^(key_[0-9A-Za-z]{26})?$"))]
     pub cursor: Option<String>,
+    /// Only keys whose name starts with this, ignoring the case of ASCII letters (`check`
+    /// finds "Checkout web app"; other characters match exactly). `%` and `_` are plain
+    /// characters. At most 200 characters; empty means no filter.
+    #[cfg_attr(feature = "openapi", param(max_length = 200, example = "Checkout"))]
+    pub name_prefix: Option<String>,
+    /// Only keys whose visible start begins with this, case-sensitive: the whole `start` of a
+    /// key (`acme_sk_live_Ab12`) or any beginning of it. At most 64 characters; empty means no
+    /// filter.
+    #[cfg_attr(
+        feature = "openapi",
+        param(max_length = 64, example = "acme_sk_live_Ab12")
+    )]
+    pub start: Option<String>,
 }

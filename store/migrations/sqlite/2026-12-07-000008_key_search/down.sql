@@ -1,0 +1,2 @@
+DROP INDEX api_keys_project_start;
+DROP INDEX api_keys_project_name;
