@@ -10,7 +10,7 @@ use super::{
     Granularity, Pruned, Retention, SightingKind, SightingList, SightingView, SightingsQuery,
     UsagePoint, UsageQuery, UsageSeries, DAY_MS, DEFAULT_SIGHTINGS, MAX_SIGHTINGS_LISTED,
 };
-use crate::db::schema::{api_keys, key_sightings, key_usage, key_usage_daily, key_usage_hourly};
+use crate::db::schema::{key_sightings, key_usage, key_usage_daily, key_usage_hourly};
 use crate::db::{write_tx, DbConn};
 use crate::error::StoreError;
 use crate::ids::{KeyId, ProjectId};
@@ -24,11 +24,11 @@ pub enum Scope<'a> {
     Project(&'a ProjectId),
 }
 
-/// Sums one count table per bucket and code over the keys of `$keys` (a subquery of ids).
+/// Sums one count table per bucket and code over the rows that pass `$whose`.
 macro_rules! load_buckets {
-    ($conn:expr, $table:ident, $bucket:ident, $keys:expr, $from:expr, $to:expr) => {
+    ($conn:expr, $table:ident, $bucket:ident, $whose:expr, $from:expr, $to:expr) => {
         $table::table
-            .filter($table::key_id.eq_any($keys))
+            .filter($whose)
             .filter($table::$bucket.ge($from))
             .filter($table::$bucket.le($to))
             .group_by(($table::$bucket, $table::code))
@@ -47,6 +47,22 @@ macro_rules! load_buckets {
     };
 }
 
+/// Whether a usage row's key belongs to the project. A correlated `EXISTS`, so that both
+/// backends read the window's rows by time (the bucket indexes) and look each key up by id;
+/// `key_id IN (the project's ids)` made SQLite probe the usage table once per key of the
+/// project, which at a million keys took seconds even with no usage at all.
+macro_rules! of_project {
+    ($table:literal, $id:expr) => {
+        sql::<diesel::sql_types::Bool>(concat!(
+            "EXISTS (SELECT 1 FROM api_keys WHERE api_keys.id = ",
+            $table,
+            ".key_id AND api_keys.project_id = "
+        ))
+        .bind::<diesel::sql_types::Text, _>($id.to_string())
+        .sql(")")
+    };
+}
+
 fn load(
     conn: &mut DbConn,
     scope: Scope<'_>,
@@ -54,35 +70,50 @@ fn load(
     from: i64,
     to: i64,
 ) -> QueryResult<Vec<(i64, String, i64)>> {
-    let by_key = |id| {
-        api_keys::table
-            .filter(api_keys::id.eq(id))
-            .select(api_keys::id)
-    };
-    let by_project = |id| {
-        api_keys::table
-            .filter(api_keys::project_id.eq(id))
-            .select(api_keys::id)
-    };
     match (scope, g) {
         (Scope::Key(id), Granularity::Minute) => {
-            load_buckets!(conn, key_usage, minute, by_key(id), from, to)
+            load_buckets!(conn, key_usage, minute, key_usage::key_id.eq(id), from, to)
         }
-        (Scope::Key(id), Granularity::Hour) => {
-            load_buckets!(conn, key_usage_hourly, hour, by_key(id), from, to)
-        }
-        (Scope::Key(id), Granularity::Day) => {
-            load_buckets!(conn, key_usage_daily, day, by_key(id), from, to)
-        }
-        (Scope::Project(id), Granularity::Minute) => {
-            load_buckets!(conn, key_usage, minute, by_project(id), from, to)
-        }
-        (Scope::Project(id), Granularity::Hour) => {
-            load_buckets!(conn, key_usage_hourly, hour, by_project(id), from, to)
-        }
-        (Scope::Project(id), Granularity::Day) => {
-            load_buckets!(conn, key_usage_daily, day, by_project(id), from, to)
-        }
+        (Scope::Key(id), Granularity::Hour) => load_buckets!(
+            conn,
+            key_usage_hourly,
+            hour,
+            key_usage_hourly::key_id.eq(id),
+            from,
+            to
+        ),
+        (Scope::Key(id), Granularity::Day) => load_buckets!(
+            conn,
+            key_usage_daily,
+            day,
+            key_usage_daily::key_id.eq(id),
+            from,
+            to
+        ),
+        (Scope::Project(id), Granularity::Minute) => load_buckets!(
+            conn,
+            key_usage,
+            minute,
+            of_project!("key_usage", id),
+            from,
+            to
+        ),
+        (Scope::Project(id), Granularity::Hour) => load_buckets!(
+            conn,
+            key_usage_hourly,
+            hour,
+            of_project!("key_usage_hourly", id),
+            from,
+            to
+        ),
+        (Scope::Project(id), Granularity::Day) => load_buckets!(
+            conn,
+            key_usage_daily,
+            day,
+            of_project!("key_usage_daily", id),
+            from,
+            to
+        ),
     }
 }
 
