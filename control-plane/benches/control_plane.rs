@@ -13,15 +13,16 @@
 use std::process::Command;
 use std::time::Instant;
 
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::PgConnection;
-use keygate_control_plane::db::models::KeyRow;
 use keygate_control_plane::db::schema::api_keys;
-use keygate_control_plane::domain::keys::StoredPolicy;
-use keygate_control_plane::{with_backend, Application, Config};
-use keygate_shared::{Environment, KeyPrefix, Kind, PlaintextKey, Scope};
+use keygate_control_plane::{Application, Config};
+
 use serde_json::{json, Value};
+
+#[path = "support/postgres.rs"]
+mod postgres;
+#[path = "support/seed.rs"]
+mod seed;
 
 const TOKEN: &str = "bench-owner-token-0123456789abcdefghijklmnop";
 
@@ -41,21 +42,10 @@ fn main() {
     let keys: usize = env_or("KEYGATE_BENCH_KEYS", 100_000);
     actix_web::rt::System::new().block_on(async move {
         run("SQLite", None, seconds, keys).await;
-        if let Ok(url) = std::env::var("KEYGATE_TEST_POSTGRES_URL") {
-            let name = format!("kg_bench_{}", std::process::id());
-            let mut admin = PgConnection::establish(&url).expect("postgres");
-            admin
-                .batch_execute(&format!("CREATE DATABASE {name}"))
-                .unwrap();
-            let base = url.split('?').next().unwrap();
-            let db_url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
-            run("PostgreSQL", Some(db_url), seconds, keys).await;
-            admin
-                .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-                .unwrap();
-        } else {
-            println!("PostgreSQL skipped: KEYGATE_TEST_POSTGRES_URL is not set");
-        }
+        postgres::with_database("control_plane", |url| {
+            run("PostgreSQL", Some(url), seconds, keys)
+        })
+        .await;
     });
 }
 
@@ -70,7 +60,7 @@ async fn run(label: &str, database_url: Option<String>, seconds: u64, keys: usiz
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::new(dir.path());
     config.bootstrap_token = Some(TOKEN.to_owned());
-    config.database_url = database_url;
+    config.database_url = database_url.clone();
     config.db_pool_size = std::env::var("KEYGATE_BENCH_POOL")
         .ok()
         .and_then(|v| v.parse().ok());
@@ -132,7 +122,17 @@ async fn run(label: &str, database_url: Option<String>, seconds: u64, keys: usiz
         api_keys::table.count().get_result(&mut *c).unwrap()
     };
     let started = Instant::now();
-    seed(&state, &pid, keys.saturating_sub(existing as usize));
+    {
+        let mut conn = state.pool.get().unwrap();
+        let now = state.clock.now_ms();
+        seed::seed(
+            &mut conn,
+            &pid,
+            keys.saturating_sub(existing as usize),
+            now,
+            |i| (format!("key_bench{i:08}"), "seeded".to_owned()),
+        );
+    }
     println!(
         "seeded {} keys in {:.1} s",
         keys.saturating_sub(existing as usize),
@@ -156,115 +156,122 @@ async fn run(label: &str, database_url: Option<String>, seconds: u64, keys: usiz
         assert!(!body.is_empty());
         times.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    times.sort_by(f64::total_cmp);
+    // The first poll after seeding builds everything (the seeded rows bypass `key_changes`, so
+    // nothing was held yet); the next two publish an unchanged key set incrementally.
     println!(
-        "snapshot build of {} keys (GET /v1/snapshot after a change): median {:.0} ms (runs: {})",
+        "GET /v1/snapshot with {} keys: first (full build) {:.0} ms; after a version bump (incremental) {:.0} ms, {:.0} ms",
         keys.max(existing as usize),
+        times[0],
         times[1],
-        times
-            .iter()
-            .map(|t| format!("{t:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        times[2]
     );
 
-    // Polls of an unchanged snapshot against the cheapest route, in alternating rounds so that
-    // the machine's load hits both alike.
-    let etag = {
-        let r = client
-            .get(format!("{base}/v1/snapshot"))
-            .insert_header(("authorization", format!("Bearer {TOKEN}")))
-            .send()
-            .await
-            .unwrap();
-        r.headers()
-            .get("etag")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned()
-    };
+    // Let the kernel write back the seeded database first: its flush competes for the cores.
+    let _ = Command::new("sync").status();
+    actix_web::rt::time::sleep(std::time::Duration::from_secs(5)).await;
+    let published = keys.max(existing as usize);
+    println!(
+        "304 polls against /healthz, {published} keys published, in the process that seeded them:"
+    );
+    poll_rounds(&base, seconds, dir.path()).await;
+    handle.stop(true).await;
+
+    // The same database served by `keygate serve` started afresh, as after a restart: the
+    // figure a deployment sees, without the seeding's and earlier builds' heap in the process.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_keygate"));
+    serve
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("KEYGATE_BOOTSTRAP_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some(url) = &database_url {
+        serve.args(["--database-url", url]);
+    }
+    let mut child = serve.spawn().expect("start keygate serve");
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let t = Instant::now();
+    let mut r = client
+        .get(format!("{base}/v1/snapshot"))
+        .insert_header(("authorization", format!("Bearer {TOKEN}")))
+        .send()
+        .await
+        .unwrap();
+    let _ = r.body().limit(1 << 26).await.unwrap();
+    println!(
+        "restarted keygate serve: first GET /v1/snapshot (full build of {published} keys) {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    println!("304 polls against /healthz, {published} keys published, restarted keygate serve:");
+    poll_rounds(&base, seconds, dir.path()).await;
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    for field in ["VmHWM:", "VmRSS:"] {
+        if let Some(l) = status.lines().find(|l| l.starts_with(field)) {
+            println!("restarted keygate serve {l}");
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Six alternating wrk rounds of `/healthz` and of snapshot polls answered 304; prints each
+/// round and the median ratio.
+async fn poll_rounds(base: &str, seconds: u64, dir: &std::path::Path) {
+    let health = format!("{base}/healthz");
+    let snapshot = format!("{base}/v1/snapshot");
     let mut ratios = Vec::new();
-    for round in 1..=3 {
-        let health = wrk_run(
-            &format!("{base}/healthz"),
-            &Request::Get(vec![]),
-            16,
-            seconds,
-            dir.path(),
+    for round in 1..=6 {
+        // The ETag of this moment: a poll holding an older one is answered 200 with the whole
+        // manifest, which is not what is measured here (checked again after the run).
+        let etag = poll(base, None).await.1;
+        let polls_request = Request::Get(vec![
+            ("Authorization", format!("Bearer {TOKEN}")),
+            ("If-None-Match", etag.clone()),
+        ]);
+        let run_health = || wrk_run(&health, &Request::Get(vec![]), 16, seconds, dir);
+        let run_polls = || wrk_run(&snapshot, &polls_request, 16, seconds, dir);
+        // Alternate which goes first, so a drift in the machine's load favours neither.
+        let (h, p) = if round % 2 == 1 {
+            let h = run_health();
+            (h, run_polls())
+        } else {
+            let p = run_polls();
+            (run_health(), p)
+        };
+        let still = poll(base, Some(&etag)).await.0 == 304;
+        assert!(
+            still,
+            "the snapshot changed during round {round}: its polls were not all 304s"
         );
-        let polls = wrk_run(
-            &format!("{base}/v1/snapshot"),
-            &Request::Get(vec![
-                ("Authorization", format!("Bearer {TOKEN}")),
-                ("If-None-Match", etag.clone()),
-            ]),
-            16,
-            seconds,
-            dir.path(),
-        );
-        let ratio = polls.rate / health.rate;
+        let ratio = p.rate / h.rate;
         ratios.push(ratio);
         println!(
-            "round {round}: GET /healthz {}; GET /v1/snapshot answered 304 {} ({:.2} of /healthz)",
-            health.summary, polls.summary, ratio
+            "  round {round}: GET /healthz {}; GET /v1/snapshot answered 304 {} ({ratio:.2} of /healthz)",
+            h.summary, p.summary
         );
     }
     ratios.sort_by(f64::total_cmp);
     println!(
-        "304 polls against /healthz with {} keys published (wrk -t1 -c16): median {:.2}",
-        keys.max(existing as usize),
-        ratios[1]
+        "  median {:.2} of /healthz (wrk -t1 -c16, 6 rounds)",
+        (ratios[2] + ratios[3]) / 2.0
     );
-    handle.stop(true).await;
-}
-
-fn seed(state: &keygate_control_plane::state::AppState, project_id: &str, n: usize) {
-    let prefix = KeyPrefix::parse("bench").unwrap();
-    let policy = StoredPolicy {
-        scopes: vec![Scope::parse("orders:read").unwrap()],
-        ..Default::default()
-    };
-    let policy = serde_json::to_string(&policy).unwrap();
-    let mut conn = state.pool.get().unwrap();
-    let now = state.clock.now_ms();
-    let mut done = 0;
-    while done < n {
-        let batch = (n - done).min(1000);
-        let rows: Vec<KeyRow> = (0..batch)
-            .map(|_| {
-                let k = PlaintextKey::generate(
-                    &mut rand::rngs::OsRng,
-                    &prefix,
-                    Kind::Secret,
-                    Environment::Live,
-                );
-                KeyRow {
-                    id: keygate_control_plane::ids::KeyId::generate(),
-                    project_id: keygate_control_plane::ids::ProjectId::new(project_id),
-                    name: "seeded".to_owned(),
-                    kind: Kind::Secret,
-                    environment: Environment::Live,
-                    key_hash: k.hash().to_hex(),
-                    key_start: k.start(),
-                    policy: policy.clone(),
-                    expires_at: None,
-                    created_at: now,
-                    updated_at: now,
-                    revoked_at: None,
-                    revoked_reason: None,
-                    rotated_to: None,
-                    rotated_from: None,
-                    last_used_at: None,
-                }
-            })
-            .collect();
-        with_backend!(&mut *conn, |c| diesel::insert_into(api_keys::table)
-            .values(&rows)
-            .execute(c))
-        .unwrap();
-        done += batch;
-    }
 }
 
 /// Runs wrk with a POST body; returns "N req/s, p50 X, p99 Y".
@@ -343,4 +350,24 @@ fn wrk_run(
             find("99%")
         ),
     }
+}
+
+/// One snapshot poll with a client of its own (the caller's pooled connections may have idled
+/// past keep-alive): its status and `ETag`.
+async fn poll(base: &str, etag: Option<&str>) -> (u16, String) {
+    let mut req = awc::Client::default()
+        .get(format!("{base}/v1/snapshot"))
+        .insert_header(("authorization", format!("Bearer {TOKEN}")));
+    if let Some(e) = etag {
+        req = req.insert_header(("if-none-match", e.to_owned()));
+    }
+    let mut r = req.send().await.unwrap();
+    let _ = r.body().limit(1 << 26).await;
+    let etag = r
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (r.status().as_u16(), etag)
 }

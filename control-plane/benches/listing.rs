@@ -16,11 +16,11 @@
 use std::time::Instant;
 
 use diesel::connection::SimpleConnection;
-use diesel::prelude::*;
-use diesel::PgConnection;
 use keygate_control_plane::{Application, Config};
 use serde_json::{json, Value};
 
+#[path = "support/postgres.rs"]
+mod postgres;
 #[path = "support/seed.rs"]
 mod seed;
 
@@ -44,21 +44,7 @@ fn main() {
     let runs: usize = env_or("KEYGATE_BENCH_RUNS", 20);
     actix_web::rt::System::new().block_on(async move {
         run("SQLite", None, keys, runs).await;
-        if let Ok(url) = std::env::var("KEYGATE_TEST_POSTGRES_URL") {
-            let name = format!("kg_bench_listing_{}", std::process::id());
-            let mut admin = PgConnection::establish(&url).expect("postgres");
-            admin
-                .batch_execute(&format!("CREATE DATABASE {name}"))
-                .unwrap();
-            let base = url.split('?').next().unwrap();
-            let db_url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
-            run("PostgreSQL", Some(db_url), keys, runs).await;
-            admin
-                .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-                .unwrap();
-        } else {
-            println!("PostgreSQL skipped: KEYGATE_TEST_POSTGRES_URL is not set");
-        }
+        postgres::with_database("listing", |url| run("PostgreSQL", Some(url), keys, runs)).await;
     });
 }
 

@@ -10,6 +10,8 @@ pub mod error;
 pub mod ids;
 #[cfg(feature = "openapi")]
 pub mod schemas;
+#[cfg(feature = "seed")]
+pub mod seed;
 pub mod timefmt;
 
 pub use error::{ConflictCode, StoreError};

@@ -1,15 +1,14 @@
 //! Incremental publishing: after each kind of change the control plane publishes, byte for byte,
 //! what a fresh build of the same database publishes, and a change touches only its own shard.
 
-use keygate_control_plane::db::models::KeyRow;
-use keygate_control_plane::db::schema::api_keys;
 use keygate_control_plane::domain::keys::StoredPolicy;
+use keygate_control_plane::ids::{KeyId, ProjectId};
 use keygate_control_plane::keyring::Keyring;
 use keygate_control_plane::metrics::Metrics;
 use keygate_control_plane::snapshot::SnapshotService;
-use keygate_control_plane::with_backend;
 use keygate_shared::snapshot::Digest32;
-use keygate_shared::{Environment, KeyPrefix, Kind, PlaintextKey, Scope};
+use keygate_shared::{KeyPrefix, Scope};
+use keygate_store::seed::{insert_keys, Seed};
 use serde_json::json;
 
 use crate::both_backends;
@@ -21,49 +20,21 @@ both_backends!(each_change_publishes_what_a_fresh_build_does);
 /// Inserts `n` keys behind the API's back, before the first snapshot (they are then part of
 /// the first full build).
 fn seed(app: &TestApp, project_id: &str, n: usize) {
-    use diesel::RunQueryDsl as _;
-    let prefix = KeyPrefix::parse("acme").unwrap();
     let policy = StoredPolicy {
         scopes: vec![Scope::parse("orders:read").unwrap()],
         ..Default::default()
     };
-    let policy = serde_json::to_string(&policy).unwrap();
-    let now = app.clock.now_ms();
-    let rows: Vec<KeyRow> = (0..n)
-        .map(|i| {
-            let k = PlaintextKey::generate(
-                &mut rand::rngs::OsRng,
-                &prefix,
-                Kind::Secret,
-                Environment::Live,
-            );
-            KeyRow {
-                id: keygate_control_plane::ids::KeyId::new(format!("key_seeded{i:06}")),
-                project_id: keygate_control_plane::ids::ProjectId::new(project_id),
-                name: "seeded".to_owned(),
-                kind: Kind::Secret,
-                environment: Environment::Live,
-                key_hash: k.hash().to_hex(),
-                key_start: k.start(),
-                policy: policy.clone(),
-                expires_at: None,
-                created_at: now,
-                updated_at: now,
-                revoked_at: None,
-                revoked_reason: None,
-                rotated_to: None,
-                rotated_from: None,
-                last_used_at: None,
-            }
-        })
-        .collect();
+    let seed = Seed {
+        project_id: &ProjectId::new(project_id),
+        prefix: &KeyPrefix::parse("acme").unwrap(),
+        policy: &policy,
+        now: app.clock.now_ms(),
+    };
     let mut conn = app.state.pool.get().unwrap();
-    for chunk in rows.chunks(500) {
-        with_backend!(&mut *conn, |c| diesel::insert_into(api_keys::table)
-            .values(chunk)
-            .execute(c))
-        .unwrap();
-    }
+    insert_keys(&mut conn, &seed, n, |i| {
+        (KeyId::new(format!("key_seeded{i:06}")), "seeded".to_owned())
+    })
+    .unwrap();
 }
 
 /// Fetches the snapshot (publishing the latest change), checks it against a fresh build by a
