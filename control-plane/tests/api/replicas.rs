@@ -192,7 +192,7 @@ async fn two_serve_processes_on_one_database() {
     assert_eq!(pk_a["key_id"], pk_b["key_id"]);
     let trusted = TrustedKeys::from_base64url_list(pk_a["public_key"].as_str().unwrap()).unwrap();
 
-    // A key created and then revoked through A is revoked in B's very next snapshot.
+    // A key created and then revoked through A is revoked in B's snapshot within the version memory.
     let (s, project, _) = a
         .call(
             "POST",
@@ -223,6 +223,12 @@ async fn two_serve_processes_on_one_database() {
         )
         .await;
     assert_eq!(s, 200);
+    // B answers polls from the version it read for up to VERSION_MEMORY_MS and learns of its
+    // own writes at once, but not of A's: past that time, B's next snapshot has the revocation.
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(
+        keygate_control_plane::snapshot::VERSION_MEMORY_MS as u64 + 20,
+    ))
+    .await;
     let (after, revoked) = b.snapshot_says_revoked(&b, &trusted, plaintext).await;
     assert!(
         revoked,
