@@ -145,15 +145,7 @@ async fn run(label: &str, database_url: Option<String>, seconds: u64, keys: usiz
             keygate_control_plane::domain::bump_version(&mut c).unwrap();
         }
         let t = Instant::now();
-        let mut r = client
-            .get(format!("{base}/v1/snapshot"))
-            .insert_header(("authorization", format!("Bearer {TOKEN}")))
-            .send()
-            .await
-            .unwrap();
-        let body = r.body().limit(1 << 26).await.unwrap();
-        assert_eq!(r.status(), 200);
-        assert!(!body.is_empty());
+        assert_eq!(poll(&base, None).await.0, 200);
         times.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     // The first poll after seeding builds everything (the seeded rows bypass `key_changes`, so
@@ -207,13 +199,7 @@ async fn run(label: &str, database_url: Option<String>, seconds: u64, keys: usiz
         actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let t = Instant::now();
-    let mut r = client
-        .get(format!("{base}/v1/snapshot"))
-        .insert_header(("authorization", format!("Bearer {TOKEN}")))
-        .send()
-        .await
-        .unwrap();
-    let _ = r.body().limit(1 << 26).await.unwrap();
+    assert_eq!(poll(&base, None).await.0, 200);
     println!(
         "restarted keygate serve: first GET /v1/snapshot (full build of {published} keys) {:.0} ms",
         t.elapsed().as_secs_f64() * 1000.0

@@ -198,6 +198,24 @@ struct KeyFilters {
     granularity: Option<String>,
 }
 
+impl KeyFilters {
+    /// The key filters that are set, then `more` that are set, as query pairs for a link.
+    fn pairs<'a, const N: usize>(
+        &'a self,
+        more: [(&'a str, Option<&'a str>); N],
+    ) -> Vec<(&'a str, &'a str)> {
+        [
+            ("status", self.status.as_deref()),
+            ("environment", self.environment.as_deref()),
+            ("q", self.q.as_deref()),
+        ]
+        .into_iter()
+        .chain(more)
+        .filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| (k, v)))
+        .collect()
+    }
+}
+
 /// The project's usage chart at the page's granularity; its links keep the key filters.
 async fn usage_chart(
     state: &web::Data<AppState>,
@@ -206,15 +224,7 @@ async fn usage_chart(
 ) -> Result<Markup, ConsoleError> {
     let g = usage::granularity(f.granularity.as_deref());
     let page = format!("/console/projects/{}", p.id);
-    let kept: Vec<(&str, &str)> = [
-        ("status", f.status.as_deref()),
-        ("environment", f.environment.as_deref()),
-        ("q", f.q.as_deref()),
-        ("cursor", f.cursor.as_deref()),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| (k, v)))
-    .collect();
+    let kept = f.pairs([("cursor", f.cursor.as_deref())]);
     usage::chart(
         state,
         usage::Whose::Project(p.id.clone()),
@@ -478,16 +488,10 @@ async fn key_by_id(
 
 /// The project page's query with `cursor` set: the filters and granularity are kept.
 fn page_link(p: &ProjectView, f: &KeyFilters, cursor: Option<&str>) -> String {
-    let pairs: Vec<(&str, &str)> = [
-        ("status", f.status.as_deref()),
-        ("environment", f.environment.as_deref()),
-        ("q", f.q.as_deref()),
+    let pairs = f.pairs([
         ("granularity", f.granularity.as_deref()),
         ("cursor", cursor),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| (k, v)))
-    .collect();
+    ]);
     let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
     if query.is_empty() {
         format!("/console/projects/{}#keys-h", p.id)

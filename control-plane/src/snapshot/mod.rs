@@ -1,13 +1,15 @@
 //! Snapshot publishing.
 //!
-//! Snapshots are built lazily: a request reads the version counter, and when it differs from the
-//! cached snapshot's, a new one is published. The first build in a process reads all projects
-//! and keys in one read transaction (so the version and the contents agree); later ones read all
-//! projects and only the keys `key_changes` lists as changed after the held version, and re-encode
-//! only the shards those keys fall in: every other shard keeps its bytes and digest. The result
-//! is what a full build would publish (see `keygate_shared::shard_store`). The result is cached per version; the same version is re-signed
-//! with a fresh validity window once half of the window has passed, or when the active signing
-//! key changed. Shards of the previous few versions stay servable for edges mid-refresh.
+//! Snapshots are built lazily: a poll reads the version counter (or trusts the one read less
+//! than the version memory ago, see [`SnapshotService::current_from_memory`]), and when it
+//! differs from the cached snapshot's, a new one is published. The first build in a process
+//! streams all projects and keys out of one read transaction (so the version and the contents
+//! agree); later ones read all projects and only the keys `key_changes` lists as changed after
+//! the held version, and re-encode only the shards those keys fall in: every other shard keeps
+//! its bytes and digest. The result is what a full build would publish (see
+//! `keygate_shared::shard_store`). It is cached per version; the same version is re-signed with
+//! a fresh validity window once half of the window has passed, or when the active signing key
+//! changed. Shards of the previous few versions stay servable for edges mid-refresh.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -177,7 +179,13 @@ impl SnapshotService {
         {
             return None;
         }
-        let keyring = self.keyring(now);
+        // The keyring held, without the periodic look at the disk: that happens on the next
+        // version read, at most the version memory later.
+        let keyring = self
+            .keyring
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         self.fresh(seen.version, now, keyring.active().key_id())
     }
 

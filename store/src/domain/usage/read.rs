@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use diesel::dsl::sql;
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
+use diesel::sql_types::{BigInt, Bool};
 
 use super::{
     Granularity, Pruned, Retention, SightingKind, SightingList, SightingView, SightingsQuery,
@@ -24,11 +24,27 @@ pub enum Scope<'a> {
     Project(&'a ProjectId),
 }
 
-/// Sums one count table per bucket and code over the rows that pass `$whose`.
+/// Sums one count table per bucket and code over the rows of `$scope`. A project's rows are
+/// found with a correlated `EXISTS`, so that both backends read the window's rows by time (the
+/// bucket indexes) and look each key up by id; `key_id IN (the project's ids)` made SQLite probe
+/// the usage table once per key of the project, which at a million keys took seconds even with
+/// no usage at all.
 macro_rules! load_buckets {
-    ($conn:expr, $table:ident, $bucket:ident, $whose:expr, $from:expr, $to:expr) => {
+    ($conn:expr, $table:ident, $bucket:ident, $scope:expr, $from:expr, $to:expr) => {{
+        let whose: Box<dyn BoxableExpression<$table::table, _, SqlType = Bool>> = match $scope {
+            Scope::Key(id) => Box::new($table::key_id.eq(id.to_string())),
+            Scope::Project(id) => Box::new(
+                sql::<Bool>(concat!(
+                    "EXISTS (SELECT 1 FROM api_keys WHERE api_keys.id = ",
+                    stringify!($table),
+                    ".key_id AND api_keys.project_id = "
+                ))
+                .bind::<diesel::sql_types::Text, _>(id.to_string())
+                .sql(")"),
+            ),
+        };
         $table::table
-            .filter($whose)
+            .filter(whose)
             .filter($table::$bucket.ge($from))
             .filter($table::$bucket.le($to))
             .group_by(($table::$bucket, $table::code))
@@ -44,23 +60,7 @@ macro_rules! load_buckets {
             ))
             .order(($table::$bucket.asc(), $table::code.asc()))
             .load::<(i64, String, i64)>($conn)
-    };
-}
-
-/// Whether a usage row's key belongs to the project. A correlated `EXISTS`, so that both
-/// backends read the window's rows by time (the bucket indexes) and look each key up by id;
-/// `key_id IN (the project's ids)` made SQLite probe the usage table once per key of the
-/// project, which at a million keys took seconds even with no usage at all.
-macro_rules! of_project {
-    ($table:literal, $id:expr) => {
-        sql::<diesel::sql_types::Bool>(concat!(
-            "EXISTS (SELECT 1 FROM api_keys WHERE api_keys.id = ",
-            $table,
-            ".key_id AND api_keys.project_id = "
-        ))
-        .bind::<diesel::sql_types::Text, _>($id.to_string())
-        .sql(")")
-    };
+    }};
 }
 
 fn load(
@@ -70,50 +70,10 @@ fn load(
     from: i64,
     to: i64,
 ) -> QueryResult<Vec<(i64, String, i64)>> {
-    match (scope, g) {
-        (Scope::Key(id), Granularity::Minute) => {
-            load_buckets!(conn, key_usage, minute, key_usage::key_id.eq(id), from, to)
-        }
-        (Scope::Key(id), Granularity::Hour) => load_buckets!(
-            conn,
-            key_usage_hourly,
-            hour,
-            key_usage_hourly::key_id.eq(id),
-            from,
-            to
-        ),
-        (Scope::Key(id), Granularity::Day) => load_buckets!(
-            conn,
-            key_usage_daily,
-            day,
-            key_usage_daily::key_id.eq(id),
-            from,
-            to
-        ),
-        (Scope::Project(id), Granularity::Minute) => load_buckets!(
-            conn,
-            key_usage,
-            minute,
-            of_project!("key_usage", id),
-            from,
-            to
-        ),
-        (Scope::Project(id), Granularity::Hour) => load_buckets!(
-            conn,
-            key_usage_hourly,
-            hour,
-            of_project!("key_usage_hourly", id),
-            from,
-            to
-        ),
-        (Scope::Project(id), Granularity::Day) => load_buckets!(
-            conn,
-            key_usage_daily,
-            day,
-            of_project!("key_usage_daily", id),
-            from,
-            to
-        ),
+    match g {
+        Granularity::Minute => load_buckets!(conn, key_usage, minute, scope, from, to),
+        Granularity::Hour => load_buckets!(conn, key_usage_hourly, hour, scope, from, to),
+        Granularity::Day => load_buckets!(conn, key_usage_daily, day, scope, from, to),
     }
 }
 
