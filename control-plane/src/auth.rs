@@ -19,6 +19,7 @@ use futures_util::future::{ready, Ready};
 use crate::db::schema::admin_tokens;
 use crate::db::DbConn;
 use crate::error::ApiError;
+use crate::ids::AdminId;
 use crate::state::AppState;
 
 /// `last_used_at` is written at most this often per token, so reads stay reads.
@@ -222,7 +223,7 @@ pub async fn change_password(
     };
     domain::check_password(&input.new_password)
         .map_err(|_| domain::password_error("new_password"))?;
-    let id = claims.sub.clone();
+    let id = AdminId::new(claims.sub.clone());
     let row = crate::state::db(state, move |c, _| domain::find_admin_row(c, &id)).await?;
     if let Err(wait_ms) = state.login_throttle.begin(&row.email, client, now) {
         let retry_after_s = u64::try_from((wait_ms + 999) / 1000).unwrap_or(1).max(1);
@@ -282,7 +283,7 @@ pub async fn end_session_token(state: &web::Data<AppState>, token: &str) -> Resu
             c,
             now,
             &hash,
-            &claims.sub,
+            &AdminId::new(claims.sub),
             claims.exp.saturating_mul(1000),
         )
     })
@@ -331,7 +332,7 @@ async fn resolve(state: web::Data<AppState>, header: String) -> AuthOutcome {
             Ok(crate::domain::accounts::session_admin(
                 &mut conn,
                 &hash,
-                &claims.sub,
+                &AdminId::new(claims.sub),
                 claims.sep,
             )?)
         })

@@ -11,6 +11,7 @@ use crate::auth::Role;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::accounts::{self, CreateAdmin, CreateToken};
+use crate::ids::{AdminId, TokenId};
 use crate::keyring::Keyring;
 use crate::startup::{open_database, Application};
 
@@ -203,16 +204,16 @@ fn open_existing(common: &Common) -> anyhow::Result<crate::db::Pool> {
 }
 
 /// An admin's id from an id or an email.
-fn admin_id(conn: &mut crate::db::DbConn, admin: &str) -> anyhow::Result<String> {
+fn admin_id(conn: &mut crate::db::DbConn, admin: &str) -> anyhow::Result<AdminId> {
     if admin.starts_with("adm_") {
-        return Ok(admin.to_owned());
+        return Ok(AdminId::new(admin));
     }
     let list = accounts::list_admins(conn).map_err(|e| anyhow::anyhow!("{e}"))?;
     let email = admin.trim().to_lowercase();
     list.items
         .into_iter()
         .find(|a| a.email == email)
-        .map(|a| a.id.into_string())
+        .map(|a| a.id)
         .ok_or_else(|| anyhow::anyhow!("no admin with email {email:?}"))
 }
 
@@ -360,6 +361,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             command: TokenCommand::Delete { token_id },
         } => {
             let pool = open_existing(&cli.common)?;
+            let token_id = TokenId::new(token_id);
             accounts::delete_token(&mut *pool.get()?, clock.now_ms(), "cli", &token_id)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             eprintln!(

@@ -10,6 +10,7 @@ use super::session::{self, ConsoleError, Session};
 use super::{field, field_error, html_response, post_session, redirect, submit, Form};
 use crate::domain::accounts::{self as domain, CreateAdmin, CreateToken};
 use crate::domain::audit::{self, AuditQuery};
+use crate::ids::{AdminId, TokenId};
 use crate::routes::db;
 use crate::state::AppState;
 
@@ -345,7 +346,7 @@ pub async fn delete_token(
     let actor = s.admin_id.clone();
     let id = path.into_inner();
     db(&state, move |c, now| {
-        domain::delete_token(c, now, &actor, &id)
+        domain::delete_token(c, now, &actor, &TokenId::new(id))
     })
     .await?;
     state.token_cache.clear();
@@ -378,7 +379,7 @@ pub async fn set_role(
     let id = path.into_inner();
     let body = json!({"role": field(&form, "role")});
     let result = submit(&state, &body, move |c, now, input: domain::UpdateAdmin| {
-        domain::update_admin(c, now, &actor, &id, input)
+        domain::update_admin(c, now, &actor, &AdminId::new(id), input)
     })
     .await;
     match result {
@@ -399,7 +400,7 @@ pub async fn delete_admin(
     let actor = s.admin_id.clone();
     let id = path.into_inner();
     let result = db(&state, move |c, now| {
-        domain::delete_admin(c, now, &actor, &id)
+        domain::delete_admin(c, now, &actor, &AdminId::new(id))
     })
     .await;
     match result {

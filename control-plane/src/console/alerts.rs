@@ -12,7 +12,7 @@ use crate::domain::alerts::{
     self as domain, Acknowledge, AlertQuery, AlertRuleUpdate, AlertStatus, AlertView, Rule,
 };
 use crate::domain::projects;
-use crate::ids::ProjectId;
+use crate::ids::{AlertId, ProjectId};
 use crate::state::db;
 use crate::state::AppState;
 
@@ -134,7 +134,7 @@ pub async fn acknowledge(
     let actor = s.admin_id.clone();
     let id = path.into_inner();
     let result = db(&state, move |c, now| {
-        domain::acknowledge(c, now, &actor, &id, Acknowledge::default())
+        domain::acknowledge(c, now, &actor, &AlertId::new(id), Acknowledge::default())
     })
     .await;
     match result {

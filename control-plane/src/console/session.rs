@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::{Allowed, Role};
 use crate::error::ApiError;
+use crate::ids::AdminId;
 use crate::state::AppState;
 
 /// The session cookie's name.
@@ -133,7 +134,7 @@ pub async fn current(
         .jwt
         .decode(&token, now)
         .ok_or(ConsoleError::LoginRequired)?;
-    let id = claims.sub;
+    let id = AdminId::new(claims.sub);
     let hash = crate::auth::hash_token(&token);
     let epoch = claims.sep;
     let admin = crate::routes::db(state, move |c, _| {

@@ -13,6 +13,7 @@ use crate::domain::accounts::{
 use crate::domain::audit::{self as audit_log, AuditPage, AuditQuery};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Query};
+use crate::ids::{AdminId, TokenId};
 use crate::state::AppState;
 
 /// Log in with email and password; returns a session token (JWT).
@@ -133,7 +134,7 @@ pub async fn update_admin(
     let id = path.into_inner();
     let actor = auth.principal.actor;
     let view = db(&state, move |c, now| {
-        domain::update_admin(c, now, &actor, &id, body.0)
+        domain::update_admin(c, now, &actor, &AdminId::new(id), body.0)
     })
     .await?;
     Ok(HttpResponse::Ok().json(view))
@@ -161,7 +162,7 @@ pub async fn delete_admin(
     let id = path.into_inner();
     let actor = auth.principal.actor;
     db(&state, move |c, now| {
-        domain::delete_admin(c, now, &actor, &id)
+        domain::delete_admin(c, now, &actor, &AdminId::new(id))
     })
     .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -291,7 +292,7 @@ pub async fn delete_token(
     let id = path.into_inner();
     let actor = auth.principal.actor;
     db(&state, move |c, now| {
-        domain::delete_token(c, now, &actor, &id)
+        domain::delete_token(c, now, &actor, &TokenId::new(id))
     })
     .await?;
     state.token_cache.clear();

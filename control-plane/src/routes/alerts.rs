@@ -11,7 +11,7 @@ use crate::domain::alerts::{
 };
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Query};
-use crate::ids::ProjectId;
+use crate::ids::{AlertId, ProjectId};
 use crate::state::AppState;
 
 /// List alerts, newest first.
@@ -53,7 +53,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let alert = db(&state, move |c, _| domain::get(c, &id)).await?;
+    let alert = db(&state, move |c, _| domain::get(c, &AlertId::new(id))).await?;
     Ok(HttpResponse::Ok().json(alert))
 }
 
@@ -81,7 +81,7 @@ pub async fn acknowledge(
     let id = path.into_inner();
     let actor = auth.principal.actor;
     let alert = db(&state, move |c, now| {
-        domain::acknowledge(c, now, &actor, &id, body.0)
+        domain::acknowledge(c, now, &actor, &AlertId::new(id), body.0)
     })
     .await?;
     Ok(HttpResponse::Ok().json(alert))

@@ -11,6 +11,7 @@ use crate::domain::webhooks::{
 };
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Query};
+use crate::ids::{DeliveryId, WebhookId};
 use crate::state::AppState;
 
 /// Refuses a webhook URL whose host is, or resolves to, a non-public address (422
@@ -97,7 +98,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let view = db(&state, move |c, _| domain::get(c, &id)).await?;
+    let view = db(&state, move |c, _| domain::get(c, &WebhookId::new(id))).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -129,7 +130,7 @@ pub async fn update(
     let id = path.into_inner();
     let actor = auth.principal.actor;
     let view = db(&state, move |c, now| {
-        domain::update(c, now, &actor, &id, body.0)
+        domain::update(c, now, &actor, &WebhookId::new(id), body.0)
     })
     .await?;
     Ok(HttpResponse::Ok().json(view))
@@ -155,7 +156,10 @@ pub async fn remove(
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let actor = auth.principal.actor;
-    db(&state, move |c, now| domain::delete(c, now, &actor, &id)).await?;
+    db(&state, move |c, now| {
+        domain::delete(c, now, &actor, &WebhookId::new(id))
+    })
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -183,7 +187,7 @@ pub async fn rotate_secret(
     let id = path.into_inner();
     let actor = auth.principal.actor;
     let rotated = db(&state, move |c, now| {
-        domain::rotate_secret(c, now, &actor, &id, body.0)
+        domain::rotate_secret(c, now, &actor, &WebhookId::new(id), body.0)
     })
     .await?;
     Ok(HttpResponse::Ok().json(rotated))
@@ -209,7 +213,10 @@ pub async fn deliveries(
     query: Query<DeliveryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let page = db(&state, move |c, _| domain::list_deliveries(c, &id, query.0)).await?;
+    let page = db(&state, move |c, _| {
+        domain::list_deliveries(c, &WebhookId::new(id), query.0)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -235,7 +242,7 @@ pub async fn delivery(
 ) -> Result<HttpResponse, ApiError> {
     let (id, delivery_id) = path.into_inner();
     let detail = db(&state, move |c, _| {
-        domain::get_delivery(c, &id, &delivery_id)
+        domain::get_delivery(c, &WebhookId::new(id), &DeliveryId::new(delivery_id))
     })
     .await?;
     Ok(HttpResponse::Ok().json(detail))
@@ -264,7 +271,7 @@ pub async fn retry(
 ) -> Result<HttpResponse, ApiError> {
     let (id, delivery_id) = path.into_inner();
     let view = db(&state, move |c, now| {
-        domain::retry_delivery(c, now, &id, &delivery_id)
+        domain::retry_delivery(c, now, &WebhookId::new(id), &DeliveryId::new(delivery_id))
     })
     .await?;
     Ok(HttpResponse::Accepted().json(view))

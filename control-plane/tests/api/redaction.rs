@@ -4,6 +4,7 @@
 //! holds a secret is formatted too.
 
 use keygate_control_plane::domain::{accounts, keys, leaks, webhooks};
+use keygate_control_plane::ids::{AdminId, WebhookId};
 use serde_json::json;
 
 use crate::both_backends;
@@ -92,7 +93,8 @@ async fn secrets_are_never_in_debug(app: TestApp) {
     let parts: Vec<&str> = jwt.split('.').collect();
     assert_redacted("Session", &v, &[parts[1], parts[2]]);
     let mut conn = app.state.pool.get().unwrap();
-    let row = accounts::find_admin_row(&mut conn, r.body["id"].as_str().unwrap()).unwrap();
+    let row =
+        accounts::find_admin_row(&mut conn, &AdminId::new(r.body["id"].as_str().unwrap())).unwrap();
     let hash = row.password_hash.clone();
     assert_redacted("AdminRow", &row, &[&hash]);
 
@@ -121,7 +123,7 @@ async fn secrets_are_never_in_debug(app: TestApp) {
     let v: webhooks::RotatedSecret = from(&rot.body);
     assert_redacted("RotatedSecret", &v, &[&second["whsec_".len()..]]);
     let both = [&first["whsec_".len()..], &second["whsec_".len()..]];
-    let row = webhooks::find_row(&mut conn, wid).unwrap();
+    let row = webhooks::find_row(&mut conn, &WebhookId::new(wid)).unwrap();
     assert_redacted("EndpointRow", &row, &both);
     let secrets = webhooks::Secrets::parse(&row.secret);
     assert_redacted("Secrets", &secrets, &both);

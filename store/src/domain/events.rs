@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::db::schema::{events, webhook_deliveries, webhook_endpoints};
 use crate::db::DbConn;
 use crate::error::StoreError;
-use crate::ids::new_id;
+use crate::ids::{new_id, DeliveryId, WebhookId};
 
 /// A key was issued (also the new key of a rotation).
 pub const KEY_CREATED: &str = "key.created";
@@ -59,7 +59,7 @@ pub fn emit(
             events::data.eq(&data),
         ))
         .execute(conn)?;
-    let endpoints: Vec<(String, String)> = webhook_endpoints::table
+    let endpoints: Vec<(WebhookId, String)> = webhook_endpoints::table
         .filter(webhook_endpoints::enabled.eq(true))
         .select((webhook_endpoints::id, webhook_endpoints::events))
         .load(conn)?;
@@ -117,10 +117,10 @@ fn find_by_dedupe_key(conn: &mut DbConn, dedupe_key: &str) -> Result<Option<Stri
 pub fn queue_delivery_once(
     conn: &mut DbConn,
     now: i64,
-    endpoint_id: &str,
+    endpoint_id: &WebhookId,
     event_id: &str,
 ) -> Result<bool, StoreError> {
-    let id = new_id("dlv");
+    let id = DeliveryId::generate();
     let insert = diesel::insert_into(webhook_deliveries::table)
         .values((
             webhook_deliveries::id.eq(&id),
@@ -140,10 +140,10 @@ pub fn queue_delivery_once(
 pub fn queue_delivery(
     conn: &mut DbConn,
     now: i64,
-    endpoint_id: &str,
+    endpoint_id: &WebhookId,
     event_id: &str,
-) -> Result<String, StoreError> {
-    let id = new_id("dlv");
+) -> Result<DeliveryId, StoreError> {
+    let id = DeliveryId::generate();
     diesel::insert_into(webhook_deliveries::table)
         .values((
             webhook_deliveries::id.eq(&id),

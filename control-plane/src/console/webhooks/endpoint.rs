@@ -17,6 +17,7 @@ use crate::domain::webhooks::{
     WebhookView,
 };
 use crate::error::ApiError;
+use crate::ids::{DeliveryId, WebhookId};
 use crate::state::db;
 use crate::state::AppState;
 
@@ -151,7 +152,7 @@ async fn load(
     state: &web::Data<AppState>,
     id: &str,
 ) -> Result<(WebhookView, Vec<DeliveryView>), ConsoleError> {
-    let id = id.to_owned();
+    let id = WebhookId::new(id);
     let found = db(state, move |c, _| -> Result<_, keygate_store::StoreError> {
         let w = domain::get(c, &id)?;
         let page = domain::list_deliveries(
@@ -228,7 +229,7 @@ async fn set_enabled(
     let s = post_session(&req, &state, &form).await?;
     s.require_writer()?;
     let actor = s.admin_id.clone();
-    let wid = id.clone();
+    let wid = WebhookId::new(id.clone());
     let result = db(&state, move |c, now| {
         domain::update(
             c,
@@ -298,7 +299,11 @@ pub async fn delete(
         .await;
     }
     let actor = s.admin_id.clone();
-    match db(&state, move |c, now| domain::delete(c, now, &actor, &id)).await {
+    match db(&state, move |c, now| {
+        domain::delete(c, now, &actor, &WebhookId::new(id))
+    })
+    .await
+    {
         Ok(()) => Ok(redirect("/console/webhooks")),
         Err(ApiError::NotFound(m)) => Err(ConsoleError::NotFound(m)),
         Err(e) => Err(e.into()),
@@ -315,9 +320,9 @@ pub async fn retry(
     let s = post_session(&req, &state, &form).await?;
     s.require_writer()?;
     let (id, delivery_id) = path.into_inner();
-    let wid = id.clone();
+    let wid = WebhookId::new(id.clone());
     let result = db(&state, move |c, now| {
-        domain::retry_delivery(c, now, &wid, &delivery_id)
+        domain::retry_delivery(c, now, &wid, &DeliveryId::new(delivery_id))
     })
     .await;
     match result {
@@ -360,7 +365,7 @@ pub async fn update(
             let url = field(&values, "url").to_owned();
             let result = match crate::routes::webhooks::guard_target(&state, &url).await {
                 Ok(()) => {
-                    let (actor, wid) = (s.admin_id.clone(), id.clone());
+                    let (actor, wid) = (s.admin_id.clone(), WebhookId::new(id.clone()));
                     submit(&state, &body, move |c, now, input: UpdateWebhook| {
                         domain::update(c, now, &actor, &wid, input)
                     })
@@ -405,7 +410,7 @@ pub async fn rotate_secret(
     let grace = field(&form, "grace_seconds");
     let result = match grace.parse::<u32>() {
         Ok(grace_seconds) => {
-            let (actor, wid) = (s.admin_id.clone(), id.clone());
+            let (actor, wid) = (s.admin_id.clone(), WebhookId::new(id.clone()));
             db(&state, move |c, now| {
                 domain::rotate_secret(c, now, &actor, &wid, RotateSecret { grace_seconds })
             })

@@ -160,7 +160,7 @@ pub fn create_admin_hashed(
 }
 
 /// The admin row with this id, or 404.
-pub fn find_admin_row(conn: &mut DbConn, id: &str) -> Result<AdminRow, StoreError> {
+pub fn find_admin_row(conn: &mut DbConn, id: &AdminId) -> Result<AdminRow, StoreError> {
     admins::table
         .find(id)
         .first(conn)
@@ -190,7 +190,7 @@ fn last_owner(what: &str) -> StoreError {
 }
 
 /// Ends every session of an admin at once: sessions carry the epoch they were issued under.
-fn bump_epoch(conn: &mut DbConn, id: &str) -> Result<i64, StoreError> {
+fn bump_epoch(conn: &mut DbConn, id: &AdminId) -> Result<i64, StoreError> {
     diesel::update(admins::table.find(id))
         .set(admins::session_epoch.eq(admins::session_epoch + 1))
         .execute(conn)?;
@@ -206,7 +206,7 @@ pub fn update_admin(
     conn: &mut DbConn,
     now: i64,
     actor: &str,
-    id: &str,
+    id: &AdminId,
     input: UpdateAdmin,
 ) -> Result<AdminView, StoreError> {
     write_tx(conn, |conn| {
@@ -238,7 +238,12 @@ pub fn update_admin(
 
 /// Deletes an admin (owners only); their sessions end at once. Deleting the last owner is
 /// 409 `last_owner`.
-pub fn delete_admin(conn: &mut DbConn, now: i64, actor: &str, id: &str) -> Result<(), StoreError> {
+pub fn delete_admin(
+    conn: &mut DbConn,
+    now: i64,
+    actor: &str,
+    id: &AdminId,
+) -> Result<(), StoreError> {
     write_tx(conn, |conn| {
         let row = find_admin_row(conn, id)?;
         let before = admin_view(&row);
@@ -266,7 +271,7 @@ pub fn delete_admin(conn: &mut DbConn, now: i64, actor: &str, id: &str) -> Resul
 pub fn set_password(
     conn: &mut DbConn,
     now: i64,
-    id: &str,
+    id: &AdminId,
     password_hash: &str,
 ) -> Result<i64, StoreError> {
     write_tx(conn, |conn| {

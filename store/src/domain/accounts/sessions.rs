@@ -18,7 +18,7 @@ use crate::ids::AdminId;
 pub fn find_login(
     conn: &mut DbConn,
     email: &str,
-) -> Result<Option<(String, String, i64)>, StoreError> {
+) -> Result<Option<(AdminId, String, i64)>, StoreError> {
     let email = email.trim().to_lowercase();
     Ok(admins::table
         .filter(admins::email.eq(&email))
@@ -49,7 +49,7 @@ pub fn verify_password(stored: Option<&str>, password: &str) -> bool {
 /// Issues a session token for an admin whose password was verified.
 pub fn issue_session(
     jwt: &JwtKeys,
-    admin_id: &str,
+    admin_id: &AdminId,
     epoch: i64,
     now: i64,
     ttl_ms: i64,
@@ -67,7 +67,7 @@ pub fn end_session(
     conn: &mut DbConn,
     now: i64,
     token_hash: &str,
-    admin_id: &str,
+    admin_id: &AdminId,
     expires_at: i64,
 ) -> Result<(), StoreError> {
     let prune =
@@ -139,7 +139,7 @@ impl SessionRefused {
 pub fn session_admin(
     conn: &mut DbConn,
     token_hash: &str,
-    admin_id: &str,
+    admin_id: &AdminId,
     epoch: i64,
 ) -> Result<Result<SessionAdmin, SessionRefused>, StoreError> {
     if session_ended(conn, token_hash)? {

@@ -71,7 +71,12 @@ pub fn list_tokens(conn: &mut DbConn) -> Result<TokenList, StoreError> {
 }
 
 /// Deletes a token; it stops working at once (every request looks its hash up).
-pub fn delete_token(conn: &mut DbConn, now: i64, actor: &str, id: &str) -> Result<(), StoreError> {
+pub fn delete_token(
+    conn: &mut DbConn,
+    now: i64,
+    actor: &str,
+    id: &TokenId,
+) -> Result<(), StoreError> {
     write_tx(conn, |conn| {
         let row: TokenRow = admin_tokens::table
             .find(id)

@@ -20,11 +20,11 @@ use crate::domain::keys::{self, KeyView};
 use crate::domain::usage::Granularity;
 use crate::domain::{audit, bump_version, events};
 use crate::error::StoreError;
-use crate::ids::{new_id, KeyId, ProjectId};
+use crate::ids::{AlertId, KeyId, ProjectId};
 
 fn usage_since(
     conn: &mut DbConn,
-    key_id: &str,
+    key_id: &KeyId,
     since: i64,
     codes: &[&str],
 ) -> Result<i64, StoreError> {
@@ -42,7 +42,7 @@ fn usage_since(
 
 fn new_sightings(
     conn: &mut DbConn,
-    key_id: &str,
+    key_id: &KeyId,
     kind: &str,
     since: i64,
 ) -> Result<(i64, Vec<String>), StoreError> {
@@ -150,7 +150,7 @@ fn quiet_since(rule: Rule, s: RuleSettings, view: &KeyView, now: i64) -> i64 {
 
 fn already_alerted(
     conn: &mut DbConn,
-    key_id: &str,
+    key_id: &KeyId,
     rule: Rule,
     quiet_since: i64,
 ) -> Result<bool, StoreError> {
@@ -195,7 +195,7 @@ fn raise(
         if KeyView::from_row(&row, now)?.status != KeyStatus::Active {
             return Ok(None);
         }
-        let id = new_id("alr");
+        let id = AlertId::generate();
         diesel::insert_into(alerts::table)
             .values((
                 alerts::id.eq(&id),
@@ -238,7 +238,7 @@ fn raise(
             events::ALERT_RAISED,
             &serde_json::json!({ "alert": alert, "key": key }),
         )?;
-        Ok(Some((id, revoke)))
+        Ok(Some((id.into_string(), revoke)))
     })
 }
 

@@ -289,7 +289,7 @@ struct RuleRow {
 /// The settings of every rule of a project, defaults filled in.
 fn project_settings(
     conn: &mut DbConn,
-    project_id: &str,
+    project_id: &ProjectId,
 ) -> Result<Vec<(Rule, RuleSettings, bool)>, StoreError> {
     let rows: Vec<RuleRow> = alert_rules::table
         .filter(alert_rules::project_id.eq(project_id))

@@ -186,7 +186,7 @@ pub fn list(conn: &mut DbConn, q: AlertQuery) -> Result<AlertPage, StoreError> {
 }
 
 /// One alert.
-pub fn get(conn: &mut DbConn, id: &str) -> Result<AlertView, StoreError> {
+pub fn get(conn: &mut DbConn, id: &AlertId) -> Result<AlertView, StoreError> {
     let rows: Vec<AlertRow> = alerts::table
         .find(id)
         .select(AlertRow::as_select())
@@ -202,7 +202,7 @@ pub fn acknowledge(
     conn: &mut DbConn,
     now: i64,
     actor: &str,
-    id: &str,
+    id: &AlertId,
     input: Acknowledge,
 ) -> Result<AlertView, StoreError> {
     let note = input
@@ -220,7 +220,7 @@ pub fn acknowledge(
         if alert.status == AlertStatus::Acknowledged {
             return Err(StoreError::Conflict {
                 code: ConflictCode::AlreadyAcknowledged,
-                detail: format!("alert {id:?} is already acknowledged"),
+                detail: format!("alert {:?} is already acknowledged", id.as_str()),
             });
         }
         diesel::update(alerts::table.find(id))

@@ -13,18 +13,19 @@ use crate::db::schema::{events as events_t, webhook_attempts, webhook_deliveries
 use crate::db::{write_tx, DbConn};
 use crate::domain::Page;
 use crate::error::{ConflictCode, StoreError};
+use crate::ids::{DeliveryId, WebhookId};
 
 /// An endpoint's deliveries, newest first.
 pub fn list_deliveries(
     conn: &mut DbConn,
-    endpoint_id: &str,
+    endpoint_id: &WebhookId,
     q: DeliveryQuery,
 ) -> Result<DeliveryPage, StoreError> {
     let page = Page::parse(q.limit, q.cursor, "dlv")?;
     find_row(conn, endpoint_id)?;
     let mut query = webhook_deliveries::table
         .inner_join(events_t::table)
-        .filter(webhook_deliveries::endpoint_id.eq(endpoint_id.to_owned()))
+        .filter(webhook_deliveries::endpoint_id.eq(endpoint_id.clone()))
         .select((webhook_deliveries::all_columns, events_t::event_type))
         .into_boxed();
     if let Some(s) = q.status {
@@ -47,8 +48,8 @@ pub fn list_deliveries(
 
 fn find_delivery(
     conn: &mut DbConn,
-    endpoint_id: &str,
-    delivery_id: &str,
+    endpoint_id: &WebhookId,
+    delivery_id: &DeliveryId,
 ) -> Result<(DeliveryRow, EventView), StoreError> {
     let found: Option<(DeliveryRow, (String, String, i64, String))> = webhook_deliveries::table
         .inner_join(events_t::table)
@@ -79,8 +80,8 @@ fn find_delivery(
 /// One delivery with its attempts and its event.
 pub fn get_delivery(
     conn: &mut DbConn,
-    endpoint_id: &str,
-    delivery_id: &str,
+    endpoint_id: &WebhookId,
+    delivery_id: &DeliveryId,
 ) -> Result<DeliveryDetail, StoreError> {
     find_row(conn, endpoint_id)?;
     let (row, event) = find_delivery(conn, endpoint_id, delivery_id)?;
@@ -107,8 +108,8 @@ pub fn get_delivery(
 pub fn retry_delivery(
     conn: &mut DbConn,
     now: i64,
-    endpoint_id: &str,
-    delivery_id: &str,
+    endpoint_id: &WebhookId,
+    delivery_id: &DeliveryId,
 ) -> Result<DeliveryView, StoreError> {
     write_tx(conn, |conn| {
         let endpoint = find_row(conn, endpoint_id)?;
@@ -116,7 +117,8 @@ pub fn retry_delivery(
             return Err(StoreError::Conflict {
                 code: ConflictCode::EndpointDisabled,
                 detail: format!(
-                    "webhook endpoint {endpoint_id:?} is disabled; enable it to send deliveries"
+                    "webhook endpoint {:?} is disabled; enable it to send deliveries",
+                    endpoint_id.as_str()
                 ),
             });
         }
@@ -136,9 +138,9 @@ pub fn retry_delivery(
 #[derive(Clone)]
 pub struct Outgoing {
     /// `dlv_...`.
-    pub delivery_id: String,
+    pub delivery_id: DeliveryId,
     /// `whk_...`.
-    pub endpoint_id: String,
+    pub endpoint_id: WebhookId,
     /// `evt_...`.
     pub event_id: String,
     /// Attempts made before this one.
@@ -154,8 +156,8 @@ pub struct Outgoing {
 impl std::fmt::Debug for Outgoing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outgoing")
-            .field("delivery_id", &self.delivery_id)
-            .field("endpoint_id", &self.endpoint_id)
+            .field("delivery_id", &self.delivery_id.as_str())
+            .field("endpoint_id", &self.endpoint_id.as_str())
             .field("event_id", &self.event_id)
             .field("attempts", &self.attempts)
             .finish_non_exhaustive()
@@ -191,8 +193,8 @@ pub fn claim_due(
     lease_ms: i64,
 ) -> Result<Vec<Outgoing>, StoreError> {
     type Due = (
-        String,
-        String,
+        DeliveryId,
+        WebhookId,
         String,
         i64,
         Option<i64>,

@@ -9,6 +9,7 @@ use crate::db::{write_tx, DbConn};
 use crate::domain::events::{self, KEY_EXPIRING};
 use crate::domain::keys::KeyView;
 use crate::error::StoreError;
+use crate::ids::WebhookId;
 
 /// Queues `key.expiring` for every enabled endpoint subscribed to it and every live key
 /// (not revoked, not rotated) with `now < expires_at <= now + expiring_days`. The event is
@@ -16,7 +17,7 @@ use crate::error::StoreError;
 /// delivery however often this runs; a key whose expiry changes is announced again. Returns
 /// the number of deliveries queued.
 pub fn queue_expiring(conn: &mut DbConn, now: i64) -> Result<usize, StoreError> {
-    let endpoints: Vec<(String, String, i64)> = webhook_endpoints::table
+    let endpoints: Vec<(WebhookId, String, i64)> = webhook_endpoints::table
         .filter(webhook_endpoints::enabled.eq(true))
         .select((
             webhook_endpoints::id,
@@ -24,7 +25,7 @@ pub fn queue_expiring(conn: &mut DbConn, now: i64) -> Result<usize, StoreError> 
             webhook_endpoints::expiring_days,
         ))
         .load(conn)?;
-    let endpoints: Vec<(String, i64)> = endpoints
+    let endpoints: Vec<(WebhookId, i64)> = endpoints
         .into_iter()
         .filter(|(_, types, _)| events::subscribes(types, KEY_EXPIRING))
         .map(|(id, _, days)| (id, days))
@@ -48,7 +49,7 @@ pub fn queue_expiring(conn: &mut DbConn, now: i64) -> Result<usize, StoreError> 
             let Some(expires_at) = key.expires_at else {
                 continue;
             };
-            let due: Vec<&String> = endpoints
+            let due: Vec<&WebhookId> = endpoints
                 .iter()
                 .filter(|(_, days)| expires_at <= now + days * DAY_MS)
                 .map(|(id, _)| id)

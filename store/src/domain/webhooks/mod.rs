@@ -32,7 +32,6 @@ use super::events::EVENT_TYPES;
 use crate::db::schema::{webhook_deliveries, webhook_endpoints};
 use crate::db::{write_tx, DbConn};
 use crate::error::StoreError;
-use crate::ids::new_id;
 use crate::ids::WebhookId;
 
 /// Signing secrets start with this.
@@ -262,7 +261,7 @@ fn check_description(d: &str) -> Result<String, StoreError> {
 }
 
 /// Loads an endpoint row.
-pub fn find_row(conn: &mut DbConn, id: &str) -> Result<EndpointRow, StoreError> {
+pub fn find_row(conn: &mut DbConn, id: &WebhookId) -> Result<EndpointRow, StoreError> {
     webhook_endpoints::table
         .find(id)
         .first(conn)
@@ -282,7 +281,7 @@ pub fn create(
     let description = check_description(input.description.as_deref().unwrap_or(""))?;
     let expiring_days = check_expiring_days(input.expiring_days.unwrap_or(DEFAULT_EXPIRING_DAYS))?;
     let secret = generate_secret();
-    let id = new_id("whk");
+    let id = WebhookId::generate();
     write_tx(conn, |conn| {
         diesel::insert_into(webhook_endpoints::table)
             .values((
@@ -321,7 +320,7 @@ pub fn list(conn: &mut DbConn) -> Result<WebhookList, StoreError> {
 }
 
 /// One endpoint.
-pub fn get(conn: &mut DbConn, id: &str) -> Result<WebhookView, StoreError> {
+pub fn get(conn: &mut DbConn, id: &WebhookId) -> Result<WebhookView, StoreError> {
     Ok(WebhookView::from_row(&find_row(conn, id)?))
 }
 
@@ -330,7 +329,7 @@ pub fn update(
     conn: &mut DbConn,
     now: i64,
     actor: &str,
-    id: &str,
+    id: &WebhookId,
     input: UpdateWebhook,
 ) -> Result<WebhookView, StoreError> {
     let url = input.url.as_deref().map(check_url).transpose()?;
@@ -369,7 +368,7 @@ pub fn update(
 
 /// Deletes an endpoint. Its pending deliveries become `failed` ("endpoint deleted"); the
 /// delivery rows and their attempts stay in the database.
-pub fn delete(conn: &mut DbConn, now: i64, actor: &str, id: &str) -> Result<(), StoreError> {
+pub fn delete(conn: &mut DbConn, now: i64, actor: &str, id: &WebhookId) -> Result<(), StoreError> {
     write_tx(conn, |conn| {
         let row = find_row(conn, id)?;
         let before = WebhookView::from_row(&row);
@@ -403,7 +402,7 @@ pub fn rotate_secret(
     conn: &mut DbConn,
     now: i64,
     actor: &str,
-    id: &str,
+    id: &WebhookId,
     input: RotateSecret,
 ) -> Result<RotatedSecret, StoreError> {
     if input.grace_seconds > MAX_SECRET_GRACE_SECONDS {
