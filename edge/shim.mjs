@@ -34,20 +34,13 @@ const FORWARD_STRIPPED = ["Proxy-Authorization"];
 // Must match `is_keygate_header` in edge/src/request.rs.
 const KEYGATE_HEADER = /^keygate[-_]/i;
 
-// Forwards `request` as `plan` (a ForwardPlan from Wasm, freed here) says: the key leaves with
+// Forwards `request` as `plan` (a ForwardPlan, edge/src/forward.rs) says: the key leaves with
 // all three of its places (the query parameter is already gone from `target`), and the origin's
 // answer comes back with the plan's response headers, if any.
-async function forward(request, plan) {
-  const strip = plan.strip_authorization;
-  const target = plan.target;
-  const keyId = plan.key_id;
-  const projectId = plan.project_id;
-  const environment = plan.environment;
-  const signature = plan.signature;
-  const extra = plan.response_headers;
-  plan.free();
+function forward(request, plan) {
+  const extra = plan.responseHeaders;
   const headers = new Headers(request.headers);
-  if (strip) headers.delete("Authorization");
+  if (plan.stripAuthorization) headers.delete("Authorization");
   headers.delete("X-API-Key");
   for (const name of FORWARD_STRIPPED) headers.delete(name);
   // No client-sent header in the edge's namespace reaches the origin, in either spelling
@@ -55,22 +48,27 @@ async function forward(request, plan) {
   for (const name of [...headers.keys()]) {
     if (KEYGATE_HEADER.test(name)) headers.delete(name);
   }
-  headers.set("Keygate-Key-Id", keyId);
-  headers.set("Keygate-Project-Id", projectId);
-  headers.set("Keygate-Environment", environment);
-  headers.set("Keygate-Signature", signature);
+  headers.set("Keygate-Key-Id", plan.keyId);
+  headers.set("Keygate-Project-Id", plan.projectId);
+  headers.set("Keygate-Environment", plan.environment);
+  headers.set("Keygate-Signature", plan.signature);
   const method = request.method;
   // The body streams through untouched.
   const body = method === "GET" || method === "HEAD" ? null : request.body;
-  let upstream;
-  try {
-    upstream = await fetch(target, { method, headers, body, redirect: "manual" });
-  } catch (e) {
-    console.error(`keygate-edge: origin unreachable: ${e}`);
+  const sent = fetch(plan.target, { method, headers, body, redirect: "manual" });
+  // The origin's promise itself when there is nothing to add: no further promise per request.
+  if (extra == null) return sent.catch(unreachable);
+  return sent.then(
+    (upstream) => withHeaders(upstream, extra),
     // The plan's CORS headers too, so a browser app can read why.
-    return withHeaders(imports.keygate_origin_unreachable(), extra);
-  }
-  return withHeaders(upstream, extra);
+    (e) => withHeaders(unreachable(e), extra),
+  );
+}
+
+// `502 origin_unreachable`, for a `fetch` to the origin that failed.
+function unreachable(e) {
+  console.error(`keygate-edge: origin unreachable: ${e}`);
+  return imports.keygate_origin_unreachable();
 }
 
 // Headers whose values add to what the origin sent rather than replace it.
@@ -78,7 +76,7 @@ const LISTS = new Set(["vary", "access-control-expose-headers"]);
 
 // `response` with the plan's response headers, if any.
 function withHeaders(response, extra) {
-  if (extra === undefined) return response;
+  if (extra == null) return response;
   const answer = new Response(response.body, response);
   for (const [name, value] of extra) {
     if (LISTS.has(name.toLowerCase())) answer.headers.append(name, value);
@@ -87,8 +85,21 @@ function withHeaders(response, extra) {
   return answer;
 }
 
+// The full pipeline, for what the fast path did not take.
+async function handle(request, env, ctx) {
+  let handled;
+  try {
+    handled = await imports.keygate_handle(request, env, ctx);
+  } catch (e) {
+    recover(e);
+  }
+  if (handled instanceof Response) return handled;
+  return forward(request, handled);
+}
+
 export default {
-  async fetch(request, env, ctx) {
+  // Not `async`: a forwarded request's answer is the origin's promise, with no wrapper.
+  fetch(request, env, ctx) {
     const h = request.headers;
     let plan;
     try {
@@ -105,18 +116,14 @@ export default {
         ctx,
       );
     } catch (e) {
-      recover(e);
-    }
-    if (plan === undefined) {
-      let handled;
+      // A trap becomes a rejected promise, as from the full pipeline.
       try {
-        handled = await imports.keygate_handle(request, env, ctx);
-      } catch (e) {
         recover(e);
+      } catch (err) {
+        return Promise.reject(err);
       }
-      if (handled instanceof Response) return handled;
-      plan = handled;
     }
+    if (plan === undefined) return handle(request, env, ctx);
     return forward(request, plan);
   },
   async scheduled(event, env, ctx) {

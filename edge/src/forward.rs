@@ -7,26 +7,40 @@ use worker::{web_sys, Headers, Response, Result};
 use crate::prepare::Plan;
 use crate::respond::{self, Answer};
 
-/// [`Plan`] as the entry module reads it. Each field is read once (`getter_with_clone`), after
-/// which the entry module calls `free()`.
-#[wasm_bindgen(getter_with_clone)]
-#[derive(Debug)]
-pub struct ForwardPlan {
-    /// Remove `Authorization` (the key came in it).
-    pub strip_authorization: bool,
-    /// The origin URL.
-    pub target: String,
-    /// `Keygate-Key-Id`.
-    pub key_id: String,
-    /// `Keygate-Project-Id`.
-    pub project_id: String,
-    /// `Keygate-Environment`.
-    pub environment: String,
-    /// `Keygate-Signature`.
-    pub signature: String,
-    /// Headers to set on the origin's response (rate-limit state, CORS); absent when none, so
-    /// the origin's response is handed back as it is.
-    pub response_headers: Option<web_sys::Headers>,
+// The plan is made on the JavaScript side in one call: a class whose fields the entry module
+// reads as plain properties. A Wasm-exported struct would cost the forwarder a call into Wasm,
+// an allocation and a free per field, and a finalizer registration per plan.
+#[wasm_bindgen(inline_js = r#"
+export class ForwardPlan {
+  constructor(stripAuthorization, target, keyId, projectId, environment, signature, responseHeaders) {
+    this.stripAuthorization = stripAuthorization;
+    this.target = target;
+    this.keyId = keyId;
+    this.projectId = projectId;
+    this.environment = environment;
+    this.signature = signature;
+    this.responseHeaders = responseHeaders;
+  }
+}
+"#)]
+extern "C" {
+    /// [`Plan`] as the entry module reads it: `stripAuthorization`, `target`, `keyId`,
+    /// `projectId`, `environment`, `signature` and `responseHeaders` (a `Headers`, or
+    /// `undefined` when there are none, so the origin's response is handed back as it is).
+    #[derive(Debug)]
+    pub type ForwardPlan;
+
+    #[wasm_bindgen(constructor)]
+    #[allow(clippy::too_many_arguments)]
+    fn construct(
+        strip_authorization: bool,
+        target: &str,
+        key_id: &str,
+        project_id: &str,
+        environment: &str,
+        signature: &str,
+        response_headers: Option<web_sys::Headers>,
+    ) -> ForwardPlan;
 }
 
 impl ForwardPlan {
@@ -41,15 +55,15 @@ impl ForwardPlan {
             }
             Some(h.0)
         };
-        Ok(ForwardPlan {
-            strip_authorization: plan.strip_authorization,
-            target: plan.target,
-            key_id: plan.key_id,
-            project_id: plan.project_id,
-            environment: plan.environment.to_owned(),
-            signature: plan.signature,
+        Ok(ForwardPlan::construct(
+            plan.strip_authorization,
+            &plan.target,
+            &plan.key_id,
+            &plan.project_id,
+            plan.environment,
+            &plan.signature,
             response_headers,
-        })
+        ))
     }
 }
 
