@@ -7,7 +7,8 @@ use serde_json::json;
 
 use super::layout::{self, FieldErrors};
 use super::session::{self, ConsoleError, Session};
-use super::{field, field_error, html_response, post_session, redirect, submit, Form};
+use super::{field, field_error, html_response, redirect, submit, Posted};
+use crate::auth::{AnyRole, Owners};
 use crate::domain::accounts::{self as domain, CreateAdmin, CreateToken};
 use crate::domain::audit::{self, AuditQuery};
 use crate::ids::{AdminId, TokenId};
@@ -279,14 +280,11 @@ pub async fn admins(
 
 /// POST /console/admins
 pub async fn create_admin(
-    req: HttpRequest,
     state: web::Data<AppState>,
-    form: Form,
+    Posted { session, form, .. }: Posted<Owners>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
-    s.require_owner()?;
     let body = json!({"email": field(&form, "email"), "role": field(&form, "role"), "password": form.get("password").cloned().unwrap_or_default()});
-    let actor = s.admin_id.clone();
+    let actor = session.admin_id.clone();
     let result = match crate::extract::parse_json::<CreateAdmin>(body.to_string().as_bytes()) {
         Ok(input) => {
             crate::routes::accounts::create_admin_off_connection(&state, actor, input).await
@@ -299,7 +297,7 @@ pub async fn create_admin(
             let errors = field_error(e, admin_field)?;
             Ok(html_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                admins_page(&s, &state, &errors, None).await?,
+                admins_page(&session, &state, &errors, None).await?,
             ))
         }
     }
@@ -307,14 +305,11 @@ pub async fn create_admin(
 
 /// POST /console/tokens
 pub async fn create_token(
-    req: HttpRequest,
     state: web::Data<AppState>,
-    form: Form,
+    Posted { session, form, .. }: Posted<Owners>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
-    s.require_owner()?;
     let body = json!({"name": field(&form, "token_name"), "role": field(&form, "token_role")});
-    let actor = s.admin_id.clone();
+    let actor = session.admin_id.clone();
     let result = submit(&state, &body, move |c, now, input: CreateToken| {
         domain::create_token(c, now, &actor, input)
     })
@@ -322,13 +317,19 @@ pub async fn create_token(
     match result {
         Ok(t) => Ok(html_response(
             StatusCode::CREATED,
-            admins_page(&s, &state, &FieldErrors::default(), Some((t.name, t.token))).await?,
+            admins_page(
+                &session,
+                &state,
+                &FieldErrors::default(),
+                Some((t.name, t.token)),
+            )
+            .await?,
         )),
         Err(e) => {
             let errors = field_error(e, admin_field)?;
             Ok(html_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                admins_page(&s, &state, &errors, None).await?,
+                admins_page(&session, &state, &errors, None).await?,
             ))
         }
     }
@@ -336,14 +337,11 @@ pub async fn create_token(
 
 /// POST /console/tokens/{id}/delete
 pub async fn delete_token(
-    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: Form,
+    Posted { session, .. }: Posted<Owners>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
-    s.require_owner()?;
-    let actor = s.admin_id.clone();
+    let actor = session.admin_id.clone();
     let id = path.into_inner();
     db(&state, move |c, now| {
         domain::delete_token(c, now, &actor, &TokenId::new(id))
@@ -368,14 +366,11 @@ async fn admins_error(
 
 /// POST /console/admins/{id}/role (owners only)
 pub async fn set_role(
-    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: Form,
+    Posted { session, form, .. }: Posted<Owners>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
-    s.require_owner()?;
-    let actor = s.admin_id.clone();
+    let actor = session.admin_id.clone();
     let id = path.into_inner();
     let body = json!({"role": field(&form, "role")});
     let result = submit(&state, &body, move |c, now, input: domain::UpdateAdmin| {
@@ -384,20 +379,17 @@ pub async fn set_role(
     .await;
     match result {
         Ok(_) => Ok(redirect("/console/admins")),
-        Err(e) => admins_error(&s, &state, e).await,
+        Err(e) => admins_error(&session, &state, e).await,
     }
 }
 
 /// POST /console/admins/{id}/delete (owners only)
 pub async fn delete_admin(
-    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: Form,
+    Posted { session, .. }: Posted<Owners>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
-    s.require_owner()?;
-    let actor = s.admin_id.clone();
+    let actor = session.admin_id.clone();
     let id = path.into_inner();
     let result = db(&state, move |c, now| {
         domain::delete_admin(c, now, &actor, &AdminId::new(id))
@@ -405,7 +397,7 @@ pub async fn delete_admin(
     .await;
     match result {
         Ok(()) => Ok(redirect("/console/admins")),
-        Err(e) => admins_error(&s, &state, e).await,
+        Err(e) => admins_error(&session, &state, e).await,
     }
 }
 
@@ -445,10 +437,9 @@ pub async fn account(
 pub async fn change_password(
     req: HttpRequest,
     state: web::Data<AppState>,
-    form: Form,
+    Posted { session, form, .. }: Posted<AnyRole>,
 ) -> Result<HttpResponse, ConsoleError> {
     use actix_web::http::header;
-    let s = post_session(&req, &state, &form).await?;
     let token = session::cookie_value(&req, session::COOKIE).unwrap_or_default();
     let input = domain::ChangePassword {
         current_password: form.get("current_password").cloned().unwrap_or_default(),
@@ -483,7 +474,10 @@ pub async fn change_password(
                 crate::error::ApiError::LoginThrottled { .. } => errors.push("form", e.to_string()),
                 other => return Err(other.into()),
             }
-            Ok(html_response(status, account_page(&s, &errors, false)))
+            Ok(html_response(
+                status,
+                account_page(&session, &errors, false),
+            ))
         }
     }
 }

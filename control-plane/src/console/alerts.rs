@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 
 use super::layout::{self, FieldErrors};
 use super::session::{self, ConsoleError, Session};
-use super::{field, field_error, html_response, post_session, redirect, submit, Form};
+use super::{field, field_error, html_response, redirect, submit, Form, Posted};
+use crate::auth::Writers;
 use crate::domain::alerts::{
     self as domain, Acknowledge, AlertQuery, AlertRuleUpdate, AlertStatus, AlertView, Rule,
 };
@@ -124,14 +125,11 @@ fn safe_back(back: &str) -> &str {
 
 /// POST /console/alerts/{id}/acknowledge
 pub async fn acknowledge(
-    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: Form,
+    Posted { session, form, .. }: Posted<Writers>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
-    s.require_writer()?;
-    let actor = s.admin_id.clone();
+    let actor = session.admin_id.clone();
     let id = path.into_inner();
     let result = db(&state, move |c, now| {
         domain::acknowledge(c, now, &actor, &AlertId::new(id), Acknowledge::default())
@@ -225,13 +223,10 @@ fn number_or_text(s: &str) -> Value {
 
 /// POST /console/projects/{id}/alert-rules/{rule}
 pub async fn update_rule(
-    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    form: Form,
+    Posted { session, form, .. }: Posted<Writers>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
-    s.require_writer()?;
     let (project_id, rule_name) = path.into_inner();
     let rule = Rule::parse(&rule_name)
         .ok_or_else(|| ConsoleError::NotFound(format!("no alert rule {rule_name:?}")))?;
@@ -245,7 +240,7 @@ pub async fn update_rule(
     if rule.can_auto_revoke() {
         body["auto_revoke"] = json!(form.contains_key("auto_revoke"));
     }
-    let actor = s.admin_id.clone();
+    let actor = session.admin_id.clone();
     let (pid, rn) = (project_id.clone(), rule_name.clone());
     let result = submit(&state, &body, move |c, now, input: AlertRuleUpdate| {
         domain::update_rule(c, now, &actor, &ProjectId::new(pid), &rn, input)
@@ -273,7 +268,7 @@ pub async fn update_rule(
                     })
                     .collect(),
             );
-            let mut refill = form.0.clone();
+            let mut refill = form.clone();
             refill.insert(
                 "threshold".to_owned(),
                 field(&form, &format!("{rule_name}-threshold")).to_owned(),
@@ -282,10 +277,16 @@ pub async fn update_rule(
                 "window".to_owned(),
                 field(&form, &format!("{rule_name}-window")).to_owned(),
             );
-            let refill = web::Form(refill);
             Ok(html_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                rules_page(&s, &state, &project_id, &errors, Some((rule, &refill))).await?,
+                rules_page(
+                    &session,
+                    &state,
+                    &project_id,
+                    &errors,
+                    Some((rule, &refill)),
+                )
+                .await?,
             ))
         }
     }

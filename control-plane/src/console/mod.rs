@@ -15,17 +15,21 @@ pub mod usage;
 pub mod webhooks;
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 
+use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use futures_util::future::LocalBoxFuture;
 use maud::html;
 
+use crate::auth::AnyRole;
 use crate::domain::accounts::Login;
 use crate::error::ApiError;
 use crate::state::AppState;
 use layout::FieldErrors;
-use session::{ConsoleError, Session, CSRF_FIELD};
+use session::{ConsoleError, ConsoleRoles, Session, CSRF_FIELD};
 
 const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");
@@ -33,8 +37,8 @@ const JS: &str = include_str!("assets/console.js");
 /// The console's Content-Security-Policy.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
 
-/// A submitted form.
-pub type Form = web::Form<HashMap<String, String>>;
+/// A submitted form's fields.
+pub type Form = HashMap<String, String>;
 
 /// Registers the console's routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -130,15 +134,62 @@ pub fn redirect(location: &str) -> HttpResponse {
         .finish()
 }
 
-/// The session of a POST, after its CSRF check.
-pub async fn post_session(
-    req: &HttpRequest,
-    state: &web::Data<AppState>,
-    form: &HashMap<String, String>,
-) -> Result<Session, ConsoleError> {
-    let s = session::current(req, state).await?;
-    s.check_csrf(form.get(CSRF_FIELD).map(String::as_str))?;
-    Ok(s)
+/// A console form POST from a logged-in admin whose role is in `R`, its CSRF token checked.
+///
+/// The body is read first (a malformed one is refused as `web::Form` refuses it), then the
+/// session (none: on to the login page), the CSRF token (403) and the role (403), in that order.
+/// `F` is the form's shape: one value a field, or every pair when fields repeat.
+#[derive(Debug)]
+pub struct Posted<R, F = Form> {
+    /// The logged-in admin.
+    pub session: Session,
+    /// The submitted fields.
+    pub form: F,
+    _roles: PhantomData<R>,
+}
+
+/// A form body whose CSRF token [`Posted`] can find.
+pub trait FormFields: serde::de::DeserializeOwned + 'static {
+    /// The submitted CSRF token (the last one, should the field repeat).
+    fn csrf_token(&self) -> Option<&str>;
+}
+
+impl FormFields for Form {
+    fn csrf_token(&self) -> Option<&str> {
+        self.get(CSRF_FIELD).map(String::as_str)
+    }
+}
+
+impl FormFields for Vec<(String, String)> {
+    fn csrf_token(&self) -> Option<&str> {
+        self.iter()
+            .rev()
+            .find(|(k, _)| k == CSRF_FIELD)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl<R: ConsoleRoles + 'static, F: FormFields> FromRequest for Posted<R, F> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let state = web::Data::<AppState>::extract(req);
+        let form = web::Form::<F>::from_request(req, payload);
+        let req = req.clone();
+        Box::pin(async move {
+            let state = state.await?;
+            let form = form.await?.into_inner();
+            let session = session::current(&req, &state).await?;
+            session.check_csrf(form.csrf_token())?;
+            R::require(&session)?;
+            Ok(Posted {
+                session,
+                form,
+                _roles: PhantomData,
+            })
+        })
+    }
 }
 
 /// A form field, trimmed ("" when absent).
@@ -228,7 +279,7 @@ async fn login_page(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
 async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
-    form: Form,
+    form: web::Form<Form>,
 ) -> Result<HttpResponse, ConsoleError> {
     let email = field(&form, "email").to_owned();
     let password = form.get("password").cloned().unwrap_or_default();
@@ -270,9 +321,8 @@ async fn login(
 async fn logout(
     req: HttpRequest,
     state: web::Data<AppState>,
-    form: Form,
+    _: Posted<AnyRole>,
 ) -> Result<HttpResponse, ConsoleError> {
-    post_session(&req, &state, &form).await?;
     // The cookie goes, and the token in it stops working too, should a copy of it exist.
     if let Some(token) = session::cookie_value(&req, session::COOKIE) {
         crate::auth::end_session_token(&state, &token).await?;

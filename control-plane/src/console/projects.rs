@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use super::layout::{self, FieldErrors};
 use super::session::{self, ConsoleError, Session};
-use super::{field, field_error, html_response, post_session, redirect, submit, usage, Form};
+use super::{field, field_error, html_response, redirect, submit, usage, Form, Posted};
+use crate::auth::Writers;
 use crate::domain::keys::{self as key_domain, KeyListQuery, KeyView};
 use crate::domain::projects::{self as domain, CreateProject, ProjectView, UpdateProject};
 use crate::ids::{KeyId, ProjectId};
@@ -138,7 +139,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ConsoleError> {
     let s = session::current(&req, &state).await?;
     let projects = db(&state, |c, _| domain::list(c)).await?.items;
-    let empty = web::Form(Default::default());
+    let empty = Form::new();
     Ok(html_response(
         StatusCode::OK,
         list_page(&s, &projects, &empty, &FieldErrors::default()),
@@ -147,12 +148,9 @@ pub async fn list(
 
 /// POST /console/projects
 pub async fn create(
-    req: HttpRequest,
     state: web::Data<AppState>,
-    form: Form,
+    Posted { session, form, .. }: Posted<Writers>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
-    s.require_writer()?;
     let mut errors = FieldErrors::default();
     let routes = parse_routes(field(&form, "routes"), &mut errors);
     if errors.is_empty() {
@@ -162,7 +160,7 @@ pub async fn create(
             "routes": routes,
             "default_route_policy": field(&form, "default_route_policy"),
         });
-        let actor = s.admin_id.clone();
+        let actor = session.admin_id.clone();
         let result = submit(&state, &body, move |c, now, input: CreateProject| {
             domain::create(c, now, &actor, input)
         })
@@ -175,7 +173,7 @@ pub async fn create(
     let projects = db(&state, |c, _| domain::list(c)).await?.items;
     Ok(html_response(
         StatusCode::UNPROCESSABLE_ENTITY,
-        list_page(&s, &projects, &form, &errors),
+        list_page(&session, &projects, &form, &errors),
     ))
 }
 
@@ -538,10 +536,8 @@ pub async fn update(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: Form,
+    Posted { session, form, .. }: Posted<Writers>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
-    s.require_writer()?;
     let p = load_project(&state, &path).await?;
     let mut errors = FieldErrors::default();
     let routes = parse_routes(field(&form, "routes"), &mut errors);
@@ -551,7 +547,7 @@ pub async fn update(
             "routes": routes,
             "default_route_policy": field(&form, "default_route_policy"),
         });
-        let actor = s.admin_id.clone();
+        let actor = session.admin_id.clone();
         let id = p.id.clone();
         let result = submit(&state, &body, move |c, now, input: UpdateProject| {
             domain::update(c, now, &actor, &id, input)
@@ -567,6 +563,15 @@ pub async fn update(
     let chart = usage_chart(&state, &p, &filters).await?;
     Ok(html_response(
         StatusCode::UNPROCESSABLE_ENTITY,
-        project_page(&s, &p, &keys, &filters, Some(&form), &errors, None, chart),
+        project_page(
+            &session,
+            &p,
+            &keys,
+            &filters,
+            Some(&form),
+            &errors,
+            None,
+            chart,
+        ),
     ))
 }

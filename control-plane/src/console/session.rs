@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::auth::{Allowed, Role};
+use crate::auth::{Allowed, AnyRole, Owners, Role, Writers};
 use crate::error::ApiError;
 use crate::ids::AdminId;
 use crate::state::AppState;
@@ -75,6 +75,32 @@ impl Session {
                 "the form's CSRF token is missing or wrong; reload the page and try again",
             )),
         }
+    }
+}
+
+/// A set of roles a console form accepts (see [`super::Posted`]), and how the console refuses
+/// a session whose role is not in it.
+pub trait ConsoleRoles: Allowed {
+    /// Refuses unless the session's role is in the set.
+    fn require(s: &Session) -> Result<(), ConsoleError>;
+}
+
+impl ConsoleRoles for Writers {
+    fn require(s: &Session) -> Result<(), ConsoleError> {
+        s.require_writer()
+    }
+}
+
+impl ConsoleRoles for Owners {
+    fn require(s: &Session) -> Result<(), ConsoleError> {
+        s.require_owner()
+    }
+}
+
+/// Every logged-in admin: one's own session (logging out, changing one's password, trying a key).
+impl ConsoleRoles for AnyRole {
+    fn require(_: &Session) -> Result<(), ConsoleError> {
+        Ok(())
     }
 }
 

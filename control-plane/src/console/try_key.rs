@@ -9,7 +9,8 @@ use maud::{html, Markup};
 
 use super::layout::{self, FieldErrors};
 use super::session::{self, ConsoleError, Session};
-use super::{field, html_response, post_session, Form};
+use super::{field, html_response, Form, Posted};
+use crate::auth::AnyRole;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::verify::{decide, VerifyRequest, VerifyResponse};
@@ -104,7 +105,7 @@ pub async fn page(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ConsoleError> {
     let s = session::current(&req, &state).await?;
-    let empty = web::Form(Default::default());
+    let empty = Form::new();
     Ok(html_response(
         StatusCode::OK,
         form_page(&s, &empty, &FieldErrors::default(), None),
@@ -113,11 +114,9 @@ pub async fn page(
 
 /// POST /console/try
 pub async fn submit(
-    req: HttpRequest,
     state: web::Data<AppState>,
-    form: Form,
+    Posted { session, form, .. }: Posted<AnyRole>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
     let opt = |name: &str| Some(field(&form, name).to_owned()).filter(|v| !v.is_empty());
     let input = VerifyRequest {
         // The key as pasted, but for surrounding blanks, as an HTTP header would carry it.
@@ -133,7 +132,7 @@ pub async fn submit(
         Ok(v) => {
             return Ok(html_response(
                 StatusCode::OK,
-                form_page(&s, &form, &errors, Some(&v)),
+                form_page(&session, &form, &errors, Some(&v)),
             ))
         }
         Err(ApiError::Validation { field, message }) => {
@@ -158,6 +157,6 @@ pub async fn submit(
     }
     Ok(html_response(
         StatusCode::UNPROCESSABLE_ENTITY,
-        form_page(&s, &form, &errors, None),
+        form_page(&session, &form, &errors, None),
     ))
 }

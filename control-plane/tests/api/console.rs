@@ -10,7 +10,8 @@ both_backends!(
     try_a_key_decides_as_verify_does,
     snapshot_page_shows_the_edge_public_key,
     key_page_shows_sightings,
-    project_page_pages_and_searches_on_the_server
+    project_page_pages_and_searches_on_the_server,
+    console_posts_are_checked_in_order
 );
 
 mod webhook_edit_and_secret_rotation {
@@ -656,4 +657,89 @@ async fn project_page_pages_and_searches_on_the_server(app: TestApp) {
         "{}",
         page.body
     );
+}
+
+/// A console POST is refused for its body first (as an unreadable form), then for want of a
+/// session, then for its CSRF token (the last one, should the field repeat), then for the role.
+async fn console_posts_are_checked_in_order(app: TestApp) {
+    let viewer = Console::login(&app, "viewer@example.com", "viewer").await;
+    let admin = Console::login(&app, "admin@example.com", "admin").await;
+    let csrf = keygate_control_plane::console::session::csrf_token(&viewer.token);
+    let url = |path: &str| format!("{}{path}", app.base);
+    let status_of = |r: awc::ClientResponse<_>| r.status().as_u16();
+    let revoke = "/console/keys/key_nope/revoke";
+
+    // Not a form, or too large a one: refused before the session is looked at.
+    for cookie in [None, Some(&viewer.token)] {
+        let mut req = viewer
+            .client
+            .post(url(revoke))
+            .insert_header(("content-type", "application/json"));
+        if let Some(t) = cookie {
+            req = req.insert_header(("cookie", format!("keygate_session={t}")));
+        }
+        assert_eq!(status_of(req.send_body("{}").await.unwrap()), 415);
+        let big = "x".repeat(70 * 1024);
+        let mut req = viewer.client.post(url(revoke));
+        if let Some(t) = cookie {
+            req = req.insert_header(("cookie", format!("keygate_session={t}")));
+        }
+        let r = req.send_form(&[("reason", big.as_str())]).await.unwrap();
+        assert_eq!(status_of(r), 413);
+    }
+
+    // A form without a session: on to the login page, whatever the CSRF token.
+    let r = viewer
+        .client
+        .post(url(revoke))
+        .send_form(&[("csrf_token", csrf.as_str())])
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers().get("location").unwrap(), "/console/login");
+
+    // A wrong or missing CSRF token is refused before the role is.
+    let csrf_refused = "CSRF token is missing or wrong";
+    for fields in [
+        vec![("confirm", "yes")],
+        vec![("csrf_token", "nope")],
+        vec![("csrf_token", csrf.as_str()), ("csrf_token", "nope")],
+    ] {
+        for path in [revoke, "/console/webhooks", "/console/tokens"] {
+            let page = viewer
+                .send(actix_web::http::Method::POST, path, Some(&fields))
+                .await;
+            assert_eq!(page.status, 403, "{path}");
+            assert!(page.body.contains(csrf_refused), "{path}: {}", page.body);
+        }
+    }
+
+    // The right token (the last one counts), then the role.
+    let writers_only = "your role may read but not change anything";
+    for path in [
+        revoke,
+        "/console/webhooks",
+        "/console/projects/prj_nope/keys",
+    ] {
+        let fields = [("csrf_token", "nope"), ("csrf_token", csrf.as_str())];
+        let page = viewer
+            .send(actix_web::http::Method::POST, path, Some(&fields))
+            .await;
+        assert_eq!(page.status, 403, "{path}");
+        assert!(page.body.contains(writers_only), "{path}: {}", page.body);
+    }
+    let page = admin.post("/console/tokens", &[("token_name", "t")]).await;
+    assert_eq!(page.status, 403);
+    assert!(page
+        .body
+        .contains("only owners may manage admins and tokens"));
+    let page = admin.post("/console/admins/adm_nope/delete", &[]).await;
+    assert_eq!(page.status, 403);
+
+    // Every role may post its own forms: a viewer tries a key and logs out.
+    let page = viewer.post("/console/try", &[("key", "")]).await;
+    assert_ne!(page.status, 403, "{}", page.body);
+    let page = viewer.post("/console/logout", &[]).await;
+    assert_eq!(page.status, 303);
+    assert_eq!(page.location.as_deref(), Some("/console/login"));
 }

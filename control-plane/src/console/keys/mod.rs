@@ -12,7 +12,8 @@ use serde_json::{json, Map, Value};
 
 use super::layout::{self, FieldErrors};
 use super::session::{self, ConsoleError, Session};
-use super::{field, field_error, html_response, post_session, submit, Form};
+use super::{field, field_error, html_response, submit, Form, Posted};
+use crate::auth::Writers;
 use crate::domain::keys::{self as domain, KeySpec, KeyView};
 use crate::error::ApiError;
 use crate::ids::ProjectId;
@@ -131,7 +132,7 @@ fn spec_json(form: &Form, creating: bool, errors: &mut FieldErrors) -> Value {
 
 /// The form's values for a key view.
 fn form_of(k: &KeyView) -> Form {
-    let mut m = std::collections::HashMap::new();
+    let mut m = Form::new();
     let v = serde_json::to_value(k).unwrap_or(Value::Null);
     let join = |v: &Value| {
         v.as_array()
@@ -176,7 +177,7 @@ fn form_of(k: &KeyView) -> Form {
             v["metadata"].to_string()
         },
     );
-    web::Form(m)
+    m
 }
 
 /// The fields every key form shares (all but kind and environment).
@@ -235,7 +236,7 @@ pub async fn new_form(
 ) -> Result<HttpResponse, ConsoleError> {
     let s = session::current(&req, &state).await?;
     s.require_writer()?;
-    let empty = web::Form(Default::default());
+    let empty = Form::new();
     Ok(html_response(
         StatusCode::OK,
         new_page(&s, &path, &empty, &FieldErrors::default()),
@@ -271,18 +272,15 @@ fn plaintext_page(
 
 /// POST /console/projects/{id}/keys
 pub async fn create(
-    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: Form,
+    Posted { session, form, .. }: Posted<Writers>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
-    s.require_writer()?;
     let project_id = path.into_inner();
     let mut errors = FieldErrors::default();
     let body = spec_json(&form, true, &mut errors);
     if errors.is_empty() {
-        let actor = s.admin_id.clone();
+        let actor = session.admin_id.clone();
         let pid = project_id.clone();
         let result = submit(&state, &body, move |c, now, spec: KeySpec| {
             domain::create(c, now, &actor, &ProjectId::new(pid), spec)
@@ -292,7 +290,7 @@ pub async fn create(
             Ok(created) => {
                 return Ok(html_response(
                     StatusCode::CREATED,
-                    plaintext_page(&s, "Key created", &created.key, &created.view, None),
+                    plaintext_page(&session, "Key created", &created.key, &created.view, None),
                 ));
             }
             Err(ApiError::NotFound(m)) => return Err(ConsoleError::NotFound(m)),
@@ -301,6 +299,6 @@ pub async fn create(
     }
     Ok(html_response(
         StatusCode::UNPROCESSABLE_ENTITY,
-        new_page(&s, &project_id, &form, &errors),
+        new_page(&session, &project_id, &form, &errors),
     ))
 }

@@ -7,17 +7,18 @@ use maud::{html, Markup};
 use serde_json::{json, Value};
 
 use super::{form_of, key_field, plaintext_page, spec_fields, spec_json};
+use crate::auth::Writers;
 use crate::console::layout::{self, FieldErrors};
 use crate::console::session::{self, ConsoleError, Session};
-use crate::console::{
-    field, field_error, html_response, post_session, redirect, submit, usage, Form,
-};
-use crate::domain::keys::{self as domain, KeyView, RevokeKey, RotateKey, UpdateKey};
+use crate::console::{field, field_error, html_response, redirect, submit, usage, Form, Posted};
+use crate::db::DbConn;
+use crate::domain::keys::{self as domain, KeyView, RotateKey};
 use crate::domain::usage::{self as domain_usage, Granularity, SightingKind, SightingsQuery};
 use crate::error::ApiError;
 use crate::ids::KeyId;
 use crate::state::db;
 use crate::state::AppState;
+use keygate_store::StoreError;
 
 async fn load_key(state: &web::Data<AppState>, id: &str) -> Result<KeyView, ConsoleError> {
     let id = id.to_owned();
@@ -223,47 +224,32 @@ pub async fn show(
 
 /// POST /console/keys/{id}
 pub async fn update(
-    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: Form,
+    Posted { session, form, .. }: Posted<Writers>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
-    s.require_writer()?;
     let k = load_key(&state, &path).await?;
     let mut errors = FieldErrors::default();
     let body = spec_json(&form, false, &mut errors);
     if errors.is_empty() {
-        let actor = s.admin_id.clone();
-        let id = k.id.clone();
-        let result = submit(&state, &body, move |c, now, input: UpdateKey| {
-            domain::update(c, now, &actor, &id, input)
-        })
-        .await;
-        match result {
+        match change_key(&state, &session, &k, &body, domain::update).await? {
             Ok(k) => return Ok(redirect(&format!("/console/keys/{}?saved=1", k.id))),
-            Err(e) => errors = field_error(e, key_field)?,
+            Err(e) => errors = e,
         }
     }
-    let chart = usage_chart(&state, &k.id, Granularity::Hour).await?;
-    Ok(html_response(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        key_page(&s, &k, &form, &errors, chart, None),
-    ))
+    let status = StatusCode::UNPROCESSABLE_ENTITY;
+    key_page_again(&state, &session, &k, status, &form, &errors).await
 }
 
 /// POST /console/keys/{id}/rotate
 pub async fn rotate(
-    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: Form,
+    Posted { session, form, .. }: Posted<Writers>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
-    s.require_writer()?;
     let k = load_key(&state, &path).await?;
     let body = json!({"grace_seconds": field(&form, "grace_seconds").parse::<u64>().unwrap_or(0)});
-    let actor = s.admin_id.clone();
+    let actor = session.admin_id.clone();
     let id = k.id.clone();
     let result = submit(&state, &body, move |c, now, input: RotateKey| {
         domain::rotate(c, now, &actor, &id, input)
@@ -282,29 +268,30 @@ pub async fn rotate(
             };
             Ok(html_response(
                 StatusCode::CREATED,
-                plaintext_page(&s, "Key rotated", &r.key, &r.view, Some(extra)),
+                plaintext_page(&session, "Key rotated", &r.key, &r.view, Some(extra)),
             ))
         }
         Err(e) => {
             let errors = field_error(e, key_field)?;
-            let chart = usage_chart(&state, &k.id, Granularity::Hour).await?;
-            Ok(html_response(
+            key_page_again(
+                &state,
+                &session,
+                &k,
                 StatusCode::CONFLICT,
-                key_page(&s, &k, &form_of(&k), &errors, chart, None),
-            ))
+                &form_of(&k),
+                &errors,
+            )
+            .await
         }
     }
 }
 
 /// POST /console/keys/{id}/revoke
 pub async fn revoke(
-    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: Form,
+    Posted { session, form, .. }: Posted<Writers>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
-    s.require_writer()?;
     let k = load_key(&state, &path).await?;
     let mut errors = FieldErrors::default();
     if field(&form, "confirm") != "yes" {
@@ -312,20 +299,51 @@ pub async fn revoke(
     } else {
         let reason = field(&form, "reason");
         let body = json!({"reason": if reason.is_empty() { Value::Null } else { json!(reason) }});
-        let actor = s.admin_id.clone();
-        let id = k.id.clone();
-        let result = submit(&state, &body, move |c, now, input: RevokeKey| {
-            domain::revoke(c, now, &actor, &id, input)
-        })
-        .await;
-        match result {
+        match change_key(&state, &session, &k, &body, domain::revoke).await? {
             Ok(k) => return Ok(redirect(&format!("/console/keys/{}?revoked=1", k.id))),
-            Err(e) => errors = field_error(e, key_field)?,
+            Err(e) => errors = e,
         }
     }
-    let chart = usage_chart(&state, &k.id, Granularity::Hour).await?;
+    let status = StatusCode::UNPROCESSABLE_ENTITY;
+    key_page_again(&state, &session, &k, status, &form_of(&k), &errors).await
+}
+
+/// Saves a change to key `k` through `change` (the domain's `update` or `revoke`) as the
+/// session's admin: the key as it is now, or the errors to show beside the form's fields.
+async fn change_key<I>(
+    state: &web::Data<AppState>,
+    session: &Session,
+    k: &KeyView,
+    body: &Value,
+    change: fn(&mut DbConn, i64, &str, &KeyId, I) -> Result<KeyView, StoreError>,
+) -> Result<Result<KeyView, FieldErrors>, ConsoleError>
+where
+    I: serde::de::DeserializeOwned + Send + 'static,
+{
+    let actor = session.admin_id.clone();
+    let id = k.id.clone();
+    let result = submit(state, body, move |c, now, input: I| {
+        change(c, now, &actor, &id, input)
+    })
+    .await;
+    match result {
+        Ok(k) => Ok(Ok(k)),
+        Err(e) => Ok(Err(field_error(e, key_field)?)),
+    }
+}
+
+/// The key page again after a failed form, with its errors and `values` in the edit form.
+async fn key_page_again(
+    state: &web::Data<AppState>,
+    session: &Session,
+    k: &KeyView,
+    status: StatusCode,
+    values: &Form,
+    errors: &FieldErrors,
+) -> Result<HttpResponse, ConsoleError> {
+    let chart = usage_chart(state, &k.id, Granularity::Hour).await?;
     Ok(html_response(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        key_page(&s, &k, &form_of(&k), &errors, chart, None),
+        status,
+        key_page(session, k, values, errors, chart, None),
     ))
 }

@@ -9,9 +9,10 @@ use super::{
     edit_form, edit_values, enabled_badge, endpoint_body, rotate_form, single, webhook_field,
     MultiForm,
 };
+use crate::auth::Writers;
 use crate::console::layout::{self, FieldErrors};
 use crate::console::session::{self, ConsoleError, Session};
-use crate::console::{field, field_error, html_response, post_session, redirect, submit, Form};
+use crate::console::{field, field_error, html_response, redirect, submit, Posted};
 use crate::domain::webhooks::{
     self as domain, DeliveryQuery, DeliveryView, RotateSecret, RotatedSecret, UpdateWebhook,
     WebhookView,
@@ -186,6 +187,21 @@ async fn page_again(
     Ok(html_response(status, show_page(s, &w, &deliveries, extras)))
 }
 
+/// The endpoint's page again, with the errors of a form that failed.
+async fn errors_again(
+    s: &Session,
+    state: &web::Data<AppState>,
+    id: &str,
+    status: StatusCode,
+    errors: FieldErrors,
+) -> Result<HttpResponse, ConsoleError> {
+    let extras = ShowExtras {
+        errors,
+        ..Default::default()
+    };
+    page_again(s, state, id, status, extras).await
+}
+
 #[derive(Debug, Default, serde::Deserialize)]
 struct Note {
     done: Option<String>,
@@ -220,14 +236,11 @@ pub async fn show(
 }
 
 async fn set_enabled(
-    req: HttpRequest,
     state: web::Data<AppState>,
     id: String,
-    form: Form,
+    s: Session,
     enabled: bool,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
-    s.require_writer()?;
     let actor = s.admin_id.clone();
     let wid = WebhookId::new(id.clone());
     let result = db(&state, move |c, now| {
@@ -255,50 +268,42 @@ async fn set_enabled(
 
 /// POST /console/webhooks/{id}/enable
 pub async fn enable(
-    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: Form,
+    posted: Posted<Writers>,
 ) -> Result<HttpResponse, ConsoleError> {
-    set_enabled(req, state, path.into_inner(), form, true).await
+    set_enabled(state, path.into_inner(), posted.session, true).await
 }
 
 /// POST /console/webhooks/{id}/disable
 pub async fn disable(
-    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: Form,
+    posted: Posted<Writers>,
 ) -> Result<HttpResponse, ConsoleError> {
-    set_enabled(req, state, path.into_inner(), form, false).await
+    set_enabled(state, path.into_inner(), posted.session, false).await
 }
 
 /// POST /console/webhooks/{id}/delete
 pub async fn delete(
-    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: Form,
+    Posted { session, form, .. }: Posted<Writers>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
-    s.require_writer()?;
     let id = path.into_inner();
     if field(&form, "confirm") != "yes" {
         let mut errors = FieldErrors::default();
         errors.push("confirm", "Tick the confirmation to delete the endpoint.");
-        return page_again(
-            &s,
+        return errors_again(
+            &session,
             &state,
             &id,
             StatusCode::UNPROCESSABLE_ENTITY,
-            ShowExtras {
-                errors,
-                ..Default::default()
-            },
+            errors,
         )
         .await;
     }
-    let actor = s.admin_id.clone();
+    let actor = session.admin_id.clone();
     match db(&state, move |c, now| {
         domain::delete(c, now, &actor, &WebhookId::new(id))
     })
@@ -312,13 +317,10 @@ pub async fn delete(
 
 /// POST /console/webhooks/{id}/deliveries/{delivery_id}/retry
 pub async fn retry(
-    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    form: Form,
+    Posted { session, .. }: Posted<Writers>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
-    s.require_writer()?;
     let (id, delivery_id) = path.into_inner();
     let wid = WebhookId::new(id.clone());
     let result = db(&state, move |c, now| {
@@ -333,17 +335,7 @@ pub async fn retry(
             if errors.is_empty() {
                 errors.push("form", "the delivery could not be queued");
             }
-            page_again(
-                &s,
-                &state,
-                &id,
-                StatusCode::CONFLICT,
-                ShowExtras {
-                    errors,
-                    ..Default::default()
-                },
-            )
-            .await
+            errors_again(&session, &state, &id, StatusCode::CONFLICT, errors).await
         }
     }
 }
@@ -351,21 +343,18 @@ pub async fn retry(
 /// POST /console/webhooks/{id}: the edit form (URL, description, events, days of warning,
 /// enabled), through the same validation and address guard as `PATCH /v1/webhooks/{id}`.
 pub async fn update(
-    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: MultiForm,
+    Posted { session, form, .. }: Posted<Writers, MultiForm>,
 ) -> Result<HttpResponse, ConsoleError> {
     let values = single(&form);
-    let s = post_session(&req, &state, &values).await?;
-    s.require_writer()?;
     let id = path.into_inner();
     let errors = match endpoint_body(&form) {
         Ok(body) => {
             let url = field(&values, "url").to_owned();
             let result = match crate::routes::webhooks::guard_target(&state, &url).await {
                 Ok(()) => {
-                    let (actor, wid) = (s.admin_id.clone(), WebhookId::new(id.clone()));
+                    let (actor, wid) = (session.admin_id.clone(), WebhookId::new(id.clone()));
                     submit(&state, &body, move |c, now, input: UpdateWebhook| {
                         domain::update(c, now, &actor, &wid, input)
                     })
@@ -382,7 +371,7 @@ pub async fn update(
         Err(errors) => errors,
     };
     page_again(
-        &s,
+        &session,
         &state,
         &id,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -398,19 +387,16 @@ pub async fn update(
 /// POST /console/webhooks/{id}/rotate-secret: a new signing secret, shown in this response
 /// only, as `POST /v1/webhooks/{id}/rotate-secret` does.
 pub async fn rotate_secret(
-    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: Form,
+    Posted { session, form, .. }: Posted<Writers>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let s = post_session(&req, &state, &form).await?;
-    s.require_writer()?;
     let id = path.into_inner();
     let mut errors = FieldErrors::default();
     let grace = field(&form, "grace_seconds");
     let result = match grace.parse::<u32>() {
         Ok(grace_seconds) => {
-            let (actor, wid) = (s.admin_id.clone(), WebhookId::new(id.clone()));
+            let (actor, wid) = (session.admin_id.clone(), WebhookId::new(id.clone()));
             db(&state, move |c, now| {
                 domain::rotate_secret(c, now, &actor, &wid, RotateSecret { grace_seconds })
             })
@@ -427,7 +413,7 @@ pub async fn rotate_secret(
             return Ok(html_response(
                 StatusCode::OK,
                 show_page(
-                    &s,
+                    &session,
                     &rotated.view,
                     &deliveries,
                     ShowExtras {
@@ -444,15 +430,5 @@ pub async fn rotate_secret(
         }
         Err(e) => return Err(e.into()),
     };
-    page_again(
-        &s,
-        &state,
-        &id,
-        status,
-        ShowExtras {
-            errors,
-            ..Default::default()
-        },
-    )
-    .await
+    errors_again(&session, &state, &id, status, errors).await
 }

@@ -15,14 +15,15 @@ use serde_json::{json, Value};
 
 use super::layout::{self, FieldErrors};
 use super::session::{self, ConsoleError, Session};
-use super::{field, field_error, html_response, post_session, submit};
+use super::{field, field_error, html_response, submit, Posted};
+use crate::auth::Writers;
 use crate::domain::events::EVENT_TYPES;
 use crate::domain::webhooks::{self as domain, CreateWebhook, WebhookView, DEFAULT_EXPIRING_DAYS};
 use crate::state::db;
 use crate::state::AppState;
 
-/// A form whose fields may repeat (the event checkboxes).
-pub type MultiForm = web::Form<Vec<(String, String)>>;
+/// A form whose fields may repeat (the event checkboxes): every pair, in order.
+pub type MultiForm = Vec<(String, String)>;
 
 fn webhook_field(f: &str) -> String {
     let top = f.split(['.', '[']).next().unwrap_or(f);
@@ -223,19 +224,16 @@ pub async fn list(
 
 /// POST /console/webhooks
 pub async fn create(
-    req: HttpRequest,
     state: web::Data<AppState>,
-    form: MultiForm,
+    Posted { session, form, .. }: Posted<Writers, MultiForm>,
 ) -> Result<HttpResponse, ConsoleError> {
     let values = single(&form);
-    let s = post_session(&req, &state, &values).await?;
-    s.require_writer()?;
     let (body, mut errors) = match endpoint_body(&form) {
         Ok(body) => (body, FieldErrors::default()),
         Err(errors) => (Value::Null, errors),
     };
     if errors.is_empty() {
-        let actor = s.admin_id.clone();
+        let actor = session.admin_id.clone();
         let url = field(&values, "url").to_owned();
         let result = match crate::routes::webhooks::guard_target(&state, &url).await {
             Ok(()) => {
@@ -252,7 +250,7 @@ pub async fn create(
                 return Ok(html_response(
                     StatusCode::CREATED,
                     list_page(
-                        &s,
+                        &session,
                         &hooks,
                         &[],
                         &FieldErrors::default(),
@@ -266,7 +264,7 @@ pub async fn create(
     let hooks = db(&state, |c, _| domain::list(c)).await?.items;
     Ok(html_response(
         StatusCode::UNPROCESSABLE_ENTITY,
-        list_page(&s, &hooks, &form, &errors, None),
+        list_page(&session, &hooks, &form, &errors, None),
     ))
 }
 
