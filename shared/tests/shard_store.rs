@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use keygate_shared::policy::{KeyRecord, Scope};
-use keygate_shared::shard_store::{Applied, ShardChange, ShardStore};
+use keygate_shared::shard_store::{Applied, ShardChange, ShardStore, ShardStoreBuilder};
 use keygate_shared::snapshot::build_shards;
 use keygate_shared::{Environment, KeyHash, KeyPrefix, Kind, PlaintextKey};
 use rand::{Rng, SeedableRng};
@@ -188,10 +188,7 @@ fn a_build_record_by_record_matches_a_build_at_once() {
             .collect();
         let at_once = ShardStore::build(records.clone()).unwrap();
         records.reverse();
-        let mut builder = ShardStore::builder();
-        for r in &records {
-            builder.add(r).unwrap();
-        }
+        let builder = builder_of(&records);
         assert_eq!(builder.key_count(), count as u64);
         let streamed = builder.finish().unwrap();
         assert_eq!(streamed.shard_bits(), at_once.shard_bits(), "{count}");
@@ -230,12 +227,18 @@ fn a_build_record_by_record_orders_hashes_alike_in_their_first_bytes() {
         .collect();
     let at_once = ShardStore::build(records.clone()).unwrap();
     records.reverse();
-    let mut builder = ShardStore::builder();
-    for r in &records {
-        builder.add(r).unwrap();
-    }
+    let mut builder = builder_of(&records);
     builder.add(&records[0]).unwrap();
     let streamed = builder.finish().unwrap();
     assert_eq!(streamed.key_count(), 3000);
     assert_eq!(streamed.digests(), at_once.digests());
+}
+
+/// A builder given `records` one by one, in the order given.
+fn builder_of(records: &[KeyRecord]) -> ShardStoreBuilder {
+    let mut builder = ShardStore::builder();
+    for r in records {
+        builder.add(r).unwrap();
+    }
+    builder
 }

@@ -182,7 +182,7 @@ impl<R: ConsoleRoles + 'static, F: FormFields> FromRequest for Posted<R, F> {
             let form = form.await?.into_inner();
             let session = session::current(&req, &state).await?;
             session.check_csrf(form.csrf_token())?;
-            R::require(&session)?;
+            session.require::<R>()?;
             Ok(Posted {
                 session,
                 form,

@@ -45,26 +45,23 @@ impl Session {
         crate::auth::Owners::ROLES.contains(&self.role)
     }
 
-    /// Refuses unless the role may write.
-    pub fn require_writer(&self) -> Result<(), ConsoleError> {
-        if self.can_write() {
+    /// Refuses unless the role is in `R`.
+    pub fn require<R: ConsoleRoles>(&self) -> Result<(), ConsoleError> {
+        if R::ROLES.contains(&self.role) {
             Ok(())
         } else {
-            Err(ConsoleError::Forbidden(
-                "your role may read but not change anything",
-            ))
+            Err(ConsoleError::Forbidden(R::REFUSAL))
         }
+    }
+
+    /// Refuses unless the role may write.
+    pub fn require_writer(&self) -> Result<(), ConsoleError> {
+        self.require::<Writers>()
     }
 
     /// Refuses unless the role is owner.
     pub fn require_owner(&self) -> Result<(), ConsoleError> {
-        if self.is_owner() {
-            Ok(())
-        } else {
-            Err(ConsoleError::Forbidden(
-                "only owners may manage admins and tokens",
-            ))
-        }
+        self.require::<Owners>()
     }
 
     /// Checks a submitted form's CSRF token in constant time.
@@ -78,30 +75,25 @@ impl Session {
     }
 }
 
-/// A set of roles a console form accepts (see [`super::Posted`]), and how the console refuses
-/// a session whose role is not in it.
+/// A set of roles a console form accepts (see [`super::Posted`]), with the console's refusal
+/// for a session whose role is not in it.
 pub trait ConsoleRoles: Allowed {
-    /// Refuses unless the session's role is in the set.
-    fn require(s: &Session) -> Result<(), ConsoleError>;
+    /// The 403 page's message.
+    const REFUSAL: &'static str;
 }
 
 impl ConsoleRoles for Writers {
-    fn require(s: &Session) -> Result<(), ConsoleError> {
-        s.require_writer()
-    }
+    const REFUSAL: &'static str = "your role may read but not change anything";
 }
 
 impl ConsoleRoles for Owners {
-    fn require(s: &Session) -> Result<(), ConsoleError> {
-        s.require_owner()
-    }
+    const REFUSAL: &'static str = "only owners may manage admins and tokens";
 }
 
 /// Every logged-in admin: one's own session (logging out, changing one's password, trying a key).
 impl ConsoleRoles for AnyRole {
-    fn require(_: &Session) -> Result<(), ConsoleError> {
-        Ok(())
-    }
+    // Never shown: every role is in the set.
+    const REFUSAL: &'static str = "";
 }
 
 /// The CSRF token of a session token.

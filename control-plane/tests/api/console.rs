@@ -136,17 +136,7 @@ fn text_of(html: &str, id: &str) -> String {
 
 /// The `value` attribute of the input with `id`.
 fn value_of(html: &str, id: &str) -> String {
-    let marker = format!("id=\"{id}\"");
-    let at = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no #{id} in {html}"));
-    let tag = &html[html[..at].rfind('<').unwrap()..];
-    let tag = &tag[..tag.find('>').unwrap()];
-    let v = tag
-        .find("value=\"")
-        .unwrap_or_else(|| panic!("no value in {tag}"));
-    let v = &tag[v + 7..];
-    v[..v.find('"').unwrap()].to_owned()
+    raw_attr_of(html, id, "value")
 }
 
 async fn try_a_key_decides_as_verify_does(app: TestApp) {
@@ -552,6 +542,11 @@ async fn key_page_shows_sightings(app: TestApp) {
 
 /// The `attr` attribute of the element with `id`, HTML entities for `&` undone.
 fn attr_of(html: &str, id: &str, attr: &str) -> String {
+    raw_attr_of(html, id, attr).replace("&amp;", "&")
+}
+
+/// The `attr` attribute of the element with `id`, as written.
+fn raw_attr_of(html: &str, id: &str, attr: &str) -> String {
     let marker = format!("id=\"{id}\"");
     let at = html
         .find(&marker)
@@ -563,7 +558,7 @@ fn attr_of(html: &str, id: &str, attr: &str) -> String {
         .find(&needle)
         .unwrap_or_else(|| panic!("no {attr} in {tag}"));
     let v = &tag[v + needle.len()..];
-    v[..v.find('"').unwrap()].replace("&amp;", "&")
+    v[..v.find('"').unwrap()].to_owned()
 }
 
 /// The rows of the `#keys` table: the key ids they link to.
